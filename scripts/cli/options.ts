@@ -1,0 +1,64 @@
+/**
+ * Command-line options shared by the subcommands, parsed with commander. Each option's default is documented in its
+ * help text; parsing only collects strings and numbers, validation is validateTrainConfig's job.
+ */
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { TRAIN_DEFAULTS, validateTrainConfig, type TrainConfig } from '../../shared/config.js';
+import { BACKEND_CHOICES, parseBackendChoice, type BackendChoice } from '../../shared/tf/backend.js';
+import { MODEL_NAMES } from '../../shared/train/models.js';
+import { OPTIMIZER_NAMES } from '../../shared/train/optim.js';
+
+const D = TRAIN_DEFAULTS;
+
+/** The training options of `ringtrain train`, also accepted by the coordinator and `launch`. */
+export function addTrainOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--model <name>', 'model to train').choices(MODEL_NAMES).default(D.model))
+    .addOption(new Option('--optimizer <name>', 'optimizer').choices(OPTIMIZER_NAMES).default(D.optimizer))
+    .option('--lr <rate>', 'learning rate (default: adam 2e-3, sgd 0.05, adadelta 1.0)', Number)
+    .option('--lr-decay <factor>', 'multiply the learning rate by this after every epoch', Number, D.lrDecay)
+    .option('--momentum <m>', 'SGD momentum (0 = plain SGD)', Number, D.momentum)
+    .option('--epochs <n>', 'number of epochs', Number, D.epochs)
+    .option('--batch-size <n>', 'batch size per process (per worker in a cluster)', Number, D.batchSize)
+    .option('--seed <n>', 'seed for initial weights and the per-epoch shuffle', Number, D.seed)
+    .option('--train-limit <n>', 'use only the first N training samples (0 = all)', Number, D.trainLimit)
+    .option('--test-limit <n>', 'evaluate on only the first N test samples (0 = all)', Number, D.testLimit)
+    .option('--target-accuracy <a>', 'stop once test accuracy reaches this fraction (0 = run all epochs)', Number, D.targetAccuracy)
+    .option('--scale-lr', 'cluster: scale the learning rate by the number of workers, with a warmup', D.scaleLr)
+    .option('--warmup-epochs <n>', 'cluster: epochs of linear learning-rate warmup with --scale-lr', Number, D.warmupEpochs);
+}
+
+export function addBackendOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend; auto = tensorflow (tfjs-node) where it loads, else wasm').choices(BACKEND_CHOICES).default('auto'))
+    .option('--data-dir <dir>', 'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST');
+}
+
+export function addOutputOptions(cmd: Command): Command {
+  return cmd
+    .option('--run-dir <dir>', 'folder for JSON logs and outputs (default: runs/<timestamp>)')
+    .option('--summary-json <file>', 'write a JSON summary of the run to this file')
+    .addOption(new Option('--log-level <level>', 'level of the JSON log file').choices(['trace', 'debug', 'info', 'warn', 'error']).default('info'))
+    .option('--quiet', 'no progress display on the terminal', false);
+}
+
+type Opts = Record<string, unknown>;
+
+export function readTrainConfig(opts: Opts): TrainConfig {
+  return validateTrainConfig({
+    model: opts.model, optimizer: opts.optimizer, lr: opts.lr, lrDecay: opts.lrDecay, momentum: opts.momentum,
+    epochs: opts.epochs, batchSize: opts.batchSize, seed: opts.seed, trainLimit: opts.trainLimit,
+    testLimit: opts.testLimit, targetAccuracy: opts.targetAccuracy, scaleLr: opts.scaleLr, warmupEpochs: opts.warmupEpochs,
+  });
+}
+
+export function readBackend(opts: Opts): BackendChoice {
+  return parseBackendChoice(String(opts.backend ?? 'auto'));
+}
+
+export function defaultRunDir(opts: Opts): string {
+  if (typeof opts.runDir === 'string') return opts.runDir;
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  return path.join('runs', `${stamp}-${process.pid}`);
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env node
+/** The `ringtrain` command line: one program, one subcommand per role. */
+import { Command } from 'commander';
+import { RingtrainError } from '../shared/errors.js';
+import { trainCommand } from './cli/train.js';
+
+const program = new Command('ringtrain')
+  .description('distributed data-parallel training on Node.js: a coordinator, WebSocket workers and a ring allreduce')
+  .showHelpAfterError();
+program.addCommand(trainCommand());
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof RingtrainError) {
+    process.stderr.write(`ringtrain: ${err.message} [${err.code}]\n`);
+    if (err.cause) process.stderr.write(`  caused by: ${(err.cause as Error).message ?? String(err.cause)}\n`);
+  } else {
+    process.stderr.write(`ringtrain: ${(err as Error)?.stack ?? String(err)}\n`);
+  }
+  process.exitCode = 1;
+});

@@ -1,0 +1,38 @@
+/**
+ * Batches from a split, into buffers allocated once per loader: the hot path allocates nothing per step.
+ */
+import { gatherLabels, toFloatImages, type MnistSplit } from '../data/mnist.js';
+import type { Batch, EvalCounts, Replica } from './replica.js';
+
+export class BatchLoader {
+  private readonly images: Float32Array;
+  private readonly labels: Int32Array;
+
+  constructor(private readonly split: MnistSplit, readonly batchSize: number) {
+    this.images = new Float32Array(batchSize * split.rows * split.cols);
+    this.labels = new Int32Array(batchSize);
+  }
+
+  /** The batch of these sample indices (at most batchSize of them). The returned buffers are reused. */
+  load(indices: ArrayLike<number>): Batch {
+    toFloatImages(this.split, indices, this.images);
+    gatherLabels(this.split, indices, this.labels);
+    return { images: this.images, labels: this.labels, n: indices.length };
+  }
+}
+
+/** Evaluate samples [start, end) of a split; counts are additive, so shards can be summed across workers. */
+export function evaluateRange(replica: Replica, split: MnistSplit, start: number, end: number, batchSize = 1000): EvalCounts {
+  const loader = new BatchLoader(split, batchSize);
+  const totals: EvalCounts = { correct: 0, total: 0, lossSum: 0 };
+  const indices = new Uint32Array(batchSize);
+  for (let first = start; first < end; first += batchSize) {
+    const n = Math.min(batchSize, end - first);
+    for (let i = 0; i < n; i++) indices[i] = first + i;
+    const counts = replica.evaluate(loader.load(indices.subarray(0, n)));
+    totals.correct += counts.correct;
+    totals.total += counts.total;
+    totals.lossSum += counts.lossSum;
+  }
+  return totals;
+}

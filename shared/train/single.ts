@@ -1,0 +1,121 @@
+/**
+ * The single-process trainer (`ringtrain train`): the baseline a user would otherwise run, and the reference the
+ * cluster is measured against. Same Replica, same sampler and same schedule as a one-worker cluster.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { TrainConfig } from '../config.js';
+import { limitSplit, loadMnist, type MnistDataset } from '../data/mnist.js';
+import type { Logger } from '../log.js';
+import type { ProgressView } from '../progress.js';
+import { shardForRank, stepsPerEpoch, batchIndices } from '../sampler.js';
+import { selectBackend, type BackendChoice, type BackendName } from '../tf/backend.js';
+import { BatchLoader, evaluateRange } from './batches.js';
+import { saveModel } from './model-io.js';
+import { buildModel } from './models.js';
+import { learningRateAt } from './optim.js';
+import { Replica } from './replica.js';
+
+export interface SingleRunOptions {
+  config: TrainConfig;
+  backend: BackendChoice;
+  dataDir?: string;
+  summaryJson?: string;
+  /** Folder for the trained model (model.json + weights.bin); none when absent. */
+  saveDir?: string;
+  log: Logger;
+  progress: ProgressView;
+}
+
+export interface EpochResult { epoch: number; testAccuracy: number; testLoss: number; trainLoss: number; seconds: number }
+
+export interface TrainSummary {
+  model: string;
+  backend: BackendName;
+  epochs: number;
+  steps: number;
+  testAccuracy: number;
+  /** Training samples per second of training time (evaluation excluded). */
+  samplesPerSec: number;
+  wallSeconds: number;
+  history: EpochResult[];
+}
+
+export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary> {
+  const started = performance.now();
+  const { config, log } = opts;
+  const backend = await selectBackend(opts.backend, log);
+  const data = await loadData(opts.dataDir, config);
+  log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  const replica = new Replica(buildModel(config.model, config.seed), { name: config.optimizer, lr: config.lr, momentum: config.momentum });
+  const summary = await trainLoop(replica, data, opts);
+  if (opts.saveDir) {
+    await saveModel(replica.built.model, opts.saveDir);
+    log.info({ dir: opts.saveDir }, 'model saved');
+  }
+  replica.dispose();
+  const result: TrainSummary = { ...summary, model: config.model, backend, wallSeconds: (performance.now() - started) / 1000 };
+  if (opts.summaryJson) await writeJson(opts.summaryJson, result);
+  return result;
+}
+
+async function loadData(dataDir: string | undefined, config: TrainConfig): Promise<MnistDataset> {
+  const data = await loadMnist(dataDir);
+  return {
+    ...data,
+    train: config.trainLimit > 0 ? limitSplit(data.train, config.trainLimit) : data.train,
+    test: config.testLimit > 0 ? limitSplit(data.test, config.testLimit) : data.test,
+  };
+}
+
+type LoopSummary = Pick<TrainSummary, 'epochs' | 'steps' | 'testAccuracy' | 'samplesPerSec' | 'history'>;
+
+async function trainLoop(replica: Replica, data: MnistDataset, opts: SingleRunOptions): Promise<LoopSummary> {
+  const { config, log, progress } = opts;
+  const loader = new BatchLoader(data.train, config.batchSize);
+  const history: EpochResult[] = [];
+  let steps = 0;
+  let samples = 0;
+  let trainMs = 0;
+  for (let epoch = 0; epoch < config.epochs; epoch++) {
+    const epochStart = performance.now();
+    replica.setLearningRate(learningRateAt({ baseLr: config.lr, decay: config.lrDecay }, epoch));
+    const shard = shardForRank({ datasetSize: data.train.count, worldSize: 1, rank: 0, seed: config.seed, epoch, shuffle: true });
+    const nSteps = stepsPerEpoch(shard.length, config.batchSize);
+    progress.begin(`epoch ${epoch + 1}/${config.epochs}`, shard.length);
+    let lossSum = 0;
+    for (let step = 0; step < nSteps; step++) {
+      const batch = loader.load(batchIndices(shard, step, config.batchSize));
+      const { loss, gradients } = replica.computeGradients(batch);
+      replica.applyGradients(gradients);
+      lossSum += loss;
+      samples += batch.n;
+      steps++;
+      progress.update(Math.min(shard.length, (step + 1) * config.batchSize), { loss: lossSum / (step + 1) });
+    }
+    trainMs += performance.now() - epochStart;
+    const evalCounts = evaluateRange(replica, data.test, 0, data.test.count);
+    const result: EpochResult = {
+      epoch: epoch + 1,
+      testAccuracy: evalCounts.correct / Math.max(1, evalCounts.total),
+      testLoss: evalCounts.lossSum / Math.max(1, evalCounts.total),
+      trainLoss: lossSum / Math.max(1, nSteps),
+      seconds: (performance.now() - epochStart) / 1000,
+    };
+    history.push(result);
+    log.info({ ...result, lr: replica.learningRate, steps }, 'epoch finished');
+    progress.line(`epoch ${result.epoch}: train loss ${result.trainLoss.toFixed(4)}  test accuracy ${(100 * result.testAccuracy).toFixed(2)}%  (${result.seconds.toFixed(1)} s)`);
+    if (config.targetAccuracy > 0 && result.testAccuracy >= config.targetAccuracy) {
+      log.info({ epoch: result.epoch, testAccuracy: result.testAccuracy }, 'target accuracy reached');
+      break;
+    }
+  }
+  progress.stop();
+  const last = history[history.length - 1];
+  return { epochs: history.length, steps, testAccuracy: last?.testAccuracy ?? 0, samplesPerSec: samples / Math.max(1e-9, trainMs / 1000), history };
+}
+
+export async function writeJson(file: string, value: unknown): Promise<void> {
+  await fs.mkdir(path.dirname(path.resolve(file)), { recursive: true });
+  await fs.writeFile(file, `${JSON.stringify(value, null, 2)}\n`);
+}
