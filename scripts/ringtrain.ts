@@ -2,14 +2,21 @@
 /** The `ringtrain` command line: one program, one subcommand per role. */
 import { Command } from 'commander';
 import { RingtrainError } from '../shared/errors.js';
+import { coordinatorCommand } from '../coordinator/cli.js';
+import { workerCommand } from '../worker/cli.js';
+import { launchCommand } from './cli/launch.js';
 import { trainCommand } from './cli/train.js';
 
 const program = new Command('ringtrain')
   .description('distributed data-parallel training on Node.js: a coordinator, WebSocket workers and a ring allreduce')
   .showHelpAfterError();
 program.addCommand(trainCommand());
+program.addCommand(coordinatorCommand());
+program.addCommand(workerCommand());
+program.addCommand(launchCommand());
 
-program.parseAsync(process.argv).catch((err: unknown) => {
+// horovodrun spells it -np; commander's short flags are one letter, so accept that spelling here.
+program.parseAsync(process.argv.map((a) => (a === '-np' ? '--np' : a))).catch((err: unknown) => {
   if (err instanceof RingtrainError) {
     process.stderr.write(`ringtrain: ${err.message} [${err.code}]\n`);
     if (err.cause) process.stderr.write(`  caused by: ${(err.cause as Error).message ?? String(err.cause)}\n`);

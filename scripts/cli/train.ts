@@ -4,12 +4,13 @@ import { Command } from 'commander';
 import { createRootLogger } from '../../shared/log.js';
 import { createProgressView } from '../../shared/progress.js';
 import { trainSingle } from '../../shared/train/single.js';
-import { addBackendOptions, addOutputOptions, addTrainOptions, defaultRunDir, readBackend, readTrainConfig } from './options.js';
+import { addBackendOptions, addDataDirOption, addOutputOptions, addTrainOptions, defaultRunDir, readBackend, readTrainConfig } from '../../shared/cli-options.js';
 
 export function trainCommand(): Command {
   const cmd = new Command('train').description('train in one process (the baseline the cluster is measured against)');
   addTrainOptions(cmd);
   addBackendOptions(cmd);
+  addDataDirOption(cmd);
   addOutputOptions(cmd);
   cmd.option('--save-dir <dir>', 'where to save the trained model (default: <run-dir>/model)');
   cmd.option('--no-save', 'do not save the trained model');

@@ -99,7 +99,7 @@ export class Replica {
     });
   }
 
-  getWeights(out = new Float32Array(this.layout.size)): Float32Array {
+  getWeights(out: Float32Array = new Float32Array(this.layout.size)): Float32Array {
     for (const [i, e] of this.layout.entries.entries()) out.set(this.vars[i]!.dataSync() as Float32Array, e.offset);
     return out;
   }

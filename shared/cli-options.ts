@@ -4,10 +4,11 @@
  */
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { TRAIN_DEFAULTS, validateTrainConfig, type TrainConfig } from '../../shared/config.js';
-import { BACKEND_CHOICES, parseBackendChoice, type BackendChoice } from '../../shared/tf/backend.js';
-import { MODEL_NAMES } from '../../shared/train/models.js';
-import { OPTIMIZER_NAMES } from '../../shared/train/optim.js';
+import { ConfigError } from './errors.js';
+import { TRAIN_DEFAULTS, validateTrainConfig, type TrainConfig } from './config.js';
+import { BACKEND_CHOICES, parseBackendChoice, type BackendChoice } from './tf/backend.js';
+import { MODEL_NAMES } from './train/models.js';
+import { OPTIMIZER_NAMES } from './train/optim.js';
 
 const D = TRAIN_DEFAULTS;
 
@@ -31,8 +32,11 @@ export function addTrainOptions(cmd: Command): Command {
 
 export function addBackendOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--backend <name>', 'TensorFlow.js backend; auto = tensorflow (tfjs-node) where it loads, else wasm').choices(BACKEND_CHOICES).default('auto'))
-    .option('--data-dir <dir>', 'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST');
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend; auto = tensorflow (tfjs-node) where it loads, else wasm').choices(BACKEND_CHOICES).default('auto'));
+}
+
+export function addDataDirOption(cmd: Command): Command {
+  return cmd.option('--data-dir <dir>', 'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST');
 }
 
 export function addOutputOptions(cmd: Command): Command {
@@ -61,4 +65,32 @@ export function defaultRunDir(opts: Opts): string {
   if (typeof opts.runDir === 'string') return opts.runDir;
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   return path.join('runs', `${stamp}-${process.pid}`);
+}
+
+/** Parse `HOST:PORT` (IPv6 as `[::1]:PORT`). */
+export function parseHostPort(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(value);
+  if (!m) throw new ConfigError(`expected HOST:PORT, got '${value}'`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new ConfigError(`port out of range in '${value}'`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+export function intOption(name: string): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new ConfigError(`${name} must be a non-negative integer, got '${v}'`);
+    return n;
+  };
+}
+
+/**
+ * End the process once `done` settles: set the exit code and let pending writes drain, but never hang on a stray
+ * handle (the timer is unref'ed, so it only fires if something else keeps the process alive).
+ */
+export function exitWhenDone(done: Promise<number>, graceMs = 3000): void {
+  void done.then((code) => {
+    process.exitCode = code;
+    setTimeout(() => process.exit(code), graceMs).unref();
+  });
 }

@@ -1,0 +1,527 @@
+/**
+ * The ringtrain wire protocol, version 1. The only module that touches `msgpackr`.
+ *
+ * Every WebSocket message is binary and starts with a 2-byte frame prefix:
+ *
+ *   byte 0   frame kind: 1 = control message, 2 = gradient chunk
+ *   byte 1   PROTOCOL_VERSION (1)
+ *
+ * Control message (kind 1): the prefix, then one msgpack map (plain string keys, no msgpackr
+ * records) with a string field `type` naming the message and that message's fields. Byte fields are
+ * msgpack `bin`; on decode they are Uint8Array views into the received frame. Unknown extra fields
+ * are dropped; unknown types, missing or ill-typed fields are rejected. Every message sent after a
+ * worker joined carries `gen`, the membership generation (a positive integer), so messages of an
+ * old membership can be fenced off.
+ *
+ *   worker -> coordinator   hello, ready, metrics, evalResult, epochDone, weights, failed
+ *   coordinator -> worker   welcome, assign, start, shard, requestWeights, stop
+ *   worker -> worker        ringHello (first message on a ring link, from the dialing predecessor)
+ *
+ * Gradient chunk (kind 2), all integers little-endian, a 20-byte header then the payload:
+ *
+ *   offset  size  field
+ *        0     1  kind = 2
+ *        1     1  version = 1
+ *        2     1  phase (0 = reduce-scatter, 1 = allgather)
+ *        3     1  reserved, must be 0
+ *        4     4  generation (u32)
+ *        8     4  step (u32, training step)
+ *       12     4  chunk (u32, chunk index in the ring)
+ *       16     4  count (u32, number of float32 values)
+ *       20  4*count  float32 values, little-endian
+ *
+ * Decoding never throws anything but ProtocolVersionError (wrong version byte or version field) or
+ * ProtocolError (anything else wrong), whatever the input bytes.
+ */
+import { Packr, RESERVE_START_SPACE } from 'msgpackr';
+import { ProtocolError, ProtocolVersionError } from './errors.js';
+import { Phase, type ChunkHeader } from './allreduce.js';
+
+export const PROTOCOL_VERSION = 1;
+export const FrameKind = { control: 1, chunk: 2 } as const;
+export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
+export const FRAME_PREFIX_BYTES = 2;
+export const CHUNK_HEADER_BYTES = 20;
+
+const UINT32_MAX = 0xffffffff;
+const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+export const MessageType = {
+  hello: 'hello',
+  ready: 'ready',
+  metrics: 'metrics',
+  evalResult: 'evalResult',
+  epochDone: 'epochDone',
+  weights: 'weights',
+  failed: 'failed',
+  welcome: 'welcome',
+  assign: 'assign',
+  start: 'start',
+  shard: 'shard',
+  requestWeights: 'requestWeights',
+  stop: 'stop',
+  ringHello: 'ringHello',
+} as const;
+export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+
+// ---- worker -> coordinator ----
+export interface HelloMessage {
+  type: 'hello'; protocolVersion: number; workerId: string; host: string;
+  ringHost: string; ringPort: number; hasData: boolean; backend: string; pid: number;
+}
+/** The worker's ring links are up. */
+export interface ReadyMessage { type: 'ready'; gen: number; rank: number }
+export interface StepRecord {
+  epoch: number; step: number;
+  /** Any number: a diverging run's NaN/Infinity loss is a fact to report, not a protocol error. */
+  loss: number;
+  samples: number; dataMs: number; computeMs: number; allreduceMs: number; applyMs: number;
+  paramHash?: string;
+}
+export interface MetricsMessage { type: 'metrics'; gen: number; rank: number; records: StepRecord[] }
+/** `lossSum` may be NaN/Infinity like StepRecord.loss. */
+export interface EvalResultMessage {
+  type: 'evalResult'; gen: number; rank: number; epoch: number; correct: number; total: number; lossSum: number;
+}
+/** `trainMs`: the worker's wall time for the epoch's training steps. */
+export interface EpochDoneMessage { type: 'epochDone'; gen: number; rank: number; epoch: number; steps: number; trainMs: number }
+/** Reply to requestWeights: flat float32 bytes (see float32ToBytes). */
+export interface WeightsMessage {
+  type: 'weights'; gen: number; rank: number; step: number; epoch: number; weights: Uint8Array; optimizer: Uint8Array;
+}
+export interface FailedMessage { type: 'failed'; gen: number; rank: number; code: string; message: string }
+
+// ---- coordinator -> worker ----
+export interface WelcomeMessage { type: 'welcome'; protocolVersion: number; workerId: string; runId: string }
+export interface RingPeer { host: string; port: number; rank: number }
+export interface AssignMessage {
+  type: 'assign'; gen: number; rank: number; worldSize: number; successor: RingPeer; predecessorRank: number;
+  /** The training config; validated by its user, here only checked to be a plain object. */
+  config: Record<string, unknown>;
+}
+/** `optimizer` may be empty (fresh optimizer state). */
+export interface StartMessage {
+  type: 'start'; gen: number; epoch: number; step: number; weights: Uint8Array; optimizer: Uint8Array;
+}
+/** `indices` are uint32 LE (see bytesToUint32); sample bytes only go to workers without local data. */
+export interface ShardMessage {
+  type: 'shard'; gen: number; epoch: number; indices: Uint8Array; images?: Uint8Array; labels?: Uint8Array;
+  testStart: number; testEnd: number; testImages?: Uint8Array; testLabels?: Uint8Array;
+}
+export interface RequestWeightsMessage { type: 'requestWeights'; gen: number }
+export interface StopMessage { type: 'stop'; reason: string; exitCode: number }
+
+// ---- worker -> worker ----
+export interface RingHelloMessage { type: 'ringHello'; gen: number; rank: number; protocolVersion: number }
+
+export type WorkerToCoordinatorMessage =
+  | HelloMessage | ReadyMessage | MetricsMessage | EvalResultMessage | EpochDoneMessage | WeightsMessage | FailedMessage;
+export type CoordinatorToWorkerMessage =
+  | WelcomeMessage | AssignMessage | StartMessage | ShardMessage | RequestWeightsMessage | StopMessage;
+export type Message = WorkerToCoordinatorMessage | CoordinatorToWorkerMessage | RingHelloMessage;
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
+
+export type DecodedFrame =
+  | { kind: 'control'; message: Message }
+  | { kind: 'chunk'; header: ChunkHeader; data: Float32Array };
+
+// useRecords: false keeps msgpack plain maps (no msgpackr record extension, nothing stateful shared
+// between sender and receiver); mapsAsObjects decodes them as plain objects.
+const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+
+// ---------------------------------------------------------------------------------------------
+// Field validation
+
+type Fields = Record<string, unknown>;
+
+function truncate(text: string, max = 120): string {
+  return text.length > max ? `${text.slice(0, max)}...` : text;
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (typeof value === 'number') return Number.isNaN(value) ? 'NaN' : `number ${value}`;
+  if (typeof value === 'string') return `string ${JSON.stringify(truncate(value, 40))}`;
+  if (typeof value === 'bigint' || typeof value === 'boolean') return `${typeof value} ${String(value)}`;
+  if (Array.isArray(value)) return `array of ${value.length}`;
+  if (value instanceof Uint8Array) return `${value.byteLength} bytes`;
+  if (isPlainObject(value)) return 'a map';
+  try {
+    // msgpackr turns extensions (and the reserved byte 0xc1) into class instances; name the class.
+    const name: unknown = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+    if (typeof name === 'string' && name !== '') return `a ${name}`;
+  } catch {
+    // an exotic object; fall through to the generic description
+  }
+  return Object.prototype.toString.call(value);
+}
+
+function isPlainObject(value: unknown): value is Fields {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Typed, own-property-only access to a decoded map, with error messages naming the field path. */
+class FieldReader {
+  private constructor(private readonly fields: Fields, private readonly path: string) {}
+
+  static of(value: unknown, path: string): FieldReader {
+    if (!isPlainObject(value)) throw new ProtocolError(`${path}: expected a map, got ${describe(value)}`);
+    return new FieldReader(value, path);
+  }
+
+  private raw(key: string): unknown {
+    return Object.hasOwn(this.fields, key) ? this.fields[key] : undefined;
+  }
+
+  private fail(key: string, expected: string, value: unknown): never {
+    throw new ProtocolError(`${this.path}.${key}: expected ${expected}, got ${describe(value)}`);
+  }
+
+  /** An integer in [min, max]. */
+  int(key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+    const value = this.raw(key);
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+      this.fail(key, `an integer in [${min}, ${max}]`, value);
+    }
+    return value;
+  }
+
+  /** A membership generation: a positive integer. */
+  gen(key = 'gen'): number {
+    return this.int(key, 1);
+  }
+
+  /** A protocol version field; any integer other than PROTOCOL_VERSION is a version mismatch. */
+  version(key = 'protocolVersion'): number {
+    const value = this.int(key, 0);
+    if (value !== PROTOCOL_VERSION) throw new ProtocolVersionError(PROTOCOL_VERSION, value);
+    return value;
+  }
+
+  /** Any number, NaN and infinities included. */
+  number(key: string): number {
+    const value = this.raw(key);
+    if (typeof value !== 'number') this.fail(key, 'a number', value);
+    return value;
+  }
+
+  /** A finite number >= 0 (durations). */
+  duration(key: string): number {
+    const value = this.raw(key);
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) this.fail(key, 'a finite number >= 0', value);
+    return value;
+  }
+
+  string(key: string): string {
+    const value = this.raw(key);
+    if (typeof value !== 'string') this.fail(key, 'a string', value);
+    return value;
+  }
+
+  optionalString(key: string): string | undefined {
+    return this.raw(key) === undefined ? undefined : this.string(key);
+  }
+
+  boolean(key: string): boolean {
+    const value = this.raw(key);
+    if (typeof value !== 'boolean') this.fail(key, 'a boolean', value);
+    return value;
+  }
+
+  bytes(key: string, multipleOf = 1): Uint8Array {
+    const value = this.raw(key);
+    if (!(value instanceof Uint8Array) || value.byteLength % multipleOf !== 0) {
+      this.fail(key, multipleOf === 1 ? 'bytes' : `bytes (a multiple of ${multipleOf})`, value);
+    }
+    return value;
+  }
+
+  optionalBytes(key: string): Uint8Array | undefined {
+    return this.raw(key) === undefined ? undefined : this.bytes(key);
+  }
+
+  /** A plain object whose contents are left to its user. */
+  record(key: string): Record<string, unknown> {
+    const value = this.raw(key);
+    if (!isPlainObject(value)) this.fail(key, 'a map', value);
+    return value;
+  }
+
+  nested(key: string): FieldReader {
+    return FieldReader.of(this.raw(key), `${this.path}.${key}`);
+  }
+
+  array<T>(key: string, item: (reader: FieldReader) => T): T[] {
+    const value = this.raw(key);
+    if (!Array.isArray(value)) this.fail(key, 'an array', value);
+    return value.map((element, i) => item(FieldReader.of(element, `${this.path}.${key}[${i}]`)));
+  }
+}
+
+function requireBelow(path: string, value: number, bound: number, boundName: string): void {
+  if (value >= bound) throw new ProtocolError(`${path}: ${value} must be below ${boundName} ${bound}`);
+}
+
+function stepRecord(r: FieldReader): StepRecord {
+  const record: StepRecord = {
+    epoch: r.int('epoch'), step: r.int('step'), loss: r.number('loss'), samples: r.int('samples'),
+    dataMs: r.duration('dataMs'), computeMs: r.duration('computeMs'),
+    allreduceMs: r.duration('allreduceMs'), applyMs: r.duration('applyMs'),
+  };
+  const paramHash = r.optionalString('paramHash');
+  if (paramHash !== undefined) record.paramHash = paramHash;
+  return record;
+}
+
+function assign(r: FieldReader): AssignMessage {
+  const worldSize = r.int('worldSize', 1);
+  const rank = r.int('rank');
+  const peer = r.nested('successor');
+  const successor: RingPeer = { host: peer.string('host'), port: peer.int('port', 0, 65535), rank: peer.int('rank') };
+  const predecessorRank = r.int('predecessorRank');
+  requireBelow('assign.rank', rank, worldSize, 'worldSize');
+  requireBelow('assign.successor.rank', successor.rank, worldSize, 'worldSize');
+  requireBelow('assign.predecessorRank', predecessorRank, worldSize, 'worldSize');
+  return { type: 'assign', gen: r.gen(), rank, worldSize, successor, predecessorRank, config: r.record('config') };
+}
+
+function shard(r: FieldReader): ShardMessage {
+  const testStart = r.int('testStart');
+  const testEnd = r.int('testEnd');
+  if (testEnd < testStart) throw new ProtocolError(`shard: testEnd ${testEnd} is before testStart ${testStart}`);
+  const message: ShardMessage = {
+    type: 'shard', gen: r.gen(), epoch: r.int('epoch'), indices: r.bytes('indices', 4), testStart, testEnd,
+  };
+  for (const key of ['images', 'labels', 'testImages', 'testLabels'] as const) {
+    const bytes = r.optionalBytes(key);
+    if (bytes !== undefined) message[key] = bytes;
+  }
+  return message;
+}
+
+function evalResult(r: FieldReader): EvalResultMessage {
+  const correct = r.int('correct');
+  const total = r.int('total');
+  if (correct > total) throw new ProtocolError(`evalResult: correct ${correct} exceeds total ${total}`);
+  return { type: 'evalResult', gen: r.gen(), rank: r.int('rank'), epoch: r.int('epoch'), correct, total, lossSum: r.number('lossSum') };
+}
+
+/** One validator per message type; each builds a fresh object holding only the known fields. */
+const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
+  hello: (r) => ({
+    type: 'hello', protocolVersion: r.version(), workerId: r.string('workerId'), host: r.string('host'),
+    ringHost: r.string('ringHost'), ringPort: r.int('ringPort', 0, 65535), hasData: r.boolean('hasData'),
+    backend: r.string('backend'), pid: r.int('pid'),
+  }),
+  ready: (r) => ({ type: 'ready', gen: r.gen(), rank: r.int('rank') }),
+  metrics: (r) => ({ type: 'metrics', gen: r.gen(), rank: r.int('rank'), records: r.array('records', stepRecord) }),
+  evalResult,
+  epochDone: (r) => ({
+    type: 'epochDone', gen: r.gen(), rank: r.int('rank'), epoch: r.int('epoch'), steps: r.int('steps'),
+    trainMs: r.duration('trainMs'),
+  }),
+  weights: (r) => ({
+    type: 'weights', gen: r.gen(), rank: r.int('rank'), step: r.int('step'), epoch: r.int('epoch'),
+    weights: r.bytes('weights', 4), optimizer: r.bytes('optimizer', 4),
+  }),
+  failed: (r) => ({ type: 'failed', gen: r.gen(), rank: r.int('rank'), code: r.string('code'), message: r.string('message') }),
+  welcome: (r) => ({ type: 'welcome', protocolVersion: r.version(), workerId: r.string('workerId'), runId: r.string('runId') }),
+  assign,
+  start: (r) => ({
+    type: 'start', gen: r.gen(), epoch: r.int('epoch'), step: r.int('step'),
+    weights: r.bytes('weights', 4), optimizer: r.bytes('optimizer', 4),
+  }),
+  shard,
+  requestWeights: (r) => ({ type: 'requestWeights', gen: r.gen() }),
+  stop: (r) => ({ type: 'stop', reason: r.string('reason'), exitCode: r.int('exitCode', 0, 255) }),
+  ringHello: (r) => ({ type: 'ringHello', gen: r.gen(), rank: r.int('rank'), protocolVersion: r.version() }),
+};
+
+/** Check a decoded (or about to be encoded) value against the message schemas. */
+function validateMessage(value: unknown): Message {
+  if (!isPlainObject(value)) throw new ProtocolError(`message: expected a map, got ${describe(value)}`);
+  const type = Object.hasOwn(value, 'type') ? value.type : undefined;
+  if (typeof type !== 'string' || !Object.hasOwn(validators, type)) {
+    throw new ProtocolError(`message.type: expected one of ${Object.keys(validators).join(', ')}, got ${describe(type)}`);
+  }
+  const validate = validators[type as MessageType] as (r: FieldReader) => Message;
+  return validate(FieldReader.of(value, type));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+/** Check the 2-byte prefix and return the frame kind byte. */
+function readPrefix(buf: unknown): number {
+  if (!(buf instanceof Uint8Array)) throw new ProtocolError(`a frame must be bytes, got ${describe(buf)}`);
+  if (buf.byteLength < FRAME_PREFIX_BYTES) {
+    throw new ProtocolError(`frame of ${buf.byteLength} bytes is shorter than the ${FRAME_PREFIX_BYTES}-byte prefix`);
+  }
+  if (buf[1] !== PROTOCOL_VERSION) throw new ProtocolVersionError(PROTOCOL_VERSION, buf[1]);
+  return buf[0];
+}
+
+function unknownKind(kind: number): ProtocolError {
+  return new ProtocolError(`unknown frame kind ${kind} (expected ${FrameKind.control} or ${FrameKind.chunk})`);
+}
+
+/** Validate and encode a control message: prefix + msgpack map, in one buffer (no extra copy). */
+export function encodeMessage(message: Message): Buffer {
+  const normalized = validateMessage(message);
+  let frame: Buffer;
+  try {
+    frame = packr.pack(normalized, RESERVE_START_SPACE | FRAME_PREFIX_BYTES);
+  } catch (err) {
+    throw new ProtocolError(`cannot encode ${message.type}: ${truncate(String(err))}`, { cause: err });
+  }
+  frame[0] = FrameKind.control;
+  frame[1] = PROTOCOL_VERSION;
+  return frame;
+}
+
+function decodeControlBody(buf: Uint8Array): Message {
+  let body: unknown;
+  try {
+    body = packr.unpack(buf.subarray(FRAME_PREFIX_BYTES));
+  } catch (err) {
+    const detail = err instanceof Error ? err.message : String(err);
+    throw new ProtocolError(`control message is not valid msgpack: ${truncate(detail)}`, { cause: err });
+  }
+  return validateMessage(body);
+}
+
+/** Decode and validate a control message frame. Byte fields are views into `buf`. */
+export function decodeMessage(buf: Uint8Array): Message {
+  const kind = readPrefix(buf);
+  if (kind === FrameKind.chunk) throw new ProtocolError('expected a control message, got a gradient chunk frame');
+  if (kind !== FrameKind.control) throw unknownKind(kind);
+  return decodeControlBody(buf);
+}
+
+/** Encode a gradient chunk: one allocation of 20 + 4 * count bytes, one copy of the data. */
+export function encodeChunkFrame(header: ChunkHeader, data: Float32Array): Buffer {
+  if (!(data instanceof Float32Array)) throw new ProtocolError(`chunk data must be a Float32Array, got ${describe(data)}`);
+  const checked = checkChunkHeader(header);
+  if (checked.count !== data.length) {
+    throw new ProtocolError(`chunk header count ${checked.count} does not match ${data.length} values`);
+  }
+  const frame = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + data.byteLength);
+  frame[0] = FrameKind.chunk;
+  frame[1] = PROTOCOL_VERSION;
+  frame[2] = checked.phase;
+  frame[3] = 0;
+  frame.writeUInt32LE(checked.generation, 4);
+  frame.writeUInt32LE(checked.step, 8);
+  frame.writeUInt32LE(checked.chunk, 12);
+  frame.writeUInt32LE(checked.count, 16);
+  frame.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), CHUNK_HEADER_BYTES);
+  if (!HOST_IS_LITTLE_ENDIAN) swapWords(frame.subarray(CHUNK_HEADER_BYTES));
+  return frame;
+}
+
+function checkChunkHeader(header: ChunkHeader): ChunkHeader {
+  const fields = FieldReader.of(header, 'chunk header');
+  const phase = fields.int('phase', 0, 1) as Phase;
+  return {
+    generation: fields.int('generation', 0, UINT32_MAX), step: fields.int('step', 0, UINT32_MAX),
+    phase, chunk: fields.int('chunk', 0, UINT32_MAX), count: fields.int('count', 0, UINT32_MAX),
+  };
+}
+
+/**
+ * Decode a gradient chunk frame. The data is a zero-copy view into `buf` when the payload is 4-byte
+ * aligned in its ArrayBuffer (little-endian hosts), otherwise a copy.
+ */
+export function decodeChunkFrame(buf: Uint8Array): { header: ChunkHeader; data: Float32Array } {
+  const kind = readPrefix(buf);
+  if (kind === FrameKind.control) throw new ProtocolError('expected a gradient chunk frame, got a control message');
+  if (kind !== FrameKind.chunk) throw unknownKind(kind);
+  return decodeChunkBody(buf);
+}
+
+function decodeChunkBody(buf: Uint8Array): { header: ChunkHeader; data: Float32Array } {
+  if (buf.byteLength < CHUNK_HEADER_BYTES) {
+    throw new ProtocolError(`chunk frame of ${buf.byteLength} bytes is shorter than its ${CHUNK_HEADER_BYTES}-byte header`);
+  }
+  const phase = buf[2];
+  if (phase !== Phase.reduceScatter && phase !== Phase.allgather) throw new ProtocolError(`chunk frame phase ${phase} is not 0 or 1`);
+  if (buf[3] !== 0) throw new ProtocolError(`chunk frame reserved byte is ${buf[3]}, not 0`);
+  const view = new DataView(buf.buffer, buf.byteOffset, CHUNK_HEADER_BYTES);
+  const header: ChunkHeader = {
+    generation: view.getUint32(4, true), step: view.getUint32(8, true), phase,
+    chunk: view.getUint32(12, true), count: view.getUint32(16, true),
+  };
+  const expected = CHUNK_HEADER_BYTES + 4 * header.count;
+  if (buf.byteLength !== expected) {
+    throw new ProtocolError(`chunk frame of ${header.count} values must be ${expected} bytes, got ${buf.byteLength}`);
+  }
+  return { header, data: bytesToFloat32(buf.subarray(CHUNK_HEADER_BYTES)) };
+}
+
+/** Decode any frame, dispatching on its kind byte. */
+export function decodeFrame(buf: Uint8Array): DecodedFrame {
+  const kind = readPrefix(buf);
+  if (kind === FrameKind.control) return { kind: 'control', message: decodeControlBody(buf) };
+  if (kind === FrameKind.chunk) return { kind: 'chunk', ...decodeChunkBody(buf) };
+  throw unknownKind(kind);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed arrays <-> little-endian bytes
+
+/** Reverse the byte order of every 4-byte word, in place (only needed on big-endian hosts). */
+function swapWords(bytes: Uint8Array): void {
+  for (let i = 0; i + 3 < bytes.length; i += 4) {
+    const b0 = bytes[i];
+    const b1 = bytes[i + 1];
+    bytes[i] = bytes[i + 3];
+    bytes[i + 1] = bytes[i + 2];
+    bytes[i + 2] = b1;
+    bytes[i + 3] = b0;
+  }
+}
+
+function wordsToBytes(words: Float32Array | Uint32Array): Uint8Array {
+  const view = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+  if (HOST_IS_LITTLE_ENDIAN) return view;
+  const copy = view.slice();
+  swapWords(copy);
+  return copy;
+}
+
+/** The memory of 4-byte little-endian words as an aligned native region: `bytes` itself when possible, else a copy. */
+function alignedWords(bytes: Uint8Array, what: string): { buffer: ArrayBufferLike; byteOffset: number; length: number } {
+  if (!(bytes instanceof Uint8Array)) throw new ProtocolError(`${what} must be bytes, got ${describe(bytes)}`);
+  if (bytes.byteLength % 4 !== 0) throw new ProtocolError(`${what}: ${bytes.byteLength} bytes is not a multiple of 4`);
+  const length = bytes.byteLength / 4;
+  if (HOST_IS_LITTLE_ENDIAN && bytes.byteOffset % 4 === 0) return { buffer: bytes.buffer, byteOffset: bytes.byteOffset, length };
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  if (!HOST_IS_LITTLE_ENDIAN) swapWords(copy);
+  return { buffer: copy.buffer, byteOffset: 0, length };
+}
+
+/** float32 values as little-endian bytes: a zero-copy view on little-endian hosts. */
+export function float32ToBytes(values: Float32Array): Uint8Array {
+  return wordsToBytes(values);
+}
+
+/** Little-endian float32 bytes as values: a view when 4-byte aligned, else a copy. */
+export function bytesToFloat32(bytes: Uint8Array): Float32Array {
+  const region = alignedWords(bytes, 'float32 bytes');
+  return new Float32Array(region.buffer, region.byteOffset, region.length);
+}
+
+/** uint32 values as little-endian bytes: a zero-copy view on little-endian hosts. */
+export function uint32ToBytes(values: Uint32Array): Uint8Array {
+  return wordsToBytes(values);
+}
+
+/** Little-endian uint32 bytes as values: a view when 4-byte aligned, else a copy. */
+export function bytesToUint32(bytes: Uint8Array): Uint32Array {
+  const region = alignedWords(bytes, 'uint32 bytes');
+  return new Uint32Array(region.buffer, region.byteOffset, region.length);
+}

@@ -1,0 +1,230 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setImmediate as nextTick } from 'node:timers/promises';
+import { Phase, ringAllreduce, type ChunkHeader, type ChunkKey, type RingLinks } from '../shared/allreduce.js';
+import { createInMemoryRing, type InMemoryRingLink } from '../shared/allreduce-memory.js';
+import { chunkRanges } from '../shared/ring.js';
+import { createRng, type Rng } from '../shared/rng.js';
+import { PeerLostError, ProtocolError } from '../shared/errors.js';
+
+const WORLD_SIZES = [1, 2, 3, 4, 5];
+const LENGTHS = [0, 1, 2, 3, 4, 7, 13, 1000, 1001];
+
+/** Values spanning several magnitudes and both signs, so summation order visibly changes rounding. */
+function randomBuffer(rng: Rng, length: number): Float32Array {
+  const out = new Float32Array(length);
+  for (let i = 0; i < length; i++) out[i] = (rng.next() - 0.5) * 10 ** Math.floor(rng.next() * 6 - 3);
+  return out;
+}
+
+/**
+ * The exact float32 result the ring must produce: chunk c starts on rank c and travels the ring,
+ * each rank adding its own value (own + incoming), finished (and averaged) on its owner.
+ */
+function ringOrderResult(inputs: Float32Array[], average: boolean): Float32Array {
+  const n = inputs.length;
+  const length = inputs[0].length;
+  const out = new Float32Array(length);
+  chunkRanges(length, n).forEach(({ start, end }, c) => {
+    for (let i = start; i < end; i++) {
+      let acc = inputs[c][i];
+      for (let k = 1; k < n; k++) acc = Math.fround(inputs[(c + k) % n][i] + acc);
+      out[i] = average ? Math.fround(acc / n) : acc;
+    }
+  });
+  return out;
+}
+
+function assertBitwiseEqual(a: Float32Array, b: Float32Array, label: string): void {
+  assert.deepEqual(new Uint32Array(a.buffer, a.byteOffset, a.length), new Uint32Array(b.buffer, b.byteOffset, b.length), label);
+}
+
+async function runRing(inputs: Float32Array[], average: boolean, links: RingLinks[] = createInMemoryRing(inputs.length)): Promise<Float32Array[]> {
+  const buffers = inputs.map((b) => b.slice());
+  await Promise.all(buffers.map((buffer, rank) =>
+    ringAllreduce(buffer, { rank, worldSize: inputs.length, generation: 1, step: 0, links: links[rank], average })));
+  return buffers;
+}
+
+test('sum and average match a float64 reference; every rank ends bitwise identical', async () => {
+  const rng = createRng(2024);
+  for (const worldSize of WORLD_SIZES) {
+    for (const length of LENGTHS) {
+      const inputs = Array.from({ length: worldSize }, () => randomBuffer(rng, length));
+      for (const average of [false, true]) {
+        const label = `world ${worldSize} length ${length} average ${average}`;
+        const results = await runRing(inputs, average);
+        for (let i = 0; i < length; i++) {
+          let exact = 0;
+          let magnitude = 0;
+          for (const input of inputs) { exact += input[i]; magnitude += Math.abs(input[i]); }
+          if (average) { exact /= worldSize; magnitude /= worldSize; }
+          const tolerance = 2 * worldSize * 2 ** -24 * magnitude + 1e-30;
+          assert.ok(Math.abs(results[0][i] - exact) <= tolerance, `${label} [${i}]: ${results[0][i]} vs ${exact}`);
+        }
+        for (let rank = 1; rank < worldSize; rank++) assertBitwiseEqual(results[rank], results[0], `${label} rank ${rank}`);
+        assertBitwiseEqual(results[0], ringOrderResult(inputs, average), `${label} follows the ring summation order`);
+      }
+    }
+  }
+});
+
+test('world size 1 leaves the buffer untouched and communicates nothing', async () => {
+  const buffer = new Float32Array([1.5, -2, 3]);
+  const silent: RingLinks = {
+    send: () => assert.fail('no send expected'),
+    receive: () => assert.fail('no receive expected'),
+  };
+  await ringAllreduce(buffer, { rank: 0, worldSize: 1, generation: 1, step: 0, links: silent, average: true });
+  assert.deepEqual(Array.from(buffer), [1.5, -2, 3]);
+});
+
+/**
+ * Ranks run many consecutive steps at different, randomly varying speeds (yields before sends and
+ * receives), so frames of step t + 1 reach a rank still busy with step t and must wait in its mailbox.
+ */
+test('consecutive steps at different speeds: early frames of later steps are buffered correctly', async () => {
+  for (const worldSize of [2, 3, 5]) {
+    const steps = 12;
+    const length = 37;
+    const rng = createRng(worldSize);
+    const inputs = Array.from({ length: steps }, () => Array.from({ length: worldSize }, () => randomBuffer(rng, length)));
+    const raw = createInMemoryRing(worldSize);
+    const currentStep = new Array<number>(worldSize).fill(-1);
+    let crossStepFrames = 0;
+    let maxBuffered = 0;
+    const links = raw.map((link, rank) => jitteryLink(link, createRng(100 + rank), rank === worldSize - 1 ? 8 : 1, {
+      onSend(header) {
+        if (header.step > currentStep[(rank + 1) % worldSize]) crossStepFrames++;
+      },
+      onReceive() {
+        maxBuffered = Math.max(maxBuffered, link.bufferedCount());
+      },
+    }));
+    const outputs = inputs.map(() => new Array<Float32Array>(worldSize));
+    await Promise.all(Array.from({ length: worldSize }, async (_, rank) => {
+      for (let step = 0; step < steps; step++) {
+        currentStep[rank] = step;
+        const buffer = inputs[step][rank].slice();
+        await ringAllreduce(buffer, { rank, worldSize, generation: 3, step, links: links[rank], average: true });
+        outputs[step][rank] = buffer;
+      }
+      currentStep[rank] = steps;
+    }));
+    for (let step = 0; step < steps; step++) {
+      const expected = ringOrderResult(inputs[step], true);
+      for (let rank = 0; rank < worldSize; rank++) assertBitwiseEqual(outputs[step][rank], expected, `world ${worldSize} step ${step} rank ${rank}`);
+    }
+    assert.ok(crossStepFrames > 0, `world ${worldSize}: some frames arrived a step early (${crossStepFrames})`);
+    assert.ok(maxBuffered > 0, `world ${worldSize}: the mailbox buffered frames`);
+    for (const link of raw) {
+      assert.equal(link.bufferedCount(), 0, 'nothing left over');
+      assert.equal(link.waitingCount(), 0, 'nobody left waiting');
+    }
+  }
+});
+
+interface LinkProbe {
+  onSend(header: ChunkHeader): void;
+  onReceive(): void;
+}
+
+/** A link that yields a random number of event-loop turns (up to maxYields) before each operation. */
+function jitteryLink(inner: RingLinks, rng: Rng, maxYields: number, probe: LinkProbe): RingLinks {
+  const jitter = async (): Promise<void> => {
+    for (let i = rng.nextBelow(maxYields + 1); i > 0; i--) await nextTick();
+  };
+  return {
+    async send(header: ChunkHeader, data: Float32Array) {
+      const copy = data.slice(); // a real socket serialises before the caller goes on
+      await jitter();
+      probe.onSend(header);
+      await inner.send(header, copy);
+    },
+    async receive(key: ChunkKey) {
+      await jitter();
+      probe.onReceive();
+      return inner.receive(key);
+    },
+  };
+}
+
+test('frames are keyed by generation: two generations on the same links do not mix', async () => {
+  const worldSize = 3;
+  const links = createInMemoryRing(worldSize);
+  const rng = createRng(5);
+  const old = Array.from({ length: worldSize }, () => randomBuffer(rng, 10));
+  const fresh = Array.from({ length: worldSize }, () => randomBuffer(rng, 10));
+  const oldOut = old.map((b) => b.slice());
+  const freshOut = fresh.map((b) => b.slice());
+  await Promise.all([
+    ...oldOut.map((buffer, rank) => ringAllreduce(buffer, { rank, worldSize, generation: 1, step: 7, links: links[rank] })),
+    ...freshOut.map((buffer, rank) => ringAllreduce(buffer, { rank, worldSize, generation: 2, step: 7, links: links[rank] })),
+  ]);
+  for (let rank = 0; rank < worldSize; rank++) {
+    assertBitwiseEqual(oldOut[rank], ringOrderResult(old, false), `generation 1 rank ${rank}`);
+    assertBitwiseEqual(freshOut[rank], ringOrderResult(fresh, false), `generation 2 rank ${rank}`);
+  }
+});
+
+test('the in-memory link copies sent data and buffers early frames', async () => {
+  const [a, b] = createInMemoryRing(2);
+  const data = new Float32Array([1, 2, 3]);
+  a.send({ generation: 1, step: 0, phase: Phase.reduceScatter, chunk: 0, count: 3 }, data);
+  data.fill(9);
+  assert.equal(b.bufferedCount(), 1);
+  const got = await b.receive({ generation: 1, step: 0, phase: Phase.reduceScatter, chunk: 0 });
+  assert.deepEqual(Array.from(got), [1, 2, 3]);
+  assert.equal(b.bufferedCount(), 0);
+  assert.throws(() => a.send({ generation: 1, step: 0, phase: 0, chunk: 1, count: 2 }, data), ProtocolError);
+});
+
+test('a lost predecessor fails the pending allreduce with PeerLostError', async () => {
+  const links = createInMemoryRing(3);
+  const buffers = [new Float32Array(6), new Float32Array(6)];
+  // ranks 0 and 1 run, rank 2 never shows up; rank 0 waits for it, then its link closes
+  const running = buffers.map((buffer, rank) => ringAllreduce(buffer, { rank, worldSize: 3, generation: 1, step: 0, links: links[rank] }));
+  await nextTick();
+  links[0].close(new Error('socket closed'));
+  links[1].close(new Error('socket closed'));
+  for (const result of running) await assert.rejects(result, PeerLostError);
+});
+
+test('a received chunk of the wrong length is a ProtocolError', async () => {
+  const liar: RingLinks = {
+    send: () => undefined,
+    receive: async () => new Float32Array(1),
+  };
+  await assert.rejects(
+    ringAllreduce(new Float32Array(10), { rank: 0, worldSize: 2, generation: 1, step: 0, links: liar }),
+    (err: unknown) => err instanceof ProtocolError && /expected 5 values, got 1 values/.test(err.message),
+  );
+});
+
+test('a send that throws synchronously propagates without an unhandled rejection', async () => {
+  const links = createInMemoryRing(2);
+  const failing: RingLinks = {
+    send: () => { throw new PeerLostError('rank 1'); },
+    receive: (key) => links[0].receive(key),
+  };
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => { unhandled.push(reason); };
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 2, generation: 1, step: 0, links: failing }), PeerLostError);
+    links[0].close('test over');
+    await nextTick();
+    await nextTick();
+    assert.deepEqual(unhandled, []);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+});
+
+test('invalid rank or world size is rejected before any communication', async () => {
+  const links = createInMemoryRing(2);
+  await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 2, worldSize: 2, generation: 1, step: 0, links: links[0] }), RangeError);
+  await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 0, generation: 1, step: 0, links: links[0] }), RangeError);
+  const links0 = links[0] as InMemoryRingLink;
+  assert.equal(links0.waitingCount(), 0);
+});
