@@ -19,6 +19,7 @@ import { decodeFrame, PROTOCOL_VERSION, type Message, type MessageOf, type Worke
 import { shardLength } from '../shared/sampler.js';
 import { closeWithError, noDelay, rawToBytes, sendMessage } from '../shared/ws-util.js';
 import { planShard } from './data-plan.js';
+import { RunEvents, type RunEvent, type RunObserver, type WorkerView } from './events.js';
 import { RunState, type EpochOutcome, type PhaseMeans } from './run-state.js';
 
 export interface CoordinatorConfig {
@@ -39,6 +40,8 @@ export interface CoordinatorConfig {
   reportEvery: number;
   log: Logger;
   progress: ProgressView;
+  /** Observers of the run's events (dashboard, metrics, timeline). */
+  observers?: RunObserver[];
 }
 
 export const COORDINATOR_DEFAULTS = {
@@ -107,9 +110,19 @@ class Coordinator {
   readonly done = new Promise<ClusterSummary>((resolve) => { this.resolveDone = resolve; });
   private summary?: ClusterSummary;
   private readonly log: Logger;
+  private readonly events = new RunEvents();
 
   constructor(private readonly cfg: CoordinatorConfig, private readonly data: MnistDataset) {
     this.log = cfg.log;
+    for (const o of cfg.observers ?? []) this.events.add(o);
+  }
+
+  private emit(event: RunEvent): void {
+    this.events.emit(event, (err) => this.log.warn({ err, kind: event.kind }, 'run observer failed'));
+  }
+
+  private view(w: WorkerRecord, state: WorkerView['state']): WorkerView {
+    return { id: w.id, rank: w.rank, host: w.host, backend: w.backend, state };
   }
 
   begin(): void {
@@ -117,6 +130,8 @@ class Coordinator {
     this.metricsFile = fs.createWriteStream(path.join(this.cfg.runDir, 'metrics.jsonl'));
     this.rendezvousTimer = setTimeout(() => this.onRendezvousTimeout(), this.cfg.rendezvousTimeoutMs);
     this.rendezvousTimer.unref();
+    const t = this.cfg.train;
+    this.emit({ kind: 'runStarted', runId: this.runId, model: t.model, epochs: t.epochs, minWorkers: this.cfg.minWorkers, batchSize: t.batchSize });
   }
 
   accept(ws: WebSocket, remote: string): void {
@@ -180,6 +195,7 @@ class Coordinator {
     sendMessage(ws, { type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: msg.workerId, runId: this.runId });
     log.info({ joined: this.workers.size, wanted: this.cfg.minWorkers, backend: msg.backend, hasData: msg.hasData }, 'worker joined');
     this.cfg.progress.line(`worker ${this.workers.size}/${this.cfg.minWorkers} joined from ${msg.host} (${msg.backend})`);
+    this.emit({ kind: 'workerJoined', worker: this.view(worker, 'joined') });
     if (this.workers.size >= this.cfg.minWorkers) this.formRing();
   }
 
@@ -202,6 +218,7 @@ class Coordinator {
       });
     });
     this.log.info({ gen: this.gen, worldSize: n }, 'ring formed');
+    this.emit({ kind: 'ringFormed', gen: this.gen, workers: this.ranked.map((w) => this.view(w, 'joined')) });
   }
 
   private onReady(worker: WorkerRecord): void {
@@ -235,12 +252,17 @@ class Coordinator {
       sendMessage(w.ws, shard);
     }
     this.log.info({ epoch, worldSize: n }, 'epoch started');
+    this.emit({ kind: 'epochStarted', epoch, epochs: this.cfg.train.epochs, samples: shardLength(this.data.train.count, n) * n });
   }
 
   private onMetrics(worker: WorkerRecord, msg: MessageOf<'metrics'>): void {
     const mismatched = this.state.addRecords(worker.rank, msg.records);
     for (const r of msg.records) this.metricsFile?.write(`${JSON.stringify({ rank: worker.rank, gen: msg.gen, ...r })}\n`);
-    if (mismatched.length > 0) this.log.error({ steps: mismatched }, 'replica parameters differ between workers');
+    this.emit({ kind: 'steps', gen: msg.gen, rank: worker.rank, records: msg.records });
+    if (mismatched.length > 0) {
+      this.log.error({ steps: mismatched }, 'replica parameters differ between workers');
+      this.emit({ kind: 'notice', level: 'error', message: 'replica parameters differ between workers', fields: { steps: mismatched } });
+    }
     const p = this.state.history.reduce((s, h) => s + h.samples, 0);
     this.cfg.progress.update(this.state.totalSamples - p, { loss: this.state.latestLoss, workers: this.ranked.length });
   }
@@ -259,6 +281,7 @@ class Coordinator {
   private maybeFinishEpoch(epoch: number): void {
     if (this.phase !== 'training' || epoch !== this.epoch || !this.state.epochComplete(epoch)) return;
     const outcome = this.state.finishEpoch(epoch);
+    this.emit({ kind: 'epochFinished', outcome });
     this.log.info({ ...outcome, samplesPerSec: outcome.samples / Math.max(1e-9, outcome.trainSeconds) }, 'epoch finished');
     this.cfg.progress.line(
       `epoch ${outcome.epoch}: train loss ${outcome.trainLoss.toFixed(4)}  test accuracy ${(100 * outcome.testAccuracy).toFixed(2)}%  ` +
@@ -280,6 +303,8 @@ class Coordinator {
     if (!worker) return;
     this.workers.delete(ws);
     worker.log.info({ code, reason }, 'worker link closed');
+    const lost = this.phase === 'starting' || this.phase === 'training';
+    this.emit({ kind: 'workerLeft', worker: this.view(worker, lost ? 'lost' : 'stopped'), reason: reason || `close code ${code}` });
     if (this.phase === 'rendezvous') return;
     if (this.phase === 'starting' || this.phase === 'training') {
       this.finish('failed', `lost worker rank ${worker.rank} (${worker.host}, close code ${code})`);
@@ -304,6 +329,7 @@ class Coordinator {
     this.summary = this.buildSummary(outcome, outcome === 'finished' ? undefined : reason);
     this.log.info({ outcome, reason, testAccuracy: this.summary.testAccuracy, wallSeconds: this.summary.wallSeconds }, 'run ended');
     this.metricsFile?.end();
+    this.emit({ kind: 'runEnded', summary: this.summary });
     if (this.cfg.summaryJson) {
       fs.mkdirSync(path.dirname(path.resolve(this.cfg.summaryJson)), { recursive: true });
       fs.writeFileSync(this.cfg.summaryJson, `${JSON.stringify(this.summary, null, 2)}\n`);

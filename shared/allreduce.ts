@@ -55,12 +55,15 @@ export interface AllreduceOptions {
   average?: boolean;
 }
 
+export interface AllreduceTimings { reduceScatterMs: number; allgatherMs: number }
+
 /** Sum `buffer` element-wise across all ranks of the ring, in place. worldSize 1 communicates nothing. */
-export async function ringAllreduce(buffer: Float32Array, options: AllreduceOptions): Promise<void> {
+export async function ringAllreduce(buffer: Float32Array, options: AllreduceOptions): Promise<AllreduceTimings> {
   const { rank, worldSize, generation, step, links, average = false } = options;
   if (!(buffer instanceof Float32Array)) throw new TypeError('ringAllreduce needs a Float32Array buffer');
   const schedule = ringSchedule(rank, worldSize);
-  if (worldSize === 1) return;
+  if (worldSize === 1) return { reduceScatterMs: 0, allgatherMs: 0 };
+  const started = performance.now();
   const ranges = chunkRanges(buffer.length, worldSize);
   const exchange = { buffer, ranges, links, generation, step };
 
@@ -73,10 +76,12 @@ export async function ringAllreduce(buffer: Float32Array, options: AllreduceOpti
     const { start, end } = ranges[ownedChunk(rank, worldSize)];
     for (let i = start; i < end; i++) buffer[i] /= worldSize;
   }
+  const scattered = performance.now();
   for (const transfer of schedule.allgather) {
     const received = await exchangeChunk(exchange, Phase.allgather, transfer);
     buffer.set(received, ranges[transfer.recv].start);
   }
+  return { reduceScatterMs: scattered - started, allgatherMs: performance.now() - scattered };
 }
 
 interface Exchange {

@@ -76,6 +76,10 @@ export interface StepRecord {
   /** Any number: a diverging run's NaN/Infinity loss is a fact to report, not a protocol error. */
   loss: number;
   samples: number; dataMs: number; computeMs: number; allreduceMs: number; applyMs: number;
+  /** The reduce-scatter part of allreduceMs (the rest is allgather). */
+  reduceScatterMs: number;
+  /** Wall-clock start of the step, Unix epoch milliseconds (for timelines). */
+  startedAt: number;
   paramHash?: string;
 }
 export interface MetricsMessage { type: 'metrics'; gen: number; rank: number; records: StepRecord[] }
@@ -270,6 +274,7 @@ function stepRecord(r: FieldReader): StepRecord {
     epoch: r.int('epoch'), step: r.int('step'), loss: r.number('loss'), samples: r.int('samples'),
     dataMs: r.duration('dataMs'), computeMs: r.duration('computeMs'),
     allreduceMs: r.duration('allreduceMs'), applyMs: r.duration('applyMs'),
+    reduceScatterMs: r.duration('reduceScatterMs'), startedAt: r.duration('startedAt'),
   };
   const paramHash = r.optionalString('paramHash');
   if (paramHash !== undefined) record.paramHash = paramHash;

@@ -47,8 +47,8 @@ const samples: Message[] = [
   { type: 'ready', gen: 3, rank: 1 },
   {
     type: 'metrics', gen: 3, rank: 1, records: [
-      { epoch: 0, step: 5, loss: 2.302585092994046, samples: 32, dataMs: 0.5, computeMs: 12.25, allreduceMs: 3.1, applyMs: 0.75, paramHash: 'abc123' },
-      { epoch: 0, step: 6, loss: Number.NaN, samples: 17, dataMs: 0, computeMs: 1, allreduceMs: 2, applyMs: 3 },
+      { epoch: 0, step: 5, loss: 2.302585092994046, samples: 32, dataMs: 0.5, computeMs: 12.25, allreduceMs: 3.1, applyMs: 0.75, reduceScatterMs: 1.5, startedAt: 1795000000123.5, paramHash: 'abc123' },
+      { epoch: 0, step: 6, loss: Number.NaN, samples: 17, dataMs: 0, computeMs: 1, allreduceMs: 2, applyMs: 3, reduceScatterMs: 0, startedAt: 1795000000200 },
     ],
   },
   { type: 'evalResult', gen: 3, rank: 0, epoch: 1, correct: 4900, total: 5000, lossSum: 412.5 },

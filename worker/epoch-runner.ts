@@ -47,16 +47,17 @@ const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmedi
 export async function trainStep(
   replica: Replica, loader: BatchLoader, indices: Uint32Array, ring: RingPosition, globalStep: number, epoch: number,
 ): Promise<StepRecord> {
+  const startedAt = Date.now();
   const t0 = performance.now();
   const batch = loader.load(indices);
   const t1 = performance.now();
   const { loss, gradients } = replica.computeGradients(batch);
   const t2 = performance.now();
-  await ringAllreduce(gradients, { rank: ring.rank, worldSize: ring.worldSize, generation: ring.gen, step: globalStep, links: ring.links, average: true });
+  const { reduceScatterMs } = await ringAllreduce(gradients, { rank: ring.rank, worldSize: ring.worldSize, generation: ring.gen, step: globalStep, links: ring.links, average: true });
   const t3 = performance.now();
   replica.applyGradients(gradients);
   const t4 = performance.now();
-  return { epoch, step: globalStep, loss, samples: batch.n, dataMs: t1 - t0, computeMs: t2 - t1, allreduceMs: t3 - t2, applyMs: t4 - t3 };
+  return { epoch, step: globalStep, loss, samples: batch.n, dataMs: t1 - t0, computeMs: t2 - t1, allreduceMs: t3 - t2, applyMs: t4 - t3, reduceScatterMs, startedAt };
 }
 
 export async function runEpoch(replica: Replica, plan: EpochPlan, ring: RingPosition, hooks: EpochHooks): Promise<EpochResult> {
