@@ -19,6 +19,7 @@ function formatFields(fields: Record<string, string | number>): string {
 }
 
 function round(v: number): string {
+  if (Number.isInteger(v)) return String(v);
   return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(4);
 }
 
