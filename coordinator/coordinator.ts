@@ -1,58 +1,47 @@
 /**
- * The coordinator: the control plane of a run. It accepts workers, assigns ranks and ring neighbours under a
- * membership generation, has rank 0's initial weights broadcast, plans each epoch's shards, collects metrics and the
- * sharded evaluation, and stops the cluster at the end. Gradients never pass through it.
+ * The coordinator: the control plane of a run. It admits workers (challenge-response on the cluster token), assigns
+ * ranks and ring neighbours under a membership generation, restores every replica from one state (rank 0's initial
+ * weights, the most advanced survivor after a membership change, or a checkpoint on --resume), plans each
+ * generation's share of the epoch, collects metrics and the sharded evaluation, writes checkpoints, and stops the
+ * cluster at the end. Gradients never pass through it.
  *
- * Run states: rendezvous -> starting (ring forming, initial weights) -> training -> finished | failed.
+ * Run phases: rendezvous -> forming (ring links) -> syncing (replica state) -> training -> finished | failed, and
+ * back to forming on every membership change (to waiting while fewer than --min-workers remain).
  */
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { WebSocketServer, type WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
 import type { TrainConfig } from '../shared/config.js';
-import { limitSplit, loadMnist, type MnistDataset } from '../shared/data/mnist.js';
+import type { MnistDataset } from '../shared/data/mnist.js';
 import { CLOSE_CODES, ProtocolError, RendezvousTimeoutError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/progress.js';
-import { decodeFrame, PROTOCOL_VERSION, type Message, type MessageOf, type WorkerToCoordinatorMessage } from '../shared/protocol.js';
-import { shardLength } from '../shared/sampler.js';
-import { closeWithError, noDelay, rawToBytes, sendMessage } from '../shared/ws-util.js';
+import { bytesToFloat32, decodeFrame, float32ToBytes, PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol.js';
+import { rawToBytes, sendMessage } from '../shared/ws-util.js';
+import type { CheckpointStore } from './checkpoints.js';
 import { planShard } from './data-plan.js';
+import { epochTrained, planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type RunObserver, type WorkerView } from './events.js';
 import { RunState, type EpochOutcome, type PhaseMeans } from './run-state.js';
 
-export interface CoordinatorConfig {
-  host: string;
-  port: number;
+export interface CoordinatorOptions {
   minWorkers: number;
-  train: TrainConfig;
-  dataDir?: string;
-  runDir: string;
-  summaryJson?: string;
-  /** Give up when fewer than minWorkers joined within this time. */
+  /** 0 = no limit. */
+  maxWorkers: number;
   rendezvousTimeoutMs: number;
-  /** Largest control message accepted from a worker. */
-  maxPayloadBytes: number;
-  /** Workers hash their parameters every this many steps (0 = never); the coordinator compares the hashes. */
   checkEvery: number;
-  /** Workers send their step records every this many steps. */
   reportEvery: number;
-  log: Logger;
-  progress: ProgressView;
-  /** Observers of the run's events (dashboard, metrics, timeline). */
-  observers?: RunObserver[];
+  heartbeatMs: number;
+  heartbeatMisses: number;
+  /** Evict the worker a stalled step waits on after this long (0 = never; heartbeats still apply). */
+  stallAbortMs: number;
+  /** Checkpoint every this many steps (0 = only at the end of every epoch). */
+  checkpointEvery: number;
+  nonFinite: 'skip' | 'abort';
 }
 
-export const COORDINATOR_DEFAULTS = {
-  host: '0.0.0.0',
-  port: 29500,
-  minWorkers: 1,
-  rendezvousTimeoutMs: 300_000,
-  maxPayloadBytes: 64 * 1024 * 1024,
-  checkEvery: 100,
-  reportEvery: 10,
-};
+export interface ResumeState { runId: string; position: Position; weights: Float32Array; optimizer: Float32Array; history: EpochOutcome[]; totalSamples: number }
 
 export interface ClusterSummary {
   model: string;
@@ -63,23 +52,17 @@ export interface ClusterSummary {
   samplesPerSec: number;
   wallSeconds: number;
   workers: number;
+  generations: number;
   phaseMeanMs: PhaseMeans;
   hashChecks: number;
   hashMismatches: number;
+  nonFiniteSteps: number;
   history: EpochOutcome[];
   outcome: 'finished' | 'failed' | 'interrupted';
   error?: string;
 }
 
-export interface CoordinatorHandle {
-  port: number;
-  runId: string;
-  /** Resolves when the run ends (finished, failed or closed). */
-  done: Promise<ClusterSummary>;
-  close(reason?: string): Promise<ClusterSummary>;
-}
-
-type RunPhase = 'rendezvous' | 'starting' | 'training' | 'finished' | 'failed';
+type RunPhase = 'rendezvous' | 'forming' | 'syncing' | 'training' | 'waiting' | 'finished' | 'failed';
 
 interface WorkerRecord {
   id: string;
@@ -91,206 +74,324 @@ interface WorkerRecord {
   backend: string;
   rank: number;
   ready: boolean;
-  sentTest: boolean;
+  readyStep: number;
+  hasState: boolean;
+  lastSeen: number;
   log: Logger;
 }
 
-class Coordinator {
-  readonly runId = randomUUID();
+export interface CoordinatorDeps {
+  train: TrainConfig;
+  opts: CoordinatorOptions;
+  data: MnistDataset;
+  runDir: string;
+  summaryJson?: string;
+  checkpoints: CheckpointStore;
+  resume?: ResumeState;
+  log: Logger;
+  progress: ProgressView;
+  observers: RunObserver[];
+}
+
+export class Coordinator {
+  readonly runId: string;
   private phase: RunPhase = 'rendezvous';
   private gen = 0;
-  private epoch = 0;
   private readonly workers = new Map<WebSocket, WorkerRecord>();
-  private ranked: WorkerRecord[] = [];
-  private state!: RunState;
+  private members: WorkerRecord[] = [];
+  private readonly state = new RunState(1);
+  private position: Position = { epoch: 0, consumed: 0, step: 0 };
+  private plan?: EpochPlan;
+  private pendingWeights?: { purpose: 'sync' | 'checkpoint'; gen: number };
+  private nextCheckpointStep = 0;
+  private resume?: ResumeState;
   private readonly started = performance.now();
-  private rendezvousTimer?: NodeJS.Timeout;
-  private metricsFile?: fs.WriteStream;
+  private timers: NodeJS.Timeout[] = [];
+  private readonly metricsFile: fs.WriteStream;
   private resolveDone!: (s: ClusterSummary) => void;
   readonly done = new Promise<ClusterSummary>((resolve) => { this.resolveDone = resolve; });
   private summary?: ClusterSummary;
   private readonly log: Logger;
   private readonly events = new RunEvents();
+  private readonly stallReports = new Map<number, Set<number>>();
 
-  constructor(private readonly cfg: CoordinatorConfig, private readonly data: MnistDataset) {
-    this.log = cfg.log;
-    for (const o of cfg.observers ?? []) this.events.add(o);
+  constructor(private readonly d: CoordinatorDeps) {
+    this.log = d.log;
+    this.runId = d.resume?.runId ?? randomUUID();
+    for (const o of d.observers) this.events.add(o);
+    fs.mkdirSync(d.runDir, { recursive: true });
+    this.metricsFile = fs.createWriteStream(path.join(d.runDir, 'metrics.jsonl'), { flags: 'a' });
+    if (d.resume) {
+      this.resume = d.resume;
+      this.position = d.resume.position;
+      this.state.restoreHistory(d.resume.history, d.resume.totalSamples);
+    }
+    this.nextCheckpointStep = this.position.step + d.opts.checkpointEvery;
+  }
+
+  begin(): void {
+    const t = this.d.train;
+    this.timers.push(setTimeout(() => this.onRendezvousTimeout(), this.d.opts.rendezvousTimeoutMs));
+    this.timers.push(setInterval(() => this.checkHeartbeats(), this.d.opts.heartbeatMs));
+    for (const timer of this.timers) timer.unref();
+    this.emit({ kind: 'runStarted', runId: this.runId, model: t.model, epochs: t.epochs, minWorkers: this.d.opts.minWorkers, batchSize: t.batchSize });
+    if (this.resume) this.notice('info', 'resumed from checkpoint', { ...this.resume.position });
   }
 
   private emit(event: RunEvent): void {
     this.events.emit(event, (err) => this.log.warn({ err, kind: event.kind }, 'run observer failed'));
   }
 
+  private notice(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void {
+    this.emit({ kind: 'notice', level, message, ...(fields ? { fields } : {}) });
+  }
+
   private view(w: WorkerRecord, state: WorkerView['state']): WorkerView {
     return { id: w.id, rank: w.rank, host: w.host, backend: w.backend, state };
   }
 
-  begin(): void {
-    fs.mkdirSync(this.cfg.runDir, { recursive: true });
-    this.metricsFile = fs.createWriteStream(path.join(this.cfg.runDir, 'metrics.jsonl'));
-    this.rendezvousTimer = setTimeout(() => this.onRendezvousTimeout(), this.cfg.rendezvousTimeoutMs);
-    this.rendezvousTimer.unref();
-    const t = this.cfg.train;
-    this.emit({ kind: 'runStarted', runId: this.runId, model: t.model, epochs: t.epochs, minWorkers: this.cfg.minWorkers, batchSize: t.batchSize });
-  }
-
-  accept(ws: WebSocket, remote: string): void {
-    noDelay(ws);
+  /** An authenticated link: its hello was verified by the admission step. */
+  admit(ws: WebSocket, hello: MessageOf<'hello'>): void {
     ws.on('message', (data) => this.onRaw(ws, rawToBytes(data)));
     ws.on('close', (code, reason) => this.onClose(ws, code, reason.toString()));
-    ws.on('error', (err) => this.log.warn({ err, remote }, 'worker link error'));
+    ws.on('error', (err) => this.log.debug({ err }, 'worker link error'));
+    try {
+      this.onHello(ws, hello);
+    } catch (err) {
+      this.log.error({ err }, 'failed to admit a worker');
+      ws.close(CLOSE_CODES.internal, 'internal error');
+    }
   }
 
   private onRaw(ws: WebSocket, bytes: Uint8Array): void {
+    const worker = this.workers.get(ws);
     let message: Message;
     try {
       const frame = decodeFrame(bytes);
       if (frame.kind !== 'control') throw new ProtocolError('gradient chunks never go to the coordinator');
       message = frame.message;
     } catch (err) {
-      this.log.warn({ err, worker: this.workers.get(ws)?.id }, 'bad message from worker, closing its link');
-      closeWithError(ws, err);
+      this.log.warn({ err: (err as Error).message, worker: worker?.id }, 'bad message from a worker; closing its link');
+      ws.close(CLOSE_CODES.protocolError, 'bad message');
       return;
     }
+    if (!worker) return;
+    worker.lastSeen = Date.now();
     try {
-      this.dispatch(ws, message);
+      this.dispatch(worker, message);
     } catch (err) {
-      this.log.error({ err, type: message.type }, 'failed to handle worker message');
-      closeWithError(ws, err);
+      this.log.warn({ err: (err as Error).message, type: message.type, rank: worker.rank }, 'rejected a worker message; closing its link');
+      ws.close(CLOSE_CODES.protocolError, 'unexpected message');
     }
   }
 
-  private dispatch(ws: WebSocket, message: Message): void {
-    if (message.type === 'hello') return this.onHello(ws, message);
-    const worker = this.workers.get(ws);
-    if (!worker) throw new ProtocolError(`'${message.type}' before 'hello'`);
-    if (!isFromWorker(message)) throw new ProtocolError(`'${message.type}' is not a worker message`);
-    if ('gen' in message && message.gen !== this.gen) {
-      worker.log.debug({ gen: message.gen, current: this.gen, type: message.type }, 'dropping message of another generation');
+  private dispatch(worker: WorkerRecord, m: Message): void {
+    if (m.type === 'heartbeat') return;
+    if (!('gen' in m) || !('rank' in m)) throw new ProtocolError(`'${m.type}' is not expected from a worker now`);
+    if (m.gen !== this.gen || m.rank !== worker.rank) {
+      worker.log.debug({ gen: m.gen, current: this.gen, type: m.type }, 'dropping a message of another generation');
       return;
     }
-    switch (message.type) {
-      case 'ready': return this.onReady(worker);
-      case 'weights': return this.onWeights(worker, message);
-      case 'metrics': return this.onMetrics(worker, message);
-      case 'evalResult': return this.onEvalResult(message);
-      case 'epochDone': return this.onEpochDone(worker, message);
-      case 'failed': return this.onFailed(worker, message);
+    switch (m.type) {
+      case 'ready': return this.onReady(worker, m);
+      case 'weights': return this.onWeights(worker, m);
+      case 'metrics': return this.onMetrics(worker, m);
+      case 'evalResult': this.state.addEval(m); return this.maybeFinishEpoch(m.epoch);
+      case 'epochDone': this.state.addEpochDone(m); return this.maybeFinishEpoch(m.epoch);
+      case 'stall': return this.onStall(worker, m);
+      case 'failed': return this.onFailed(worker, m);
+      default: throw new ProtocolError(`'${m.type}' is not a worker message`);
     }
   }
 
   private onHello(ws: WebSocket, msg: MessageOf<'hello'>): void {
-    if (this.workers.has(ws)) throw new ProtocolError('second hello on one link');
-    if (this.phase !== 'rendezvous') {
-      this.log.warn({ workerId: msg.workerId, host: msg.host }, 'worker arrived after the run started; turned away');
-      ws.close(CLOSE_CODES.goingAway, 'run already started');
-      return;
+    if (this.summary) return void ws.close(CLOSE_CODES.goingAway, 'run ended');
+    const max = this.d.opts.maxWorkers;
+    if (max > 0 && this.workers.size >= max) {
+      this.log.warn({ host: msg.host, max }, 'worker turned away: cluster full');
+      return void ws.close(CLOSE_CODES.goingAway, 'cluster full');
     }
     const log = this.log.child({ workerId: msg.workerId, host: msg.host });
     const worker: WorkerRecord = {
       id: msg.workerId, ws, host: msg.host, ringHost: msg.ringHost, ringPort: msg.ringPort, hasData: msg.hasData,
-      backend: msg.backend, rank: -1, ready: false, sentTest: false, log,
+      backend: msg.backend, rank: -1, ready: false, readyStep: 0, hasState: false, lastSeen: Date.now(), log,
     };
     this.workers.set(ws, worker);
     sendMessage(ws, { type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: msg.workerId, runId: this.runId });
-    log.info({ joined: this.workers.size, wanted: this.cfg.minWorkers, backend: msg.backend, hasData: msg.hasData }, 'worker joined');
-    this.cfg.progress.line(`worker ${this.workers.size}/${this.cfg.minWorkers} joined from ${msg.host} (${msg.backend})`);
+    log.info({ workers: this.workers.size, minWorkers: this.d.opts.minWorkers, backend: msg.backend, hasData: msg.hasData }, 'worker joined');
+    this.d.progress.line(`worker joined from ${msg.host} (${msg.backend}); ${this.workers.size} connected`);
     this.emit({ kind: 'workerJoined', worker: this.view(worker, 'joined') });
-    if (this.workers.size >= this.cfg.minWorkers) this.formRing();
+    if (this.phase === 'rendezvous' || this.phase === 'waiting') {
+      if (this.workers.size >= this.d.opts.minWorkers) this.reform('enough workers joined');
+    } else {
+      this.reform('a worker joined');
+    }
   }
 
-  /** Rank the workers in join order and tell each its ring successor, under a new generation. */
-  private formRing(): void {
-    clearTimeout(this.rendezvousTimer);
-    this.phase = 'starting';
+  /** New membership: every connected worker, old ranks first, under a new generation. */
+  private reform(reason: string): void {
+    if (this.summary) return;
+    const before = this.members.map((m) => m.rank);
     this.gen++;
-    this.ranked = [...this.workers.values()];
-    const n = this.ranked.length;
-    this.state = new RunState(n);
-    const config = { ...this.cfg.train, checkEvery: this.cfg.checkEvery, reportEvery: this.cfg.reportEvery };
-    this.ranked.forEach((w, rank) => {
+    this.pendingWeights = undefined;
+    this.stallReports.clear();
+    const all = [...this.workers.values()];
+    this.members = [...all.filter((w) => before.includes(w.rank)).sort((a, b) => a.rank - b.rank), ...all.filter((w) => !before.includes(w.rank))];
+    if (this.members.length < this.d.opts.minWorkers) {
+      this.phase = 'waiting';
+      this.log.warn({ gen: this.gen, workers: this.members.length, minWorkers: this.d.opts.minWorkers, reason }, 'too few workers; waiting');
+      this.notice('warn', `paused: ${this.members.length} of ${this.d.opts.minWorkers} workers (${reason})`);
+      return;
+    }
+    this.phase = 'forming';
+    const n = this.members.length;
+    this.state.newGeneration(n, this.position.step);
+    const config = { ...this.d.train, checkEvery: this.d.opts.checkEvery, reportEvery: this.d.opts.reportEvery, nonFinite: this.d.opts.nonFinite };
+    this.members.forEach((w, rank) => {
       w.rank = rank;
-      w.log = w.log.child({ rank });
-      const next = this.ranked[(rank + 1) % n]!;
+      w.ready = false;
+      w.log = this.log.child({ workerId: w.id, host: w.host, rank });
+      const next = this.members[(rank + 1) % n]!;
       sendMessage(w.ws, {
         type: 'assign', gen: this.gen, rank, worldSize: n, predecessorRank: (rank - 1 + n) % n,
         successor: { host: next.ringHost, port: next.ringPort, rank: (rank + 1) % n }, config,
       });
     });
-    this.log.info({ gen: this.gen, worldSize: n }, 'ring formed');
-    this.emit({ kind: 'ringFormed', gen: this.gen, workers: this.ranked.map((w) => this.view(w, 'joined')) });
+    this.log.info({ gen: this.gen, worldSize: n, reason }, 'ring formed');
+    if (this.gen > 1) this.notice('info', `ring re-formed with ${n} workers (${reason})`, { gen: this.gen });
+    this.emit({ kind: 'ringFormed', gen: this.gen, workers: this.members.map((w) => this.view(w, 'joined')) });
   }
 
-  private onReady(worker: WorkerRecord): void {
+  private onReady(worker: WorkerRecord, m: MessageOf<'ready'>): void {
     worker.ready = true;
-    worker.log.info({ gen: this.gen }, 'ring links ready');
-    if (this.phase === 'starting' && this.ranked.every((w) => w.ready)) {
-      sendMessage(this.ranked[0]!.ws, { type: 'requestWeights', gen: this.gen });
-    }
+    worker.readyStep = m.step;
+    worker.hasState = m.hasState;
+    if (this.phase !== 'forming' || !this.members.every((w) => w.ready)) return;
+    this.phase = 'syncing';
+    if (this.resume) return this.syncFromCheckpoint(this.resume);
+    const withState = this.members.filter((w) => w.hasState);
+    // Fresh run: rank 0's initial weights. Otherwise the most advanced survivor: it holds every completed step.
+    const source = withState.length === 0 ? this.members[0]! : withState.reduce((a, b) => (b.readyStep > a.readyStep ? b : a));
+    this.pendingWeights = { purpose: 'sync', gen: this.gen };
+    sendMessage(source.ws, { type: 'requestWeights', gen: this.gen });
+    worker.log.debug({ source: source.rank, step: source.readyStep }, 'replica state requested');
   }
 
-  /** Rank 0's initial weights: broadcast them so every replica starts identical, then start epoch 0. */
-  private onWeights(worker: WorkerRecord, msg: MessageOf<'weights'>): void {
-    if (this.phase !== 'starting' || worker.rank !== 0) throw new ProtocolError(`unexpected weights from rank ${worker.rank}`);
+  private syncFromCheckpoint(r: ResumeState): void {
+    this.resume = undefined;
+    this.broadcastState(float32ToBytes(r.weights), float32ToBytes(r.optimizer), r.position);
+  }
+
+  private onWeights(worker: WorkerRecord, m: MessageOf<'weights'>): void {
+    const pending = this.pendingWeights;
+    if (!pending || pending.gen !== this.gen) return;
+    this.pendingWeights = undefined;
+    const pos = this.plan ? positionAt(this.plan, m.step) : this.position;
+    if (pending.purpose === 'sync') {
+      if (this.gen > 1) this.log.info({ from: worker.rank, ...pos }, 'replicas restored from the most advanced survivor');
+      return this.broadcastState(m.weights, m.optimizer, pos);
+    }
+    void this.saveCheckpoint(pos, m.weights, m.optimizer);
+  }
+
+  private broadcastState(weights: Uint8Array, optimizer: Uint8Array, pos: Position): void {
+    this.position = pos;
+    this.state.newGeneration(this.members.length, pos.step);
+    for (const w of this.members) sendMessage(w.ws, { type: 'start', gen: this.gen, epoch: pos.epoch, step: pos.step, weights, optimizer });
+    this.startPlan(pos);
+  }
+
+  private startPlan(pos: Position): void {
+    const n = this.members.length;
+    const epochSamples = this.d.data.train.count;
+    this.plan = planFrom(pos, epochSamples, n, this.d.train.batchSize);
     this.phase = 'training';
-    for (const w of this.ranked) {
-      sendMessage(w.ws, { type: 'start', gen: this.gen, epoch: 0, step: 0, weights: msg.weights, optimizer: msg.optimizer });
+    this.d.progress.begin(`epoch ${pos.epoch + 1}/${this.d.train.epochs}`, epochSamples);
+    for (const w of this.members) {
+      sendMessage(w.ws, planShard(this.d.data, { gen: this.gen, plan: this.plan, rank: w.rank, seed: this.d.train.seed, hasData: w.hasData }));
     }
-    this.log.info({ gen: this.gen, bytes: msg.weights.byteLength }, 'initial weights broadcast from rank 0');
-    this.startEpoch(0);
-  }
-
-  private startEpoch(epoch: number): void {
-    this.epoch = epoch;
-    const n = this.ranked.length;
-    this.cfg.progress.begin(`epoch ${epoch + 1}/${this.cfg.train.epochs}`, shardLength(this.data.train.count, n) * n);
-    for (const w of this.ranked) {
-      const shard = planShard(this.data, {
-        gen: this.gen, epoch, rank: w.rank, worldSize: n, seed: this.cfg.train.seed, hasData: w.hasData, includeTest: !w.sentTest,
-      });
-      w.sentTest = true;
-      sendMessage(w.ws, shard);
-    }
-    this.log.info({ epoch, worldSize: n }, 'epoch started');
-    this.emit({ kind: 'epochStarted', epoch, epochs: this.cfg.train.epochs, samples: shardLength(this.data.train.count, n) * n });
+    this.log.info({ epoch: pos.epoch, offset: this.plan.offset, steps: this.plan.steps, firstStep: pos.step, worldSize: n }, 'shards sent');
+    this.emit({ kind: 'epochStarted', epoch: pos.epoch, epochs: this.d.train.epochs, samples: epochSamples - this.plan.offset });
   }
 
   private onMetrics(worker: WorkerRecord, msg: MessageOf<'metrics'>): void {
     const mismatched = this.state.addRecords(worker.rank, msg.records);
-    for (const r of msg.records) this.metricsFile?.write(`${JSON.stringify({ rank: worker.rank, gen: msg.gen, ...r })}\n`);
+    for (const r of msg.records) this.metricsFile.write(`${JSON.stringify({ rank: worker.rank, gen: msg.gen, ...r })}\n`);
     this.emit({ kind: 'steps', gen: msg.gen, rank: worker.rank, records: msg.records });
     if (mismatched.length > 0) {
       this.log.error({ steps: mismatched }, 'replica parameters differ between workers');
-      this.emit({ kind: 'notice', level: 'error', message: 'replica parameters differ between workers', fields: { steps: mismatched } });
+      this.notice('error', 'replica parameters differ between workers', { steps: mismatched });
     }
-    const p = this.state.history.reduce((s, h) => s + h.samples, 0);
-    this.cfg.progress.update(this.state.totalSamples - p, { loss: this.state.latestLoss, workers: this.ranked.length });
+    if (this.plan) {
+      const done = positionAt(this.plan, this.state.lastStep + 1).consumed - this.plan.offset;
+      this.d.progress.update(this.plan.offset + done, { loss: this.state.latestLoss, workers: this.members.length });
+    }
+    if (this.d.opts.checkpointEvery > 0 && this.state.lastStep + 1 >= this.nextCheckpointStep) this.requestCheckpoint();
   }
 
-  private onEvalResult(msg: MessageOf<'evalResult'>): void {
-    this.state.addEval(msg);
-    this.maybeFinishEpoch(msg.epoch);
+  private requestCheckpoint(): void {
+    if (this.pendingWeights || this.phase !== 'training' || !this.members[0]) return;
+    this.pendingWeights = { purpose: 'checkpoint', gen: this.gen };
+    sendMessage(this.members[0].ws, { type: 'requestWeights', gen: this.gen });
   }
 
-  private onEpochDone(worker: WorkerRecord, msg: MessageOf<'epochDone'>): void {
-    worker.log.debug({ epoch: msg.epoch, steps: msg.steps }, 'worker finished epoch');
-    this.state.addEpochDone(msg);
-    this.maybeFinishEpoch(msg.epoch);
+  private async saveCheckpoint(pos: Position, weights: Uint8Array, optimizer: Uint8Array): Promise<void> {
+    this.nextCheckpointStep = pos.step + Math.max(1, this.d.opts.checkpointEvery);
+    try {
+      const file = await this.d.checkpoints.save(
+        { runId: this.runId, step: pos.step, epoch: pos.epoch, consumed: pos.consumed, generation: this.gen, config: { ...this.d.train },
+          extra: { history: this.state.history, totalSamples: this.state.totalSamples } },
+        bytesToFloat32(weights), bytesToFloat32(optimizer),
+      );
+      this.log.info({ file, ...pos }, 'checkpoint written');
+      this.notice('info', `checkpoint at step ${pos.step}`, { file: path.basename(file), epoch: pos.epoch });
+    } catch (err) {
+      this.log.error({ err }, 'checkpoint failed');
+      this.notice('error', 'checkpoint failed', { error: (err as Error).message });
+    }
   }
 
   private maybeFinishEpoch(epoch: number): void {
-    if (this.phase !== 'training' || epoch !== this.epoch || !this.state.epochComplete(epoch)) return;
+    if (this.phase !== 'training' || !this.plan || epoch !== this.plan.epoch || !this.state.epochComplete(epoch)) return;
     const outcome = this.state.finishEpoch(epoch);
     this.emit({ kind: 'epochFinished', outcome });
-    this.log.info({ ...outcome, samplesPerSec: outcome.samples / Math.max(1e-9, outcome.trainSeconds) }, 'epoch finished');
-    this.cfg.progress.line(
+    const rate = outcome.samples / Math.max(1e-9, outcome.trainSeconds);
+    this.log.info({ ...outcome, samplesPerSec: rate }, 'epoch finished');
+    this.d.progress.line(
       `epoch ${outcome.epoch}: train loss ${outcome.trainLoss.toFixed(4)}  test accuracy ${(100 * outcome.testAccuracy).toFixed(2)}%  ` +
-      `(${outcome.trainSeconds.toFixed(1)} s, ${(outcome.samples / Math.max(1e-9, outcome.trainSeconds)).toFixed(0)} samples/s)`,
+      `(${outcome.trainSeconds.toFixed(1)} s, ${rate.toFixed(0)} samples/s, ${this.members.length} workers)`,
     );
-    const target = this.cfg.train.targetAccuracy;
+    this.position = { epoch: epoch + 1, consumed: 0, step: this.plan.firstStep + this.plan.steps };
+    const target = this.d.train.targetAccuracy;
     if (target > 0 && outcome.testAccuracy >= target) return this.finish('finished', `target accuracy ${target} reached`);
-    if (epoch + 1 >= this.cfg.train.epochs) return this.finish('finished', 'all epochs done');
-    this.startEpoch(epoch + 1);
+    if (epoch + 1 >= this.d.train.epochs) return this.finish('finished', 'all epochs done');
+    this.startPlan(this.position);
+    this.requestCheckpoint(); // answered at rank 0's next step boundary, at the start of the new epoch
+  }
+
+  private onStall(worker: WorkerRecord, m: MessageOf<'stall'>): void {
+    worker.log.warn({ step: m.step, waitingMs: m.waitingMs, peerRank: m.peerRank }, 'stalled step');
+    this.notice('warn', `rank ${worker.rank} waited ${(m.waitingMs / 1000).toFixed(0)} s for rank ${m.peerRank} at step ${m.step}`);
+    const reporters = this.stallReports.get(m.step) ?? new Set<number>();
+    reporters.add(worker.rank);
+    this.stallReports.set(m.step, reporters);
+    if (this.d.opts.stallAbortMs <= 0 || m.waitingMs < this.d.opts.stallAbortMs || this.phase !== 'training') return;
+    // Everyone waiting reports; the worker(s) that do not are the ones holding the step up.
+    const stuck = this.members.filter((w) => !reporters.has(w.rank));
+    if (stuck.length > 0 && stuck.length < this.members.length) for (const w of stuck) this.evict(w, `stalled step ${m.step} for ${m.waitingMs} ms`);
+  }
+
+  private checkHeartbeats(): void {
+    const limit = this.d.opts.heartbeatMs * this.d.opts.heartbeatMisses;
+    const now = Date.now();
+    for (const w of this.workers.values()) if (now - w.lastSeen > limit) this.evict(w, `no heartbeat for ${now - w.lastSeen} ms`);
+  }
+
+  private evict(w: WorkerRecord, reason: string): void {
+    w.log.warn({ reason }, 'evicting worker');
+    this.notice('warn', `evicted rank ${w.rank} (${w.host}): ${reason}`);
+    w.ws.close(CLOSE_CODES.evicted, 'evicted');
+    w.ws.terminate();
   }
 
   private onFailed(worker: WorkerRecord, msg: MessageOf<'failed'>): void {
@@ -302,18 +403,18 @@ class Coordinator {
     const worker = this.workers.get(ws);
     if (!worker) return;
     this.workers.delete(ws);
+    const member = this.members.includes(worker);
     worker.log.info({ code, reason }, 'worker link closed');
-    const lost = this.phase === 'starting' || this.phase === 'training';
-    this.emit({ kind: 'workerLeft', worker: this.view(worker, lost ? 'lost' : 'stopped'), reason: reason || `close code ${code}` });
-    if (this.phase === 'rendezvous') return;
-    if (this.phase === 'starting' || this.phase === 'training') {
-      this.finish('failed', `lost worker rank ${worker.rank} (${worker.host}, close code ${code})`);
-    }
+    this.emit({ kind: 'workerLeft', worker: this.view(worker, this.summary ? 'stopped' : 'lost'), reason: reason || `close code ${code}` });
+    if (this.summary || !member) return;
+    this.d.progress.line(`lost worker rank ${worker.rank} (${worker.host}); re-forming the ring`);
+    this.notice('warn', `lost rank ${worker.rank} (${worker.host})`, { code });
+    this.reform(`lost rank ${worker.rank}`);
   }
 
   private onRendezvousTimeout(): void {
     if (this.phase !== 'rendezvous') return;
-    const err = new RendezvousTimeoutError(this.workers.size, this.cfg.minWorkers, this.cfg.rendezvousTimeoutMs);
+    const err = new RendezvousTimeoutError(this.workers.size, this.d.opts.minWorkers, this.d.opts.rendezvousTimeoutMs);
     this.log.error({ err }, 'rendezvous timed out');
     this.finish('failed', err.message);
   }
@@ -322,114 +423,45 @@ class Coordinator {
   finish(outcome: ClusterSummary['outcome'], reason: string): void {
     if (this.summary) return;
     this.phase = outcome === 'finished' ? 'finished' : 'failed';
-    clearTimeout(this.rendezvousTimer);
+    for (const t of this.timers) clearTimeout(t);
     const exitCode = outcome === 'finished' ? 0 : outcome === 'interrupted' ? 130 : 1;
     for (const w of this.workers.values()) sendMessage(w.ws, { type: 'stop', reason, exitCode });
-    this.cfg.progress.stop();
+    this.d.progress.stop();
     this.summary = this.buildSummary(outcome, outcome === 'finished' ? undefined : reason);
     this.log.info({ outcome, reason, testAccuracy: this.summary.testAccuracy, wallSeconds: this.summary.wallSeconds }, 'run ended');
-    this.metricsFile?.end();
-    this.emit({ kind: 'runEnded', summary: this.summary });
-    if (this.cfg.summaryJson) {
-      fs.mkdirSync(path.dirname(path.resolve(this.cfg.summaryJson)), { recursive: true });
-      fs.writeFileSync(this.cfg.summaryJson, `${JSON.stringify(this.summary, null, 2)}\n`);
+    this.metricsFile.end();
+    if (this.d.summaryJson) {
+      fs.mkdirSync(path.dirname(path.resolve(this.d.summaryJson)), { recursive: true });
+      fs.writeFileSync(this.d.summaryJson, `${JSON.stringify(this.summary, null, 2)}\n`);
     }
+    this.emit({ kind: 'runEnded', summary: this.summary });
     this.resolveDone(this.summary);
   }
 
   private buildSummary(outcome: ClusterSummary['outcome'], error?: string): ClusterSummary {
     const s = this.state;
-    const last = s?.history[s.history.length - 1];
+    const last = s.history[s.history.length - 1];
     return {
-      model: this.cfg.train.model,
-      backend: [...new Set(this.ranked.map((w) => w.backend))].join(',') || 'none',
-      epochs: s?.history.length ?? 0,
-      steps: (s?.lastStep ?? -1) + 1,
+      model: this.d.train.model,
+      backend: [...new Set(this.members.map((w) => w.backend))].join(',') || 'none',
+      epochs: s.history.length,
+      steps: Math.max(this.position.step, s.lastStep + 1),
       testAccuracy: last?.testAccuracy ?? 0,
-      samplesPerSec: s?.samplesPerSec() ?? 0,
+      samplesPerSec: s.samplesPerSec(),
       wallSeconds: (performance.now() - this.started) / 1000,
-      workers: this.ranked.length,
-      phaseMeanMs: s?.phaseMeans() ?? { dataMs: 0, computeMs: 0, allreduceMs: 0, applyMs: 0 },
-      hashChecks: s?.hashChecks ?? 0,
-      hashMismatches: s?.hashMismatches ?? 0,
-      history: s?.history ?? [],
+      workers: this.members.length,
+      generations: this.gen,
+      phaseMeanMs: s.phaseMeans(),
+      hashChecks: s.hashChecks,
+      hashMismatches: s.hashMismatches,
+      nonFiniteSteps: s.nonFiniteSteps,
+      history: s.history,
       outcome,
       ...(error ? { error } : {}),
     };
   }
 
   status(): Record<string, unknown> {
-    return { runId: this.runId, phase: this.phase, generation: this.gen, epoch: this.epoch, workers: this.workers.size };
+    return { runId: this.runId, phase: this.phase, generation: this.gen, position: this.position, workers: this.workers.size };
   }
 }
-
-function isFromWorker(m: Message): m is Exclude<WorkerToCoordinatorMessage, { type: 'hello' }> {
-  return ['ready', 'weights', 'metrics', 'evalResult', 'epochDone', 'failed'].includes(m.type);
-}
-
-async function loadRunData(cfg: CoordinatorConfig): Promise<MnistDataset> {
-  const data = await loadMnist(cfg.dataDir);
-  const { trainLimit, testLimit } = cfg.train;
-  return {
-    ...data,
-    train: trainLimit > 0 ? limitSplit(data.train, trainLimit) : data.train,
-    test: testLimit > 0 ? limitSplit(data.test, testLimit) : data.test,
-  };
-}
-
-function handleHttp(coord: Coordinator, req: http.IncomingMessage, res: http.ServerResponse): void {
-  const url = req.url ?? '/';
-  if (url === '/healthz') {
-    res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-  } else if (url === '/api/status') {
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(coord.status()));
-  } else {
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
-  }
-}
-
-function listen(server: http.Server, host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as { port: number }).port);
-    });
-  });
-}
-
-/** Start a coordinator; resolves once it listens. */
-export async function startCoordinator(cfg: CoordinatorConfig): Promise<CoordinatorHandle> {
-  const data = await loadRunData(cfg);
-  cfg.log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
-  const coord = new Coordinator(cfg, data);
-  const server = http.createServer((req, res) => handleHttp(coord, req, res));
-  const wss = new WebSocketServer({ server, maxPayload: cfg.maxPayloadBytes, perMessageDeflate: false });
-  wss.on('connection', (ws, req) => coord.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`));
-  wss.on('error', (err) => cfg.log.error({ err }, 'websocket server error'));
-  const port = await listen(server, cfg.host, cfg.port);
-  coord.begin();
-  cfg.log.info({ host: cfg.host, port, runId: coord.runId, minWorkers: cfg.minWorkers }, 'coordinator listening');
-  let closed = false;
-  const shutdown = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    for (const ws of wss.clients) ws.close(CLOSE_CODES.goingAway, 'coordinator shutting down');
-    await new Promise<void>((resolve) => wss.close(() => resolve()));
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
-  // The stop messages are queued before the close frames, so closing right away still delivers them.
-  void coord.done.then(() => shutdown());
-  return {
-    port,
-    runId: coord.runId,
-    done: coord.done,
-    async close(reason = 'closed') {
-      coord.finish('interrupted', reason);
-      await shutdown();
-      return coord.done;
-    },
-  };
-}
-

@@ -1,40 +1,38 @@
 /**
- * What each rank trains on and evaluates in an epoch, as the `shard` message that carries it: indices for workers
- * with a local copy of the dataset, the sample bytes themselves for workers without one.
+ * What each rank trains on and evaluates under one generation's plan, as the `shard` message that carries it: indices
+ * for workers with a local copy of the dataset, the sample bytes themselves for workers without one.
  */
 import { sliceSplit, type MnistDataset } from '../shared/data/mnist.js';
-import type { ShardMessage } from '../shared/protocol.js';
-import { uint32ToBytes } from '../shared/protocol.js';
+import { uint32ToBytes, type ShardMessage } from '../shared/protocol.js';
 import { evalShard, shardForRank } from '../shared/sampler.js';
+import type { EpochPlan } from './epoch-plan.js';
 
 export interface ShardRequest {
   gen: number;
-  epoch: number;
+  plan: EpochPlan;
   rank: number;
-  worldSize: number;
   seed: number;
   /** The worker has its own copy of the dataset: send indices only. */
   hasData: boolean;
-  /** Include the evaluation samples (a worker without data needs them once per generation). */
-  includeTest: boolean;
 }
 
 export function planShard(data: MnistDataset, req: ShardRequest): ShardMessage {
-  const indices = shardForRank({ datasetSize: data.train.count, worldSize: req.worldSize, rank: req.rank, seed: req.seed, epoch: req.epoch, shuffle: true });
-  const test = evalShard(data.test.count, req.worldSize, req.rank);
+  const { plan, rank } = req;
+  const indices = shardForRank({
+    datasetSize: data.train.count, worldSize: plan.worldSize, rank, seed: req.seed, epoch: plan.epoch, shuffle: true, offset: plan.offset,
+  });
+  const test = evalShard(data.test.count, plan.worldSize, rank);
   const msg: ShardMessage = {
-    type: 'shard', gen: req.gen, epoch: req.epoch, indices: uint32ToBytes(indices), testStart: test.start, testEnd: test.end,
+    type: 'shard', gen: req.gen, epoch: plan.epoch, indices: uint32ToBytes(indices), testStart: test.start, testEnd: test.end,
+    firstStep: plan.firstStep, epochSamples: plan.epochSamples, offset: plan.offset,
   };
   if (!req.hasData) {
     const train = sliceSplit(data.train, indices);
     msg.images = train.images;
     msg.labels = train.labels;
-    if (req.includeTest) {
-      const testIdx = Uint32Array.from({ length: test.end - test.start }, (_, i) => test.start + i);
-      const testSlice = sliceSplit(data.test, testIdx);
-      msg.testImages = testSlice.images;
-      msg.testLabels = testSlice.labels;
-    }
+    const testSlice = sliceSplit(data.test, Uint32Array.from({ length: test.end - test.start }, (_, i) => test.start + i));
+    msg.testImages = testSlice.images;
+    msg.testLabels = testSlice.labels;
   }
   return msg;
 }

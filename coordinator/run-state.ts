@@ -17,6 +17,8 @@ export interface EpochOutcome {
 export interface PhaseMeans { dataMs: number; computeMs: number; allreduceMs: number; applyMs: number }
 
 interface EpochProgress {
+  /** Training seconds of this epoch under earlier generations (a membership change splits an epoch). */
+  priorSeconds: number;
   done: Map<number, EpochDoneMessage>;
   evals: Map<number, EvalResultMessage>;
   lossSum: number;
@@ -38,12 +40,32 @@ export class RunState {
 
   constructor(private worldSize: number) {}
 
-  setWorldSize(n: number): void { this.worldSize = n; }
+  nonFiniteSteps = 0;
+
+  /**
+   * A new membership: hashes and completion reports of the old one can never complete, so drop them; the training
+   * time the old generation spent on an unfinished epoch is kept.
+   */
+  newGeneration(worldSize: number, lastStepDone: number): void {
+    this.worldSize = worldSize;
+    this.hashes.clear();
+    for (const p of this.epochs.values()) {
+      p.priorSeconds += Math.max(0, ...[...p.done.values()].map((d) => d.trainMs / 1000));
+      p.done.clear();
+      p.evals.clear();
+    }
+    this.lastStep = lastStepDone - 1;
+  }
+
+  restoreHistory(history: EpochOutcome[], totalSamples: number): void {
+    this.history.push(...history);
+    this.totalSamples = totalSamples;
+  }
 
   private progress(epoch: number): EpochProgress {
     let p = this.epochs.get(epoch);
     if (!p) {
-      p = { done: new Map(), evals: new Map(), lossSum: 0, lossCount: 0, samples: 0 };
+      p = { priorSeconds: 0, done: new Map(), evals: new Map(), lossSum: 0, lossCount: 0, samples: 0 };
       this.epochs.set(epoch, p);
     }
     return p;
@@ -65,6 +87,7 @@ export class RunState {
       this.recordCount++;
       this.lastStep = Math.max(this.lastStep, r.step);
       this.latestLoss = r.loss;
+      if (r.nonFinite) this.nonFiniteSteps++;
       if (r.paramHash !== undefined && this.checkHash(r.step, rank, r.paramHash) === false) mismatched.push(r.step);
     }
     return mismatched;
@@ -103,7 +126,7 @@ export class RunState {
     let total = 0;
     let lossSum = 0;
     for (const e of p.evals.values()) { correct += e.correct; total += e.total; lossSum += e.lossSum; }
-    const trainSeconds = Math.max(0, ...[...p.done.values()].map((d) => d.trainMs / 1000));
+    const trainSeconds = p.priorSeconds + Math.max(0, ...[...p.done.values()].map((d) => d.trainMs / 1000));
     const outcome: EpochOutcome = {
       epoch: epoch + 1,
       testAccuracy: correct / Math.max(1, total),

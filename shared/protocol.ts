@@ -13,9 +13,13 @@
  * worker joined carries `gen`, the membership generation (a positive integer), so messages of an
  * old membership can be fenced off.
  *
- *   worker -> coordinator   hello, ready, metrics, evalResult, epochDone, weights, failed
- *   coordinator -> worker   welcome, assign, start, shard, requestWeights, stop
- *   worker -> worker        ringHello (first message on a ring link, from the dialing predecessor)
+ *   worker -> coordinator   hello, ready, heartbeat, stall, metrics, evalResult, epochDone, weights, failed
+ *   coordinator -> worker   challenge, welcome, assign, start, shard, requestWeights, stop
+ *   worker -> worker        challenge (from the listening successor), then ringHello (from the dialing predecessor)
+ *
+ * Handshakes: the accepting side of every link first sends `challenge { nonce }`; the dialing side answers with
+ * `hello` (control link) or `ringHello` (ring link) carrying `auth` = HMAC-SHA256(token, context | nonce), see
+ * shared/auth.ts. Nothing else is accepted on a link before that answer verifies.
  *
  * Gradient chunk (kind 2), all integers little-endian, a 20-byte header then the payload:
  *
@@ -61,16 +65,28 @@ export const MessageType = {
   requestWeights: 'requestWeights',
   stop: 'stop',
   ringHello: 'ringHello',
+  challenge: 'challenge',
+  heartbeat: 'heartbeat',
+  stall: 'stall',
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 // ---- worker -> coordinator ----
+/** `auth` answers the coordinator's challenge (shared/auth.ts). */
 export interface HelloMessage {
   type: 'hello'; protocolVersion: number; workerId: string; host: string;
-  ringHost: string; ringPort: number; hasData: boolean; backend: string; pid: number;
+  ringHost: string; ringPort: number; hasData: boolean; backend: string; pid: number; auth: Uint8Array;
 }
-/** The worker's ring links are up. */
-export interface ReadyMessage { type: 'ready'; gen: number; rank: number }
+/**
+ * The worker's ring links are up. `step` is the number of global steps its replica has applied, meaningful when
+ * `hasState` (a worker that joined mid-run has no state yet); the coordinator restores every replica from the most
+ * advanced one, so no completed step is lost when the membership changes.
+ */
+export interface ReadyMessage { type: 'ready'; gen: number; rank: number; step: number; hasState: boolean }
+/** Liveness, every heartbeat interval; `gen` 0 and `rank` -1 before the worker is part of a ring. */
+export interface HeartbeatMessage { type: 'heartbeat'; gen: number; rank: number; step: number }
+/** A step has waited on the ring predecessor for `waitingMs` (Horovod-style stall warning). */
+export interface StallMessage { type: 'stall'; gen: number; rank: number; step: number; waitingMs: number; peerRank: number }
 export interface StepRecord {
   epoch: number; step: number;
   /** Any number: a diverging run's NaN/Infinity loss is a fact to report, not a protocol error. */
@@ -81,6 +97,8 @@ export interface StepRecord {
   /** Wall-clock start of the step, Unix epoch milliseconds (for timelines). */
   startedAt: number;
   paramHash?: string;
+  /** The averaged gradients held NaN/Inf; every replica skipped this update. */
+  nonFinite?: boolean;
 }
 export interface MetricsMessage { type: 'metrics'; gen: number; rank: number; records: StepRecord[] }
 /** `lossSum` may be NaN/Infinity like StepRecord.loss. */
@@ -110,19 +128,28 @@ export interface StartMessage {
 /** `indices` are uint32 LE (see bytesToUint32); sample bytes only go to workers without local data. */
 export interface ShardMessage {
   type: 'shard'; gen: number; epoch: number; indices: Uint8Array; images?: Uint8Array; labels?: Uint8Array;
+  /** Global step number of this shard's first batch. */
+  firstStep: number;
+  /** Samples in the whole epoch, and how many of them earlier generations already trained on (for the lr schedule). */
+  epochSamples: number; offset: number;
   testStart: number; testEnd: number; testImages?: Uint8Array; testLabels?: Uint8Array;
 }
 export interface RequestWeightsMessage { type: 'requestWeights'; gen: number }
 export interface StopMessage { type: 'stop'; reason: string; exitCode: number }
 
 // ---- worker -> worker ----
-export interface RingHelloMessage { type: 'ringHello'; gen: number; rank: number; protocolVersion: number }
+/** First message of the dialing predecessor, answering the listener's challenge. */
+export interface RingHelloMessage { type: 'ringHello'; gen: number; rank: number; protocolVersion: number; auth: Uint8Array }
+
+// ---- either direction: the accepting side of a link opens with a challenge ----
+export interface ChallengeMessage { type: 'challenge'; protocolVersion: number; nonce: Uint8Array }
 
 export type WorkerToCoordinatorMessage =
-  | HelloMessage | ReadyMessage | MetricsMessage | EvalResultMessage | EpochDoneMessage | WeightsMessage | FailedMessage;
+  | HelloMessage | ReadyMessage | MetricsMessage | EvalResultMessage | EpochDoneMessage | WeightsMessage | FailedMessage
+  | HeartbeatMessage | StallMessage;
 export type CoordinatorToWorkerMessage =
   | WelcomeMessage | AssignMessage | StartMessage | ShardMessage | RequestWeightsMessage | StopMessage;
-export type Message = WorkerToCoordinatorMessage | CoordinatorToWorkerMessage | RingHelloMessage;
+export type Message = WorkerToCoordinatorMessage | CoordinatorToWorkerMessage | RingHelloMessage | ChallengeMessage;
 export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
 
 export type DecodedFrame =
@@ -229,6 +256,10 @@ class FieldReader {
     return this.raw(key) === undefined ? undefined : this.string(key);
   }
 
+  optionalBoolean(key: string): boolean | undefined {
+    return this.raw(key) === undefined ? undefined : this.boolean(key);
+  }
+
   boolean(key: string): boolean {
     const value = this.raw(key);
     if (typeof value !== 'boolean') this.fail(key, 'a boolean', value);
@@ -278,6 +309,7 @@ function stepRecord(r: FieldReader): StepRecord {
   };
   const paramHash = r.optionalString('paramHash');
   if (paramHash !== undefined) record.paramHash = paramHash;
+  if (r.optionalBoolean('nonFinite')) record.nonFinite = true;
   return record;
 }
 
@@ -297,8 +329,12 @@ function shard(r: FieldReader): ShardMessage {
   const testStart = r.int('testStart');
   const testEnd = r.int('testEnd');
   if (testEnd < testStart) throw new ProtocolError(`shard: testEnd ${testEnd} is before testStart ${testStart}`);
+  const epochSamples = r.int('epochSamples');
+  const offset = r.int('offset');
+  if (offset > epochSamples) throw new ProtocolError(`shard: offset ${offset} exceeds epochSamples ${epochSamples}`);
   const message: ShardMessage = {
     type: 'shard', gen: r.gen(), epoch: r.int('epoch'), indices: r.bytes('indices', 4), testStart, testEnd,
+    firstStep: r.int('firstStep'), epochSamples, offset,
   };
   for (const key of ['images', 'labels', 'testImages', 'testLabels'] as const) {
     const bytes = r.optionalBytes(key);
@@ -319,9 +355,14 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
   hello: (r) => ({
     type: 'hello', protocolVersion: r.version(), workerId: r.string('workerId'), host: r.string('host'),
     ringHost: r.string('ringHost'), ringPort: r.int('ringPort', 0, 65535), hasData: r.boolean('hasData'),
-    backend: r.string('backend'), pid: r.int('pid'),
+    backend: r.string('backend'), pid: r.int('pid'), auth: r.bytes('auth'),
   }),
-  ready: (r) => ({ type: 'ready', gen: r.gen(), rank: r.int('rank') }),
+  ready: (r) => ({ type: 'ready', gen: r.gen(), rank: r.int('rank'), step: r.int('step'), hasState: r.boolean('hasState') }),
+  heartbeat: (r) => ({ type: 'heartbeat', gen: r.int('gen'), rank: r.int('rank', -1), step: r.int('step') }),
+  stall: (r) => ({
+    type: 'stall', gen: r.gen(), rank: r.int('rank'), step: r.int('step'), waitingMs: r.duration('waitingMs'), peerRank: r.int('peerRank'),
+  }),
+  challenge: (r) => ({ type: 'challenge', protocolVersion: r.version(), nonce: r.bytes('nonce') }),
   metrics: (r) => ({ type: 'metrics', gen: r.gen(), rank: r.int('rank'), records: r.array('records', stepRecord) }),
   evalResult,
   epochDone: (r) => ({
@@ -342,7 +383,7 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
   shard,
   requestWeights: (r) => ({ type: 'requestWeights', gen: r.gen() }),
   stop: (r) => ({ type: 'stop', reason: r.string('reason'), exitCode: r.int('exitCode', 0, 255) }),
-  ringHello: (r) => ({ type: 'ringHello', gen: r.gen(), rank: r.int('rank'), protocolVersion: r.version() }),
+  ringHello: (r) => ({ type: 'ringHello', gen: r.gen(), rank: r.int('rank'), protocolVersion: r.version(), auth: r.bytes('auth') }),
 };
 
 /** Check a decoded (or about to be encoded) value against the message schemas. */

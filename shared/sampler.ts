@@ -21,6 +21,8 @@ export interface ShardOptions {
   epoch: number;
   /** Shuffle per epoch (default true); false keeps dataset order, still strided and padded. */
   shuffle?: boolean;
+  /** Skip the first `offset` samples of the epoch's order (default 0). */
+  offset?: number;
 }
 
 export interface IndexRange {
@@ -62,18 +64,21 @@ export function shardLength(datasetSize: number, worldSize: number): number {
   return Math.ceil(datasetSize / worldSize);
 }
 
-/** The dataset indices rank `rank` trains on this epoch, in order. */
+/**
+ * The dataset indices rank `rank` trains on this epoch, in order. With `offset`, only the part of the epoch's order
+ * from that position on is sharded (an elastic re-plan after a membership change: the first `offset` samples were
+ * trained by an earlier generation). Positions past the end wrap around to the start of the sharded part.
+ */
 export function shardForRank(options: ShardOptions): Uint32Array {
-  const { datasetSize, worldSize, rank, seed, epoch, shuffle = true } = options;
+  const { datasetSize, worldSize, rank, seed, epoch, shuffle = true, offset = 0 } = options;
   requireRank(rank, worldSize);
-  const perRank = shardLength(datasetSize, worldSize);
-  const order = epochPermutation(datasetSize, seed, epoch, shuffle);
-  const shard = new Uint32Array(perRank);
-  for (let k = 0; k < perRank; k++) {
-    // Position in the padded order; positions past the end wrap around to its beginning.
-    const position = rank + k * worldSize;
-    shard[k] = order[position % datasetSize];
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > datasetSize) {
+    throw new RangeError(`offset must be an integer in [0, ${datasetSize}], got ${String(offset)}`);
   }
+  const rest = epochPermutation(datasetSize, seed, epoch, shuffle).subarray(offset);
+  const perRank = shardLength(rest.length, worldSize);
+  const shard = new Uint32Array(perRank);
+  for (let k = 0; k < perRank; k++) shard[k] = rest[(rank + k * worldSize) % rest.length];
   return shard;
 }
 

@@ -31,3 +31,27 @@ export function noDelay(ws: WebSocket): void {
   const socket = (ws as unknown as { _socket?: { setNoDelay?: (v: boolean) => void } })._socket;
   socket?.setNoDelay?.(true);
 }
+
+/**
+ * Liveness of one link: ping every `intervalMs`; if no pong came back for `misses` intervals, the peer is gone
+ * (a killed machine, a cut cable, a stopped process), so terminate the link and report it. Returns a stop function.
+ */
+export function keepAlive(ws: WebSocket, intervalMs: number, misses: number, onDead: () => void): () => void {
+  let lastPong = Date.now();
+  const onPong = () => { lastPong = Date.now(); };
+  ws.on('pong', onPong);
+  const timer = setInterval(() => {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - lastPong > intervalMs * misses) {
+      stop();
+      onDead();
+      ws.terminate();
+      return;
+    }
+    ws.ping();
+  }, intervalMs);
+  timer.unref();
+  const stop = () => { clearInterval(timer); ws.off('pong', onPong); };
+  ws.once('close', stop);
+  return stop;
+}

@@ -43,8 +43,11 @@ const controlFrame = (body: Plain, version = PROTOCOL_VERSION): Buffer => Buffer
 // ---- one sample of every message type ----
 const weightBytes = float32ToBytes(new Float32Array([0.5, -1.25, 3e-8, 1e30]));
 const samples: Message[] = [
-  { type: 'hello', protocolVersion: 1, workerId: 'w-1', host: 'alpha', ringHost: '10.0.0.2', ringPort: 40123, hasData: true, backend: 'wasm', pid: 4242 },
-  { type: 'ready', gen: 3, rank: 1 },
+  { type: 'hello', protocolVersion: 1, workerId: 'w-1', host: 'alpha', ringHost: '10.0.0.2', ringPort: 40123, hasData: true, backend: 'wasm', pid: 4242, auth: new Uint8Array(32).fill(3) },
+  { type: 'ready', gen: 3, rank: 1, step: 1250, hasState: true },
+  { type: 'heartbeat', gen: 0, rank: -1, step: 0 },
+  { type: 'stall', gen: 3, rank: 1, step: 17, waitingMs: 10_000.5, peerRank: 0 },
+  { type: 'challenge', protocolVersion: 1, nonce: new Uint8Array(32).fill(9) },
   {
     type: 'metrics', gen: 3, rank: 1, records: [
       { epoch: 0, step: 5, loss: 2.302585092994046, samples: 32, dataMs: 0.5, computeMs: 12.25, allreduceMs: 3.1, applyMs: 0.75, reduceScatterMs: 1.5, startedAt: 1795000000123.5, paramHash: 'abc123' },
@@ -64,11 +67,12 @@ const samples: Message[] = [
   {
     type: 'shard', gen: 4, epoch: 0, indices: uint32ToBytes(new Uint32Array([5, 9, 59_999])), images: new Uint8Array(784 * 3).fill(7),
     labels: new Uint8Array([1, 2, 3]), testStart: 0, testEnd: 3334, testImages: new Uint8Array(784), testLabels: new Uint8Array([9]),
+    firstStep: 0, epochSamples: 60_000, offset: 0,
   },
-  { type: 'shard', gen: 4, epoch: 1, indices: new Uint8Array(0), testStart: 10, testEnd: 10 },
+  { type: 'shard', gen: 4, epoch: 1, indices: new Uint8Array(0), testStart: 10, testEnd: 10, firstStep: 937, epochSamples: 60_000, offset: 60_000 },
   { type: 'requestWeights', gen: 4 },
   { type: 'stop', reason: 'training complete', exitCode: 0 },
-  { type: 'ringHello', gen: 4, rank: 2, protocolVersion: 1 },
+  { type: 'ringHello', gen: 4, rank: 2, protocolVersion: 1, auth: new Uint8Array(32) },
 ];
 
 /** Byte fields decode as Buffer views; compare contents as plain Uint8Arrays. */
@@ -104,12 +108,12 @@ test('bodies written by an independent msgpack writer decode; byte fields come b
   assert.ok(decoded.weights instanceof Uint8Array);
   assert.deepEqual(Array.from(bytesToFloat32(decoded.weights)), [1]);
   // unknown extra fields are dropped
-  assert.deepEqual(decodeMessage(controlFrame({ type: 'ready', gen: 1, rank: 0, extra: 'ignored' })), { type: 'ready', gen: 1, rank: 0 });
+  assert.deepEqual(decodeMessage(controlFrame({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false, extra: 'ignored' })), { type: 'ready', gen: 1, rank: 0, step: 0, hasState: false });
 });
 
 test('encodeMessage refuses invalid messages', () => {
-  assert.throws(() => encodeMessage({ type: 'ready', gen: 0, rank: 1 }), ProtocolError);
-  assert.throws(() => encodeMessage({ type: 'ready', gen: 1, rank: 1.5 }), ProtocolError);
+  assert.throws(() => encodeMessage({ type: 'ready', gen: 0, rank: 1, step: 0, hasState: false }), ProtocolError);
+  assert.throws(() => encodeMessage({ type: 'ready', gen: 1, rank: 1.5, step: 0, hasState: false }), ProtocolError);
   assert.throws(() => encodeMessage({ type: 'nope' } as unknown as Message), ProtocolError);
   const floats = { type: 'weights', gen: 1, rank: 0, step: 0, epoch: 0, weights: new Float32Array(2), optimizer: new Uint8Array(0) };
   assert.throws(() => encodeMessage(floats as unknown as Message), /weights\.weights: expected bytes/);
@@ -173,7 +177,7 @@ test('float32/uint32 byte helpers: views when aligned, copies otherwise, length 
 });
 
 test('bad input is rejected with ProtocolError or ProtocolVersionError and a clear message', () => {
-  const valid = [...encodeMessage({ type: 'ready', gen: 1, rank: 0 })];
+  const valid = [...encodeMessage({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false })];
   const protocolError: Array<[string, unknown, RegExp?]> = [
     ['empty', new Uint8Array(0), /shorter than the 2-byte prefix/],
     ['one byte', new Uint8Array([1]), /shorter/],
@@ -209,7 +213,7 @@ test('bad input is rejected with ProtocolError or ProtocolVersionError and a cle
     ['rank beyond world', controlFrame({ type: 'assign', gen: 1, rank: 2, worldSize: 2, successor: { host: 'h', port: 1, rank: 0 }, predecessorRank: 1, config: {} }), /assign\.rank/],
     ['port out of range', controlFrame({ type: 'assign', gen: 1, rank: 0, worldSize: 2, successor: { host: 'h', port: 70000, rank: 1 }, predecessorRank: 1, config: {} }), /successor\.port/],
     ['config not a map', controlFrame({ type: 'assign', gen: 1, rank: 0, worldSize: 2, successor: { host: 'h', port: 1, rank: 1 }, predecessorRank: 1, config: [1] }), /assign\.config/],
-    ['null optional', controlFrame({ type: 'shard', gen: 1, epoch: 0, indices: new Uint8Array(0), testStart: 0, testEnd: 0, images: null }), /shard\.images/],
+    ['null optional', controlFrame({ type: 'shard', gen: 1, epoch: 0, indices: new Uint8Array(0), testStart: 0, testEnd: 0, firstStep: 0, epochSamples: 0, offset: 0, images: null }), /shard\.images/],
     ['test range reversed', controlFrame({ type: 'shard', gen: 1, epoch: 0, indices: new Uint8Array(0), testStart: 5, testEnd: 4 }), /testEnd/],
     ['correct > total', controlFrame({ type: 'evalResult', gen: 1, rank: 0, epoch: 0, correct: 6, total: 5, lossSum: 1 }), /exceeds total/],
     ['exit code out of range', controlFrame({ type: 'stop', reason: 'x', exitCode: 256 }), /stop\.exitCode/],

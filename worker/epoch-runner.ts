@@ -1,39 +1,55 @@
 /**
- * One worker's training of one epoch, independent of the control link: batch -> gradients -> ring allreduce (average)
- * -> apply, with per-phase timings. Every rank runs the same number of steps (equal shards), and the global step
- * number keys the allreduce frames, so ranks stay in lockstep.
+ * One worker's training of one shard, independent of the control link: batch -> gradients -> ring allreduce (average)
+ * -> apply, with per-phase timings. Every rank of a generation runs the same number of steps (equal shards), and the
+ * global step number keys the allreduce frames, so ranks stay in lockstep. Because every replica holds the same
+ * averaged gradients, a non-finite value is seen by all of them at once, and all skip (or abort) that step together.
  */
 import { createHash } from 'node:crypto';
 import { ringAllreduce, type RingLinks } from '../shared/allreduce.js';
 import type { MnistSplit } from '../shared/data/mnist.js';
+import { RingtrainError, StepAbortedError } from '../shared/errors.js';
 import type { StepRecord } from '../shared/protocol.js';
 import { batchIndices, stepsPerEpoch } from '../shared/sampler.js';
 import { BatchLoader } from '../shared/train/batches.js';
 import { learningRateAt, type ScheduleOptions } from '../shared/train/optim.js';
 import type { Replica } from '../shared/train/replica.js';
-import { StepAbortedError } from '../shared/errors.js';
 
 export interface RingPosition { rank: number; worldSize: number; gen: number; links: RingLinks }
 
-export interface EpochPlan {
+export type NonFinitePolicy = 'skip' | 'abort';
+
+export interface ShardPlan {
   epoch: number;
   /** Sample indices into `split`, in training order. */
   order: Uint32Array;
   split: MnistSplit;
   batchSize: number;
+  /** Global step number of the first batch. */
+  firstStep: number;
+  /** Samples in the whole epoch and how many earlier generations trained (for the schedule's epoch fraction). */
+  epochSamples: number;
+  offset: number;
   schedule: ScheduleOptions;
   /** Hash the parameters every this many global steps (0 = never). */
   checkEvery: number;
+  nonFinite: NonFinitePolicy;
 }
 
-export interface EpochHooks {
+export interface ShardHooks {
   /** Called after every step with its record. */
   onStep(record: StepRecord): void;
-  /** Checked before every step; a true value abandons the epoch. */
+  /** Checked before every step; true abandons the shard. */
   shouldStop(): boolean;
+  /** Work that must see the replica between steps (weights for a checkpoint); awaited before the next step. */
+  atBoundary(): Promise<void>;
 }
 
-export interface EpochResult { steps: number; trainMs: number }
+export interface ShardResult { steps: number; trainMs: number }
+
+/** Averaged gradients held a NaN or an infinity; every replica saw the same values. */
+export class NonFiniteGradientError extends RingtrainError {
+  constructor(step: number) { super('STEP_ABORTED', `step ${step}: non-finite values in the averaged gradients`); }
+}
 
 /** A short fingerprint of the parameters, to check that replicas are bitwise identical. */
 export function paramHash(replica: Replica, scratch?: Float32Array): string {
@@ -41,11 +57,17 @@ export function paramHash(replica: Replica, scratch?: Float32Array): string {
   return createHash('sha256').update(new Uint8Array(weights.buffer, weights.byteOffset, weights.byteLength)).digest('hex').slice(0, 16);
 }
 
+function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return false;
+  return true;
+}
+
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** One synchronous data-parallel step; returns its record. */
+/** One synchronous data-parallel step; returns its record (nonFinite set when the update was skipped). */
 export async function trainStep(
   replica: Replica, loader: BatchLoader, indices: Uint32Array, ring: RingPosition, globalStep: number, epoch: number,
+  nonFinite: NonFinitePolicy = 'skip',
 ): Promise<StepRecord> {
   const startedAt = Date.now();
   const t0 = performance.now();
@@ -55,27 +77,37 @@ export async function trainStep(
   const t2 = performance.now();
   const { reduceScatterMs } = await ringAllreduce(gradients, { rank: ring.rank, worldSize: ring.worldSize, generation: ring.gen, step: globalStep, links: ring.links, average: true });
   const t3 = performance.now();
-  replica.applyGradients(gradients);
+  const finite = allFinite(gradients);
+  if (!finite && nonFinite === 'abort') throw new NonFiniteGradientError(globalStep);
+  if (finite) replica.applyGradients(gradients);
   const t4 = performance.now();
-  return { epoch, step: globalStep, loss, samples: batch.n, dataMs: t1 - t0, computeMs: t2 - t1, allreduceMs: t3 - t2, applyMs: t4 - t3, reduceScatterMs, startedAt };
+  const record: StepRecord = {
+    epoch, step: globalStep, loss, samples: batch.n, dataMs: t1 - t0, computeMs: t2 - t1, allreduceMs: t3 - t2, applyMs: t4 - t3, reduceScatterMs, startedAt,
+  };
+  if (!finite) record.nonFinite = true;
+  return record;
 }
 
-export async function runEpoch(replica: Replica, plan: EpochPlan, ring: RingPosition, hooks: EpochHooks): Promise<EpochResult> {
+export async function runShard(replica: Replica, plan: ShardPlan, ring: RingPosition, hooks: ShardHooks): Promise<ShardResult> {
   const loader = new BatchLoader(plan.split, plan.batchSize);
   const steps = stepsPerEpoch(plan.order.length, plan.batchSize);
   const scratch = new Float32Array(replica.layout.size);
   const started = performance.now();
+  const samplesPerStep = plan.batchSize * ring.worldSize;
   let lr = NaN;
   for (let s = 0; s < steps; s++) {
     // Yield so control messages (stop, membership changes) are handled between steps even on a one-worker ring.
     await yieldToEventLoop();
-    if (hooks.shouldStop()) throw new StepAbortedError(plan.epoch * steps + s, 'stop requested');
-    const stepLr = learningRateAt({ ...plan.schedule, worldSize: ring.worldSize }, plan.epoch, s / steps);
+    await hooks.atBoundary();
+    const globalStep = plan.firstStep + s;
+    if (hooks.shouldStop()) throw new StepAbortedError(globalStep, 'stop requested or membership changed');
+    const fraction = plan.epochSamples > 0 ? Math.min(1, (plan.offset + s * samplesPerStep) / plan.epochSamples) : 1;
+    const stepLr = learningRateAt({ ...plan.schedule, worldSize: ring.worldSize }, plan.epoch, fraction);
     if (stepLr !== lr) replica.setLearningRate((lr = stepLr));
-    const globalStep = plan.epoch * steps + s;
-    const record = await trainStep(replica, loader, batchIndices(plan.order, s, plan.batchSize), ring, globalStep, plan.epoch);
+    const record = await trainStep(replica, loader, batchIndices(plan.order, s, plan.batchSize), ring, globalStep, plan.epoch, plan.nonFinite);
     if (plan.checkEvery > 0 && globalStep % plan.checkEvery === 0) record.paramHash = paramHash(replica, scratch);
     hooks.onStep(record);
   }
+  await hooks.atBoundary();
   return { steps, trainMs: performance.now() - started };
 }

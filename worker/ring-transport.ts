@@ -3,18 +3,21 @@
  * successor; gradient chunks flow successor-wards as binary frames (see shared/protocol.ts), never via the
  * coordinator. Implements RingLinks, so shared/allreduce.ts runs on it unchanged.
  *
- * Link setup per generation: the dialing predecessor's first message is `ringHello { gen, rank }`; a hello for a
- * generation this worker has not been assigned yet is held until the assignment arrives (assignments reach workers
- * at slightly different times), one for an older generation is refused.
+ * Link setup per generation: the listener challenges, the dialing predecessor answers with an authenticated
+ * `ringHello { gen, rank }`. A hello for a generation this worker has not been assigned yet is held until the
+ * assignment arrives (assignments reach workers at slightly different times); one for an older generation is refused.
+ * Both links are pinged; a silent peer is declared lost after the configured misses. A receive that waits longer than
+ * the stall threshold is reported (and again at every further threshold), Horovod-style.
  */
 import http from 'node:http';
 import WebSocket, { WebSocketServer } from 'ws';
+import { Admission, ADMISSION_DEFAULTS, dialAuthenticated } from '../shared/admission.js';
 import type { ChunkHeader, ChunkKey, RingLinks } from '../shared/allreduce.js';
 import { ChunkMailbox } from '../shared/chunk-mailbox.js';
-import { CLOSE_CODES, PeerLostError, ProtocolError, type RingtrainError } from '../shared/errors.js';
+import { CLOSE_CODES, PeerLostError, ProtocolError, StepAbortedError, type RingtrainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { decodeFrame, encodeChunkFrame, PROTOCOL_VERSION, type RingPeer } from '../shared/protocol.js';
-import { closeWithError, noDelay, rawToBytes, sendMessage } from '../shared/ws-util.js';
+import { closeWithError, keepAlive, rawToBytes } from '../shared/ws-util.js';
 
 export interface RingAssignment {
   gen: number;
@@ -27,11 +30,17 @@ export interface RingAssignment {
 export interface RingTransportOptions {
   host: string;
   port: number;
+  token: string;
   maxPayloadBytes: number;
   /** How long to wait for both ring links of a new generation. */
   connectTimeoutMs: number;
+  heartbeatMs: number;
+  heartbeatMisses: number;
+  stallWarnMs: number;
   log: Logger;
 }
+
+export interface StallReport { step: number; waitingMs: number; peerRank: number }
 
 interface PendingInbound { ws: WebSocket; gen: number; rank: number }
 
@@ -45,14 +54,25 @@ export class RingTransport implements RingLinks {
   private mailbox = new ChunkMailbox('this worker');
   private inboundWaiter?: () => void;
   private lostHandler: (err: RingtrainError) => void = () => {};
+  private stallHandler: (s: StallReport) => void = () => {};
+  private readonly admission: Admission<'ring'>;
 
-  constructor(private readonly opts: RingTransportOptions) {}
+  constructor(private readonly opts: RingTransportOptions) {
+    this.admission = new Admission({ ...ADMISSION_DEFAULTS, token: opts.token, context: 'ring', log: opts.log });
+  }
 
   /** Start the listener for the predecessor; returns the bound port. */
   async listen(): Promise<number> {
     this.server = http.createServer((_req, res) => res.writeHead(426).end());
     this.wss = new WebSocketServer({ server: this.server, maxPayload: this.opts.maxPayloadBytes, perMessageDeflate: false });
-    this.wss.on('connection', (ws) => this.onInboundConnection(ws));
+    this.wss.on('connection', (ws, req) => {
+      this.admission.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, (link, hello) => {
+        this.pending.push({ ws: link, gen: hello.gen, rank: hello.rank });
+        link.once('close', () => { this.pending = this.pending.filter((p) => p.ws !== link); });
+        this.adoptPendingInbound();
+      });
+    });
+    this.wss.on('error', (err) => this.opts.log.error({ err }, 'ring listener error'));
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(this.opts.port, this.opts.host, () => resolve());
@@ -63,53 +83,53 @@ export class RingTransport implements RingLinks {
   /** Called when a link of the current ring fails, once per failure. */
   onPeerLost(handler: (err: RingtrainError) => void): void { this.lostHandler = handler; }
 
+  /** Called when a receive has waited past the stall threshold. */
+  onStall(handler: (s: StallReport) => void): void { this.stallHandler = handler; }
+
+  /** Abandon the current ring: pending receives fail, links close. */
+  abandon(reason: string): void {
+    const old = [this.inbound, this.outbound];
+    this.inbound = undefined;
+    this.outbound = undefined;
+    this.mailbox.close(new StepAbortedError(-1, reason));
+    for (const ws of old) ws?.close(CLOSE_CODES.normal, reason);
+  }
+
   /** Set up both links of a new generation's ring; resolves when the successor link is open and the predecessor said hello. */
   async connect(a: RingAssignment): Promise<void> {
-    this.dropLinks();
+    this.abandon('ring re-formed');
     this.assignment = a;
     this.mailbox = new ChunkMailbox(`rank ${a.rank}`);
     if (a.worldSize === 1) return;
     const inboundReady = new Promise<void>((resolve) => { this.inboundWaiter = resolve; });
     this.adoptPendingInbound();
+    let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      const t = setTimeout(() => reject(new PeerLostError(`ring neighbours of rank ${a.rank}: links not up within ${this.opts.connectTimeoutMs} ms`)), this.opts.connectTimeoutMs);
-      t.unref();
+      timer = setTimeout(() => reject(new PeerLostError(`ring neighbours of rank ${a.rank}: links not up within ${this.opts.connectTimeoutMs} ms`)), this.opts.connectTimeoutMs);
     });
-    await Promise.race([Promise.all([this.dialSuccessor(a), inboundReady]), timeout]);
+    try {
+      await Promise.race([Promise.all([this.dialSuccessor(a), inboundReady]), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async dialSuccessor(a: RingAssignment): Promise<void> {
     const url = `ws://${formatHost(a.successor.host)}:${a.successor.port}/`;
-    // Ring links go straight from worker to worker, never through proxies, which is what frame masking guards
-    // against; an all-zero mask lets ws send gradient bytes without a masked copy.
-    const ws = new WebSocket(url, { maxPayload: this.opts.maxPayloadBytes, perMessageDeflate: false, generateMask: (mask) => mask.fill(0) });
-    this.outbound = ws;
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', (err) => reject(new PeerLostError(`successor rank ${a.successor.rank} at ${url}`, { cause: err })));
+    const ws = await dialAuthenticated(url, {
+      token: this.opts.token, context: 'ring', timeoutMs: this.opts.connectTimeoutMs,
+      // Ring links go straight from worker to worker, never through proxies, which is what frame masking guards
+      // against; an all-zero mask lets ws send gradient bytes without a masked copy.
+      ws: { maxPayload: this.opts.maxPayloadBytes, generateMask: (mask) => mask.fill(0) },
+      answer: (auth) => ({ type: 'ringHello', gen: a.gen, rank: a.rank, protocolVersion: PROTOCOL_VERSION, auth }),
     });
-    noDelay(ws);
+    if (this.assignment !== a) { ws.close(CLOSE_CODES.normal, 'ring re-formed'); return; }
+    this.outbound = ws;
     ws.on('close', (code) => this.linkLost(ws, `successor rank ${a.successor.rank}`, code));
     ws.on('error', (err) => this.opts.log.debug({ err }, 'successor link error'));
     ws.on('message', () => closeWithError(ws, new ProtocolError('the successor link carries nothing back')));
-    sendMessage(ws, { type: 'ringHello', gen: a.gen, rank: a.rank, protocolVersion: PROTOCOL_VERSION });
+    keepAlive(ws, this.opts.heartbeatMs, this.opts.heartbeatMisses, () => this.opts.log.warn({ successor: a.successor }, 'successor stopped answering pings'));
     this.opts.log.debug({ gen: a.gen, successor: a.successor }, 'successor link open');
-  }
-
-  private onInboundConnection(ws: WebSocket): void {
-    noDelay(ws);
-    ws.once('message', (data) => {
-      try {
-        const frame = decodeFrame(rawToBytes(data));
-        if (frame.kind !== 'control' || frame.message.type !== 'ringHello') throw new ProtocolError('a ring link must start with ringHello');
-        this.pending.push({ ws, gen: frame.message.gen, rank: frame.message.rank });
-        this.adoptPendingInbound();
-      } catch (err) {
-        this.opts.log.warn({ err }, 'refused a ring link');
-        closeWithError(ws, err);
-      }
-    });
-    ws.on('error', (err) => this.opts.log.debug({ err }, 'inbound ring link error'));
   }
 
   /** Attach the held inbound link that matches the current assignment; refuse stale ones. */
@@ -133,6 +153,7 @@ export class RingTransport implements RingLinks {
     this.inbound = ws;
     ws.on('message', (data) => this.onChunk(ws, rawToBytes(data), a.gen));
     ws.on('close', (code) => this.linkLost(ws, `predecessor rank ${a.predecessorRank}`, code));
+    keepAlive(ws, this.opts.heartbeatMs, this.opts.heartbeatMisses, () => this.opts.log.warn({ predecessor: a.predecessorRank }, 'predecessor stopped answering pings'));
     this.opts.log.debug({ gen: a.gen, predecessor: a.predecessorRank }, 'predecessor link open');
     this.inboundWaiter?.();
   }
@@ -158,24 +179,26 @@ export class RingTransport implements RingLinks {
 
   send(header: ChunkHeader, data: Float32Array): void {
     const ws = this.outbound;
+    if (header.generation !== this.assignment?.gen) throw new StepAbortedError(header.step, 'the ring was re-formed');
     if (!ws || ws.readyState !== WebSocket.OPEN) throw new PeerLostError('successor (link not open)');
     ws.send(encodeChunkFrame(header, data));
   }
 
   receive(key: ChunkKey): Promise<Float32Array> {
-    return this.mailbox.take(key);
-  }
-
-  private dropLinks(): void {
-    const old = [this.inbound, this.outbound];
-    this.inbound = undefined;
-    this.outbound = undefined;
-    this.mailbox.close(new PeerLostError('ring re-formed'));
-    for (const ws of old) ws?.close(CLOSE_CODES.normal, 'ring re-formed');
+    if (key.generation !== this.assignment?.gen) return Promise.reject(new StepAbortedError(key.step, 'the ring was re-formed'));
+    const started = Date.now();
+    const every = this.opts.stallWarnMs;
+    const timer = setInterval(() => {
+      this.stallHandler({ step: key.step, waitingMs: Date.now() - started, peerRank: this.assignment?.predecessorRank ?? -1 });
+    }, every);
+    timer.unref();
+    const result = this.mailbox.take(key);
+    void result.then(() => clearInterval(timer), () => clearInterval(timer));
+    return result;
   }
 
   async close(): Promise<void> {
-    this.dropLinks();
+    this.abandon('worker closing');
     for (const p of this.pending) p.ws.close(CLOSE_CODES.goingAway, 'worker closing');
     this.pending = [];
     for (const ws of this.wss?.clients ?? []) ws.terminate();

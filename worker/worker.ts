@@ -1,16 +1,19 @@
 /**
- * A worker: joins the coordinator, gets a rank and ring neighbours, receives the initial weights and its shard of
- * each epoch, and trains step by step with a ring allreduce over direct links to its neighbours.
+ * A worker: joins the coordinator, gets a rank and ring neighbours, receives the replica state and its shard of each
+ * epoch, and trains step by step with a ring allreduce over direct links to its neighbours.
  *
- * Session states: connecting -> joined (welcome) -> assigned (ring forming) -> ready -> training <-> waiting (between
- * epochs) -> stopped. Control messages are handled in `onMessage`, one small handler per type.
+ * Session states: connecting -> joined (welcome) -> assigned (ring forming) -> ready -> training <-> waiting ->
+ * stopped. A new `assign` (membership change) abandons the step in flight; the replica keeps every step it
+ * applied, and the coordinator restores all replicas from the most advanced one. A lost coordinator is retried with
+ * backoff for a bounded time; control messages are handled in `onMessage`, one small handler per type.
  */
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
+import { dialAuthenticated } from '../shared/admission.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { loadMnist, type MnistDataset, type MnistSplit } from '../shared/data/mnist.js';
-import { ProtocolError, RingtrainError, StepAbortedError } from '../shared/errors.js';
+import { AuthError, CLOSE_CODES, PeerLostError, ProtocolError, RingtrainError, StepAbortedError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import {
   bytesToFloat32, bytesToUint32, decodeFrame, float32ToBytes, PROTOCOL_VERSION,
@@ -20,12 +23,13 @@ import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
 import { evaluateRange } from '../shared/train/batches.js';
 import { buildModel } from '../shared/train/models.js';
 import { Replica } from '../shared/train/replica.js';
-import { noDelay, rawToBytes, sendMessage } from '../shared/ws-util.js';
-import { runEpoch, type EpochPlan } from './epoch-runner.js';
+import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
+import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
 import { RingTransport } from './ring-transport.js';
 
 export interface WorkerConfig {
   coordinator: string;
+  token: string;
   /** Ring listener address. */
   listenHost: string;
   listenPort: number;
@@ -35,10 +39,20 @@ export interface WorkerConfig {
   dataDir?: string;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
+  heartbeatMs: number;
+  heartbeatMisses: number;
+  stallWarnMs: number;
+  /** Keep retrying a lost coordinator for this long before giving up. */
+  coordinatorRetryMs: number;
+  /** Trust this CA for a wss:// coordinator (PEM). */
+  tlsCa?: string;
   log: Logger;
 }
 
-export const WORKER_DEFAULTS = { listenHost: '0.0.0.0', listenPort: 0, maxPayloadBytes: 256 * 1024 * 1024, ringConnectTimeoutMs: 30_000 };
+export const WORKER_DEFAULTS = {
+  listenHost: '0.0.0.0', listenPort: 0, maxPayloadBytes: 256 * 1024 * 1024, ringConnectTimeoutMs: 30_000,
+  heartbeatMs: 1_000, heartbeatMisses: 5, stallWarnMs: 10_000, coordinatorRetryMs: 120_000,
+};
 
 export interface WorkerHandle {
   /** The ring listener's port. */
@@ -50,7 +64,7 @@ export interface WorkerHandle {
 
 type SessionState = 'connecting' | 'joined' | 'assigned' | 'ready' | 'training' | 'waiting' | 'stopped';
 
-interface RunSettings { train: TrainConfig; checkEvery: number; reportEvery: number }
+interface RunSettings { train: TrainConfig; checkEvery: number; reportEvery: number; nonFinite: NonFinitePolicy }
 
 class WorkerSession {
   private state: SessionState = 'connecting';
@@ -60,10 +74,16 @@ class WorkerSession {
   private worldSize = 0;
   private settings?: RunSettings;
   private replica?: Replica;
+  private hasState = false;
+  private stepsDone = 0;
   private ws?: WebSocket;
+  private lostSince?: number;
   private pendingRecords: StepRecord[] = [];
-  private stopRequested = false;
-  private localTest?: MnistSplit;
+  private boundaryTasks: Array<() => Promise<void>> = [];
+  private loop: Promise<void> = Promise.resolve();
+  private training = false;
+  private stopped = false;
+  private heartbeat?: NodeJS.Timeout;
   private resolveDone!: (code: number) => void;
   readonly done = new Promise<number>((resolve) => { this.resolveDone = resolve; });
   private log: Logger;
@@ -73,23 +93,57 @@ class WorkerSession {
     private readonly ring: RingTransport, private readonly ringPort: number,
   ) {
     this.log = cfg.log;
-    ring.onPeerLost((err) => this.fail(err));
+    ring.onPeerLost((err) => this.log.warn({ err: err.message, gen: this.gen }, 'ring link lost; waiting for the coordinator to re-form the ring'));
+    ring.onStall((s) => {
+      this.log.warn({ ...s, gen: this.gen }, 'step is waiting on the ring predecessor');
+      this.send({ type: 'stall', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), ...s, peerRank: Math.max(0, s.peerRank) });
+    });
   }
 
-  connect(): void {
-    const ws = new WebSocket(this.cfg.coordinator, { maxPayload: this.cfg.maxPayloadBytes, perMessageDeflate: false });
-    this.ws = ws;
-    ws.on('open', () => {
-      noDelay(ws);
-      sendMessage(ws, {
-        type: 'hello', protocolVersion: PROTOCOL_VERSION, workerId: this.id, host: os.hostname(),
-        ringHost: this.cfg.advertise ?? os.hostname(), ringPort: this.ringPort, hasData: this.data !== undefined,
-        backend: this.backend, pid: process.pid,
+  /** Dial the coordinator and answer its challenge; on failure retry with backoff until the retry budget is spent. */
+  async connect(attempt = 0): Promise<void> {
+    if (this.stopped) return;
+    try {
+      const ws = await dialAuthenticated(this.cfg.coordinator, {
+        token: this.cfg.token, context: 'control', timeoutMs: 10_000,
+        ws: { maxPayload: this.cfg.maxPayloadBytes, ...(this.cfg.tlsCa ? { ca: this.cfg.tlsCa } : {}) },
+        answer: (auth) => ({
+          type: 'hello', protocolVersion: PROTOCOL_VERSION, workerId: this.id, host: os.hostname(),
+          ringHost: this.cfg.advertise ?? os.hostname(), ringPort: this.ringPort, hasData: this.data !== undefined,
+          backend: this.backend, pid: process.pid, auth,
+        }),
       });
-    });
+      this.attachControl(ws);
+    } catch (err) {
+      if (err instanceof AuthError) {
+        this.log.error({ err: err.message }, 'the coordinator refused this worker');
+        return this.end(1);
+      }
+      this.retryLater(attempt, err);
+    }
+  }
+
+  private retryLater(attempt: number, err: unknown): void {
+    this.lostSince ??= Date.now();
+    if (Date.now() - this.lostSince > this.cfg.coordinatorRetryMs) {
+      this.log.error({ err: (err as Error)?.message, retryMs: this.cfg.coordinatorRetryMs }, 'coordinator unreachable; giving up');
+      return this.end(1);
+    }
+    const delay = Math.min(5_000, 200 * 2 ** attempt);
+    this.log.info({ attempt, delay, err: (err as Error)?.message }, 'coordinator unreachable; retrying');
+    setTimeout(() => void this.connect(attempt + 1), delay);
+  }
+
+  private attachControl(ws: WebSocket): void {
+    this.ws = ws;
+    this.lostSince = undefined;
     ws.on('message', (data) => this.onRaw(rawToBytes(data)));
     ws.on('close', (code, reason) => this.onCoordinatorClosed(code, reason.toString()));
-    ws.on('error', (err) => this.log.warn({ err, coordinator: this.cfg.coordinator }, 'coordinator link error'));
+    ws.on('error', (err) => this.log.debug({ err }, 'coordinator link error'));
+    keepAlive(ws, this.cfg.heartbeatMs, this.cfg.heartbeatMisses, () => this.log.warn('coordinator stopped answering pings'));
+    clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => this.send({ type: 'heartbeat', gen: this.gen, rank: this.rank, step: this.stepsDone }), this.cfg.heartbeatMs);
+    this.heartbeat.unref();
   }
 
   private onRaw(bytes: Uint8Array): void {
@@ -99,8 +153,9 @@ class WorkerSession {
       if (frame.kind !== 'control') throw new ProtocolError('gradient chunk on the control link');
       message = frame.message;
     } catch (err) {
-      this.log.error({ err }, 'bad message from the coordinator');
-      return this.fail(err);
+      this.log.error({ err }, 'bad message from the coordinator; dropping the link');
+      this.ws?.close(CLOSE_CODES.protocolError, 'bad message');
+      return;
     }
     if ('gen' in message && message.gen < this.gen) return; // fenced: an older membership's message
     try {
@@ -111,12 +166,13 @@ class WorkerSession {
   }
 
   private onMessage(m: Message): void {
+    const guard = (p: Promise<void>) => void p.catch((err: unknown) => this.fail(err));
     switch (m.type) {
       case 'welcome': return this.onWelcome(m);
-      case 'assign': return void this.onAssign(m).catch((err: unknown) => this.fail(err));
-      case 'requestWeights': return void this.onRequestWeights(m).catch((err: unknown) => this.fail(err));
-      case 'start': return void this.onStart(m).catch((err: unknown) => this.fail(err));
-      case 'shard': return void this.onShard(m).catch((err: unknown) => this.fail(err));
+      case 'assign': return guard(this.onAssign(m));
+      case 'requestWeights': return this.atBoundary(() => this.onRequestWeights(m));
+      case 'start': return guard(this.onStart(m));
+      case 'shard': return this.onShard(m);
       case 'stop': return this.onStop(m);
       default: throw new ProtocolError(`'${m.type}' is not a coordinator message`);
     }
@@ -124,17 +180,21 @@ class WorkerSession {
 
   private onWelcome(m: MessageOf<'welcome'>): void {
     this.state = 'joined';
+    this.gen = 0; // a (possibly restarted) coordinator numbers its generations afresh
     this.log = this.cfg.log.child({ runId: m.runId });
     this.log.info({ coordinator: this.cfg.coordinator }, 'joined the run');
   }
 
+  /** A new membership: abandon the step in flight, set up the new ring, report how far this replica got. */
   private async onAssign(m: MessageOf<'assign'>): Promise<void> {
     this.state = 'assigned';
     this.gen = m.gen;
     this.rank = m.rank;
     this.worldSize = m.worldSize;
     this.settings = readSettings(m.config);
-    this.log = this.log.child({ rank: m.rank });
+    this.log = this.log.child({ gen: m.gen, rank: m.rank });
+    this.ring.abandon('membership changed');
+    await this.loop;
     if (!this.replica) {
       const t = this.settings.train;
       this.replica = new Replica(buildModel(t.model, t.seed), { name: t.optimizer, lr: t.lr, momentum: t.momentum });
@@ -142,73 +202,112 @@ class WorkerSession {
     await this.ring.connect({ gen: m.gen, rank: m.rank, worldSize: m.worldSize, successor: m.successor, predecessorRank: m.predecessorRank });
     if (m.gen !== this.gen) return;
     this.state = 'ready';
-    this.log.info({ gen: m.gen, worldSize: m.worldSize }, 'ring links up');
-    this.send({ type: 'ready', gen: m.gen, rank: m.rank });
+    this.flushRecords();
+    this.log.info({ worldSize: m.worldSize, step: this.stepsDone, hasState: this.hasState }, 'ring links up');
+    this.send({ type: 'ready', gen: m.gen, rank: m.rank, step: this.stepsDone, hasState: this.hasState });
   }
 
   private async onRequestWeights(m: MessageOf<'requestWeights'>): Promise<void> {
     const replica = this.requireReplica();
     const weights = replica.getWeights();
     const optimizer = await replica.getOptimizerState();
-    this.send({ type: 'weights', gen: m.gen, rank: this.rank, step: 0, epoch: 0, weights: float32ToBytes(weights), optimizer: float32ToBytes(optimizer) });
+    this.send({ type: 'weights', gen: m.gen, rank: this.rank, step: this.stepsDone, epoch: 0, weights: float32ToBytes(weights), optimizer: float32ToBytes(optimizer) });
   }
 
   private async onStart(m: MessageOf<'start'>): Promise<void> {
     const replica = this.requireReplica();
     replica.setWeights(bytesToFloat32(m.weights));
-    if (m.optimizer.byteLength > 0) await replica.setOptimizerState(bytesToFloat32(m.optimizer));
+    await replica.setOptimizerState(bytesToFloat32(m.optimizer));
+    this.stepsDone = m.step;
+    this.hasState = true;
     this.state = 'waiting';
-    this.log.info({ gen: m.gen, epoch: m.epoch, step: m.step }, 'weights received; training starts');
+    this.log.info({ epoch: m.epoch, step: m.step }, 'replica state received');
   }
 
-  private async onShard(m: MessageOf<'shard'>): Promise<void> {
+  private onShard(m: MessageOf<'shard'>): void {
+    const previous = this.loop;
+    this.loop = previous.then(() => this.trainShard(m)).catch((err: unknown) => this.onShardError(err, m.gen));
+  }
+
+  private async trainShard(m: MessageOf<'shard'>): Promise<void> {
+    if (m.gen !== this.gen || this.stopped) return;
     const settings = this.settings!;
     const replica = this.requireReplica();
     const { split, order } = this.trainData(m);
     const test = this.testRange(m);
-    this.state = 'training';
-    const plan: EpochPlan = {
-      epoch: m.epoch, order, split, batchSize: settings.train.batchSize, checkEvery: settings.checkEvery,
-      schedule: { baseLr: settings.train.lr, decay: settings.train.lrDecay, scaleByWorldSize: settings.train.scaleLr, warmupEpochs: settings.train.warmupEpochs },
+    const t = settings.train;
+    const plan: ShardPlan = {
+      epoch: m.epoch, order, split, batchSize: t.batchSize, firstStep: m.firstStep, epochSamples: m.epochSamples, offset: m.offset,
+      checkEvery: settings.checkEvery, nonFinite: settings.nonFinite,
+      schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
     };
-    const result = await runEpoch(replica, plan, { rank: this.rank, worldSize: this.worldSize, gen: m.gen, links: this.ring }, {
-      onStep: (r) => this.record(r, settings.reportEvery),
-      shouldStop: () => this.stopRequested || m.gen !== this.gen,
-    });
-    this.flushRecords();
-    const counts = evaluateRange(replica, test.split, test.start, test.end);
-    this.send({ type: 'evalResult', gen: m.gen, rank: this.rank, epoch: m.epoch, ...counts });
-    this.send({ type: 'epochDone', gen: m.gen, rank: this.rank, epoch: m.epoch, steps: result.steps, trainMs: result.trainMs });
-    this.state = 'waiting';
+    this.state = 'training';
+    this.training = true;
+    try {
+      const result = await runShard(replica, plan, { rank: this.rank, worldSize: this.worldSize, gen: m.gen, links: this.ring }, {
+        onStep: (r) => { this.stepsDone = r.step + 1; this.record(r, settings.reportEvery); },
+        shouldStop: () => this.stopped || m.gen !== this.gen,
+        atBoundary: () => this.runBoundaryTasks(),
+      });
+      this.flushRecords();
+      const counts = evaluateRange(replica, test.split, test.start, test.end);
+      this.send({ type: 'evalResult', gen: m.gen, rank: this.rank, epoch: m.epoch, ...counts });
+      this.send({ type: 'epochDone', gen: m.gen, rank: this.rank, epoch: m.epoch, steps: result.steps, trainMs: result.trainMs });
+    } finally {
+      this.training = false;
+      await this.runBoundaryTasks();
+      if (this.state === 'training') this.state = 'waiting';
+    }
+  }
+
+  /** A step abandoned because the ring changed is expected; anything else ends the worker. */
+  private onShardError(err: unknown, gen: number): void {
+    if (this.stopped) return;
+    if (err instanceof StepAbortedError || err instanceof PeerLostError || gen !== this.gen) {
+      this.log.info({ err: (err as Error).message, step: this.stepsDone }, 'step abandoned; waiting for the new ring');
+      this.state = 'waiting';
+      return;
+    }
+    this.fail(err);
+  }
+
+  /** Run `task` between two steps (now, if no shard is training). */
+  private atBoundary(task: () => Promise<void>): void {
+    const guarded = () => task().catch((err: unknown) => this.fail(err));
+    if (this.training) this.boundaryTasks.push(guarded);
+    else void guarded();
+  }
+
+  private async runBoundaryTasks(): Promise<void> {
+    while (this.boundaryTasks.length > 0) await this.boundaryTasks.shift()!();
   }
 
   /** Shipped samples (worker without data) are trained in shipped order; local data is indexed. */
   private trainData(m: MessageOf<'shard'>): { split: MnistSplit; order: Uint32Array } {
-    const indices = bytesToUint32(m.indices);
     if (m.images && m.labels) {
       const split = { images: m.images, labels: m.labels, count: m.labels.length, rows: 28, cols: 28 };
       return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i) };
     }
     if (!this.data) throw new ProtocolError('shard without samples for a worker without data');
-    return { split: this.data.train, order: indices };
+    return { split: this.data.train, order: bytesToUint32(m.indices) };
   }
 
   private testRange(m: MessageOf<'shard'>): { split: MnistSplit; start: number; end: number } {
     if (m.testImages && m.testLabels) {
-      this.localTest = { images: m.testImages, labels: m.testLabels, count: m.testLabels.length, rows: 28, cols: 28 };
+      return { split: { images: m.testImages, labels: m.testLabels, count: m.testLabels.length, rows: 28, cols: 28 }, start: 0, end: m.testLabels.length };
     }
-    if (this.localTest) return { split: this.localTest, start: 0, end: this.localTest.count };
     if (!this.data) throw new ProtocolError('no evaluation samples for a worker without data');
     return { split: this.data.test, start: m.testStart, end: m.testEnd };
   }
 
   private record(r: StepRecord, reportEvery: number): void {
+    if (r.nonFinite) this.log.warn({ step: r.step }, 'non-finite averaged gradients; every replica skipped this update');
     this.pendingRecords.push(r);
     if (this.pendingRecords.length >= reportEvery) this.flushRecords();
   }
 
   private flushRecords(): void {
-    if (this.pendingRecords.length === 0) return;
+    if (this.pendingRecords.length === 0 || this.gen === 0) return;
     this.send({ type: 'metrics', gen: this.gen, rank: this.rank, records: this.pendingRecords });
     this.pendingRecords = [];
   }
@@ -219,17 +318,23 @@ class WorkerSession {
   }
 
   private onCoordinatorClosed(code: number, reason: string): void {
-    if (this.state === 'stopped') return;
-    this.log.error({ code, reason }, 'lost the coordinator');
-    this.end(1);
+    if (this.stopped) return;
+    this.ws = undefined;
+    if (code === CLOSE_CODES.policyViolation) {
+      this.log.error({ code, reason }, 'the coordinator refused this worker');
+      return this.end(1);
+    }
+    this.log.warn({ code, reason }, 'lost the coordinator; reconnecting');
+    this.ring.abandon('coordinator lost');
+    this.state = 'connecting';
+    this.retryLater(0, new PeerLostError('coordinator'));
   }
 
   private fail(err: unknown): void {
-    if (this.state === 'stopped') return;
-    if (err instanceof StepAbortedError && this.stopRequested) return;
+    if (this.stopped) return;
     const code = err instanceof RingtrainError ? err.code : 'INTERNAL';
     this.log.error({ err, code }, 'worker failed');
-    this.send({ type: 'failed', gen: Math.max(1, this.gen), rank: this.rank, code, message: String((err as Error)?.message ?? err) });
+    this.send({ type: 'failed', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), code, message: String((err as Error)?.message ?? err) });
     this.end(1);
   }
 
@@ -243,9 +348,10 @@ class WorkerSession {
   }
 
   end(exitCode: number): void {
-    if (this.state === 'stopped') return;
+    if (this.stopped) return;
+    this.stopped = true;
     this.state = 'stopped';
-    this.stopRequested = true;
+    clearInterval(this.heartbeat);
     void this.ring.close();
     this.ws?.close(1000);
     this.resolveDone(exitCode);
@@ -253,9 +359,12 @@ class WorkerSession {
 }
 
 function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, ...train } = config;
+  const { checkEvery, reportEvery, nonFinite, ...train } = config;
   const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
-  return { train: validateTrainConfig(train), checkEvery: int(checkEvery, 0), reportEvery: Math.max(1, int(reportEvery, 10)) };
+  return {
+    train: validateTrainConfig(train), checkEvery: int(checkEvery, 0), reportEvery: Math.max(1, int(reportEvery, 10)),
+    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
+  };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
@@ -263,11 +372,12 @@ export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
   const data = cfg.dataDir ? await loadMnist(cfg.dataDir) : undefined;
   if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
   const ring = new RingTransport({
-    host: cfg.listenHost, port: cfg.listenPort, maxPayloadBytes: cfg.maxPayloadBytes, connectTimeoutMs: cfg.ringConnectTimeoutMs, log: cfg.log,
+    host: cfg.listenHost, port: cfg.listenPort, token: cfg.token, maxPayloadBytes: cfg.maxPayloadBytes, connectTimeoutMs: cfg.ringConnectTimeoutMs,
+    heartbeatMs: cfg.heartbeatMs, heartbeatMisses: cfg.heartbeatMisses, stallWarnMs: cfg.stallWarnMs, log: cfg.log,
   });
   const port = await ring.listen();
   const session = new WorkerSession(cfg, backend, data, ring, port);
-  session.connect();
+  void session.connect();
   cfg.log.info({ coordinator: cfg.coordinator, ringPort: port }, 'worker started');
   return { port, done: session.done, close: async () => { session.end(130); await ring.close(); } };
 }

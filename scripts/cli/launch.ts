@@ -8,7 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { addCoordinatorOptions } from '../../coordinator/cli.js';
 import { addBackendOptions, addDataDirOption, addOutputOptions, addTrainOptions, defaultRunDir, intOption } from '../../shared/cli-options.js';
+import { generateToken, resolveToken, TOKEN_ENV } from '../../shared/auth.js';
 import { ConfigError } from '../../shared/errors.js';
+import { WORKER_DEFAULTS } from '../../worker/worker.js';
 
 const CLI = fileURLToPath(new URL('../ringtrain.js', import.meta.url));
 
@@ -16,8 +18,9 @@ const CLI = fileURLToPath(new URL('../ringtrain.js', import.meta.url));
 const COORDINATOR_KEYS = [
   'model', 'optimizer', 'lr', 'lrDecay', 'momentum', 'epochs', 'batchSize', 'seed', 'trainLimit', 'testLimit', 'targetAccuracy',
   'scaleLr', 'warmupEpochs', 'rendezvousTimeout', 'maxPayload', 'checkEvery', 'reportEvery', 'dataDir', 'summaryJson', 'logLevel', 'quiet',
+  'maxWorkers', 'heartbeatMs', 'heartbeatMisses', 'stallAbortMs', 'checkpointEvery', 'checkpointKeep', 'onNonfinite', 'authTimeout',
 ];
-const WORKER_KEYS = ['backend', 'dataDir', 'logLevel'];
+const WORKER_KEYS = ['backend', 'dataDir', 'logLevel', 'heartbeatMs', 'heartbeatMisses', 'stallWarnMs', 'coordinatorRetryMs', 'ringTimeout'];
 
 function kebab(key: string): string {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -52,8 +55,13 @@ export async function launch(opts: Record<string, unknown>): Promise<number> {
   if (!Number.isInteger(np) || np < 1) throw new ConfigError(`-np must be a positive integer, got ${String(opts.np)}`);
   const runDir = defaultRunDir(opts);
   const host = '127.0.0.1';
+  // The token goes to the children through the environment, never on a command line (visible in ps).
+  const given = resolveToken(opts.token);
+  const token = given ?? generateToken();
+  if (!given) process.stdout.write(`cluster token (generated): ${token}\n`);
+  const env = { ...process.env, [TOKEN_ENV]: token };
   const coordArgs = [CLI, 'coordinator', '--host', host, '--port', String(opts.port ?? 0), '--min-workers', String(np), '--run-dir', runDir, ...toArgs(opts, COORDINATOR_KEYS)];
-  const coordinator = spawn(process.execPath, coordArgs, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const coordinator = spawn(process.execPath, coordArgs, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
   const children: ChildProcess[] = [coordinator];
   const forward = (signal: NodeJS.Signals) => { for (const c of children) if (c.exitCode === null) c.kill(signal); };
   process.on('SIGINT', forward);
@@ -63,7 +71,7 @@ export async function launch(opts: Record<string, unknown>): Promise<number> {
     for (let i = 0; i < np; i++) {
       const workerArgs = [CLI, 'worker', '--coordinator', `ws://${host}:${port}`, '--listen', `${host}:0`, '--advertise', host,
         '--run-dir', runDir, '--name', `worker-${i}`, ...toArgs(opts, WORKER_KEYS)];
-      children.push(spawn(process.execPath, workerArgs, { stdio: ['ignore', 'inherit', 'inherit'] }));
+      children.push(spawn(process.execPath, workerArgs, { stdio: ['ignore', 'inherit', 'inherit'], env }));
     }
     const code = await exited(coordinator);
     // Workers stop on the coordinator's word; give them a moment, then make sure none outlives the launcher.
@@ -86,6 +94,10 @@ export function launchCommand(): Command {
   addBackendOptions(cmd);
   addDataDirOption(cmd);
   addOutputOptions(cmd);
+  cmd
+    .option('--stall-warn-ms <ms>', 'workers warn when a step waits on a ring peer this long', intOption('--stall-warn-ms'), WORKER_DEFAULTS.stallWarnMs)
+    .option('--coordinator-retry-ms <ms>', 'workers keep reconnecting to a lost coordinator this long', intOption('--coordinator-retry-ms'), WORKER_DEFAULTS.coordinatorRetryMs)
+    .option('--ring-timeout <ms>', 'time allowed to set up the ring links', intOption('--ring-timeout'), WORKER_DEFAULTS.ringConnectTimeoutMs);
   // The launcher picks a free port unless told otherwise.
   cmd.setOptionValueWithSource('port', 0, 'default');
   cmd.action(async (opts: Record<string, unknown>) => {

@@ -16,8 +16,11 @@ export interface Proc {
 
 const live = new Set<ChildProcess>();
 
+/** The cluster token the test processes share (each test may pass its own). */
+export const TEST_TOKEN = 'test-token-0123456789';
+
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RINGTRAIN_TOKEN: TEST_TOKEN, ...env } });
   live.add(child);
   child.once('exit', () => live.delete(child));
   let out = '';
