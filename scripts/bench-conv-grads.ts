@@ -1,5 +1,6 @@
 /**
- * Benchmark of ringtrain's wasm convolution gradient kernels (shared/tf/wasm-conv-grads.ts).
+ * Benchmark of ringtrain's wasm training kernels (shared/tf/wasm-conv-grads.ts): convolution gradients, plus the
+ * matMul and max-pool gradient wrappers that whole training steps exercise.
  *
  * Prints, per convolution of LeNet-5 and of the Keras MNIST CNN at batch 64: ms per call of the forward Conv2D, of
  * wasm's built-in Conv2DBackpropInput (for the record, measured before ours replaces it), and of our

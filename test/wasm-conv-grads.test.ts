@@ -159,15 +159,16 @@ describe('unsupported configurations throw KernelUnsupportedError', () => {
     const x = tf.zeros([1, 2, 5, 5]);
     const dy = tf.zeros([1, 3, 3, 3]);
     const filter = tf.zeros([3, 3, 2, 3]);
+    const dyOfDilated = tf.zeros([1, 1, 1, 3]);
     const rejects = (pattern: RegExp) => (err: unknown): boolean =>
       err instanceof KernelUnsupportedError && err.code === 'KERNEL_UNSUPPORTED' && pattern.test(err.message);
     assert.throws(() => tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy },
       { strides: 1, pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 2, 3] }), rejects(/NCHW/));
     assert.throws(() => tf.engine().runKernel(tf.Conv2DBackpropInput, { dy, filter },
       { strides: 1, pad: 'valid', dataFormat: 'NCHW', inputShape: [1, 2, 5, 5] }), rejects(/NCHW/));
-    assert.throws(() => tf.engine().runKernel(tf.Conv2DBackpropInput, { dy: tf.zeros([1, 1, 1, 3]), filter },
+    assert.throws(() => tf.engine().runKernel(tf.Conv2DBackpropInput, { dy: dyOfDilated, filter },
       { strides: 1, pad: 'valid', dataFormat: 'NHWC', inputShape: [1, 5, 5, 2], dilations: 2 }), rejects(/dilations/));
-    tf.dispose([x, dy, filter]);
+    tf.dispose([x, dy, filter, dyOfDilated]);
   });
 
   it('dilations greater than 1', () => {

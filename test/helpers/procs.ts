@@ -69,3 +69,23 @@ export async function readJsonLines<T>(file: string): Promise<T[]> {
   const text = await fs.readFile(file, 'utf8');
   return text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as T);
 }
+
+/** Poll a JSON-lines file until `predicate` holds for its lines (a condition, not a fixed sleep). */
+export async function waitForLines<T>(file: string, predicate: (lines: T[]) => boolean, timeoutMs = 60_000): Promise<T[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const lines = await readJsonLines<T>(file).catch(() => [] as T[]);
+    if (predicate(lines)) return lines;
+    if (Date.now() > deadline) throw new Error(`timed out waiting on ${file} (${lines.length} lines)`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Poll until `check` resolves truthy. */
+export async function waitUntil(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
