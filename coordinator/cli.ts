@@ -51,7 +51,7 @@ export function coordinatorCommand(): Command {
       host: String(opts.host), port: Number(opts.port), train: readTrainConfig(opts), dataDir: opts.dataDir as string | undefined,
       runDir, summaryJson: opts.summaryJson as string | undefined, token, resume: Boolean(opts.resume),
       minWorkers: Math.max(1, Number(opts.minWorkers)), maxWorkers: Number(opts.maxWorkers), rendezvousTimeoutMs: Number(opts.rendezvousTimeout),
-      heartbeatMs: Number(opts.heartbeatMs), heartbeatMisses: Number(opts.heartbeatMisses), stallAbortMs: Number(opts.stallAbortMs),
+      ringFormTimeoutMs: COORDINATOR_DEFAULTS.ringFormTimeoutMs, heartbeatMs: Number(opts.heartbeatMs), heartbeatMisses: Number(opts.heartbeatMisses), stallAbortMs: Number(opts.stallAbortMs),
       checkpointEvery: Number(opts.checkpointEvery), checkpointKeep: Math.max(1, Number(opts.checkpointKeep)),
       nonFinite: opts.onNonfinite === 'abort' ? 'abort' : 'skip', maxPayloadBytes: Number(opts.maxPayload), authTimeoutMs: Number(opts.authTimeout),
       maxPendingAuth: COORDINATOR_DEFAULTS.maxPendingAuth, checkEvery: Number(opts.checkEvery), reportEvery: Math.max(1, Number(opts.reportEvery)),

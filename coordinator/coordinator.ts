@@ -36,6 +36,8 @@ export interface CoordinatorOptions {
   heartbeatMisses: number;
   /** Evict the worker a stalled step waits on after this long (0 = never; heartbeats still apply). */
   stallAbortMs: number;
+  /** Fail the run when a new ring's links are not all up within this time. */
+  ringFormTimeoutMs: number;
   /** Checkpoint every this many steps (0 = only at the end of every epoch). */
   checkpointEvery: number;
   nonFinite: 'skip' | 'abort';
@@ -114,6 +116,7 @@ export class Coordinator {
   private readonly log: Logger;
   private readonly events = new RunEvents();
   private readonly stallReports = new Map<number, Set<number>>();
+  private formingTimer?: NodeJS.Timeout;
 
   constructor(private readonly d: CoordinatorDeps) {
     this.log = d.log;
@@ -244,6 +247,7 @@ export class Coordinator {
       return;
     }
     this.phase = 'forming';
+    this.armFormingTimer();
     const n = this.members.length;
     this.state.newGeneration(n, this.position.step);
     const config = { ...this.d.train, checkEvery: this.d.opts.checkEvery, reportEvery: this.d.opts.reportEvery, nonFinite: this.d.opts.nonFinite };
@@ -262,12 +266,26 @@ export class Coordinator {
     this.emit({ kind: 'ringFormed', gen: this.gen, workers: this.members.map((w) => this.view(w, 'joined')) });
   }
 
+  /** Ring links that never come up (a wrong --advertise address, a closed port) fail the run with a clear message. */
+  private armFormingTimer(): void {
+    clearTimeout(this.formingTimer);
+    const gen = this.gen;
+    this.formingTimer = setTimeout(() => {
+      if (this.gen !== gen || this.phase !== 'forming') return;
+      const missing = this.members.filter((w) => !w.ready).map((w) => `rank ${w.rank} (${w.ringHost}:${w.ringPort})`);
+      this.finish('failed', `ring links did not come up within ${this.d.opts.ringFormTimeoutMs} ms; not ready: ${missing.join(', ')}; ` +
+        'check that each worker\'s --advertise address and ring port are reachable from the others');
+    }, this.d.opts.ringFormTimeoutMs);
+    this.formingTimer.unref();
+  }
+
   private onReady(worker: WorkerRecord, m: MessageOf<'ready'>): void {
     worker.ready = true;
     worker.readyStep = m.step;
     worker.hasState = m.hasState;
     if (this.phase !== 'forming' || !this.members.every((w) => w.ready)) return;
     this.phase = 'syncing';
+    clearTimeout(this.formingTimer);
     if (this.resume) return this.syncFromCheckpoint(this.resume);
     const withState = this.members.filter((w) => w.hasState);
     // Fresh run: rank 0's initial weights. Otherwise the most advanced survivor: it holds every completed step.
@@ -423,7 +441,7 @@ export class Coordinator {
   finish(outcome: ClusterSummary['outcome'], reason: string): void {
     if (this.summary) return;
     this.phase = outcome === 'finished' ? 'finished' : 'failed';
-    for (const t of this.timers) clearTimeout(t);
+    for (const t of [...this.timers, this.formingTimer]) clearTimeout(t);
     const exitCode = outcome === 'finished' ? 0 : outcome === 'interrupted' ? 130 : 1;
     for (const w of this.workers.values()) sendMessage(w.ws, { type: 'stop', reason, exitCode });
     this.d.progress.stop();

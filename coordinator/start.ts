@@ -53,6 +53,7 @@ export const COORDINATOR_DEFAULTS = {
   heartbeatMs: 1_000,
   heartbeatMisses: 5,
   stallAbortMs: 60_000,
+  ringFormTimeoutMs: 60_000,
   checkpointEvery: 0,
   checkpointKeep: 3,
   nonFinite: 'skip' as const,

@@ -53,6 +53,8 @@ export class RingTransport implements RingLinks {
   private pending: PendingInbound[] = [];
   private mailbox = new ChunkMailbox('this worker');
   private inboundWaiter?: () => void;
+  /** Fails the connect() in progress when a newer assignment supersedes it. */
+  private abortConnect?: (err: Error) => void;
   private lostHandler: (err: RingtrainError) => void = () => {};
   private stallHandler: (s: StallReport) => void = () => {};
   private readonly admission: Admission<'ring'>;
@@ -88,6 +90,8 @@ export class RingTransport implements RingLinks {
 
   /** Abandon the current ring: pending receives fail, links close. */
   abandon(reason: string): void {
+    this.abortConnect?.(new StepAbortedError(-1, reason));
+    this.abortConnect = undefined;
     const old = [this.inbound, this.outbound];
     this.inbound = undefined;
     this.outbound = undefined;
@@ -106,11 +110,13 @@ export class RingTransport implements RingLinks {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new PeerLostError(`ring neighbours of rank ${a.rank}: links not up within ${this.opts.connectTimeoutMs} ms`)), this.opts.connectTimeoutMs);
+      this.abortConnect = reject;
     });
     try {
       await Promise.race([Promise.all([this.dialSuccessor(a), inboundReady]), timeout]);
     } finally {
       clearTimeout(timer);
+      if (this.assignment === a) this.abortConnect = undefined;
     }
   }
 

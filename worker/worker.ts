@@ -169,7 +169,7 @@ class WorkerSession {
     const guard = (p: Promise<void>) => void p.catch((err: unknown) => this.fail(err));
     switch (m.type) {
       case 'welcome': return this.onWelcome(m);
-      case 'assign': return guard(this.onAssign(m));
+      case 'assign': return void this.onAssign(m).catch((err: unknown) => this.onRingSetupError(err, m.gen));
       case 'requestWeights': return this.atBoundary(() => this.onRequestWeights(m));
       case 'start': return guard(this.onStart(m));
       case 'shard': return this.onShard(m);
@@ -205,6 +205,17 @@ class WorkerSession {
     this.flushRecords();
     this.log.info({ worldSize: m.worldSize, step: this.stepsDone, hasState: this.hasState }, 'ring links up');
     this.send({ type: 'ready', gen: m.gen, rank: m.rank, step: this.stepsDone, hasState: this.hasState });
+  }
+
+  /** A neighbour that vanished while the ring formed: the coordinator sees it too and re-forms; wait for that. */
+  private onRingSetupError(err: unknown, gen: number): void {
+    if (this.stopped || gen !== this.gen) return; // superseded by a newer assignment
+    if (err instanceof PeerLostError || err instanceof StepAbortedError) {
+      this.log.warn({ err: (err as Error).message, gen }, 'ring setup failed; waiting for the coordinator to re-form the ring');
+      this.state = 'waiting';
+      return;
+    }
+    this.fail(err);
   }
 
   private async onRequestWeights(m: MessageOf<'requestWeights'>): Promise<void> {
