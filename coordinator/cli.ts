@@ -5,6 +5,8 @@ import { generateToken, resolveToken, TOKEN_ENV } from '../shared/auth.js';
 import { addDataDirOption, addOutputOptions, addTrainOptions, defaultRunDir, exitWhenDone, intOption, readTrainConfig } from '../shared/cli-options.js';
 import { createRootLogger } from '../shared/log.js';
 import { createProgressView } from '../shared/progress.js';
+import { DASHBOARD_DEFAULTS } from './dashboard/server.js';
+import { startObservability } from './observability.js';
 import { COORDINATOR_DEFAULTS, startCoordinator, type ClusterSummary } from './start.js';
 
 const D = COORDINATOR_DEFAULTS;
@@ -29,7 +31,10 @@ export function addCoordinatorOptions(cmd: Command): Command {
     .option('--check-every <steps>', 'compare replica parameter hashes every N steps (0 = never)', intOption('--check-every'), D.checkEvery)
     .option('--report-every <steps>', 'workers send step metrics every N steps', intOption('--report-every'), D.reportEvery)
     .option('--tls-cert <file>', 'serve the control port over TLS (wss://) with this certificate (PEM)')
-    .option('--tls-key <file>', 'private key for --tls-cert (PEM)');
+    .option('--tls-key <file>', 'private key for --tls-cert (PEM)')
+    .option('--dashboard-host <host>', 'address of the monitoring dashboard', DASHBOARD_DEFAULTS.host)
+    .option('--dashboard-port <port>', 'dashboard port (0 = any free port)', intOption('--dashboard-port'), DASHBOARD_DEFAULTS.port)
+    .option('--timeline <file>', 'write a Chrome trace of every step of every worker (Perfetto, chrome://tracing)');
 }
 
 export function exitCodeOf(summary: ClusterSummary): number {
@@ -45,10 +50,15 @@ export function coordinatorCommand(): Command {
     const runDir = opts.resume && typeof opts.runDir !== 'string' ? (() => { throw new Error('--resume needs --run-dir'); })() : defaultRunDir(opts);
     const log = createRootLogger({ runDir, name: 'coordinator', level: opts.logLevel as 'info' }).child({ role: 'coordinator' });
     const progress = createProgressView({ quiet: Boolean(opts.quiet) });
+    const train = readTrainConfig(opts);
+    const observability = await startObservability({
+      model: train.model, dashboardHost: String(opts.dashboardHost), dashboardPort: Number(opts.dashboardPort),
+      ...(opts.timeline ? { timeline: String(opts.timeline) } : {}), log,
+    });
     const given = resolveToken(opts.token);
     const token = given ?? generateToken();
     const handle = await startCoordinator({
-      host: String(opts.host), port: Number(opts.port), train: readTrainConfig(opts), dataDir: opts.dataDir as string | undefined,
+      host: String(opts.host), port: Number(opts.port), train, dataDir: opts.dataDir as string | undefined,
       runDir, summaryJson: opts.summaryJson as string | undefined, token, resume: Boolean(opts.resume),
       minWorkers: Math.max(1, Number(opts.minWorkers)), maxWorkers: Number(opts.maxWorkers), rendezvousTimeoutMs: Number(opts.rendezvousTimeout),
       ringFormTimeoutMs: COORDINATOR_DEFAULTS.ringFormTimeoutMs, heartbeatMs: Number(opts.heartbeatMs), heartbeatMisses: Number(opts.heartbeatMisses), stallAbortMs: Number(opts.stallAbortMs),
@@ -56,16 +66,18 @@ export function coordinatorCommand(): Command {
       nonFinite: opts.onNonfinite === 'abort' ? 'abort' : 'skip', maxPayloadBytes: Number(opts.maxPayload), authTimeoutMs: Number(opts.authTimeout),
       maxPendingAuth: COORDINATOR_DEFAULTS.maxPendingAuth, checkEvery: Number(opts.checkEvery), reportEvery: Math.max(1, Number(opts.reportEvery)),
       ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: String(opts.tlsCert), key: String(opts.tlsKey) } } : {}),
-      log, progress,
+      log, progress, observers: observability.observers,
     });
     const shownHost = opts.host === '0.0.0.0' || opts.host === '::' ? os.hostname() : String(opts.host);
     const scheme = opts.tlsCert ? 'wss' : 'ws';
     progress.line(`coordinator ${scheme}://${shownHost}:${handle.port}  run ${handle.runId}  logs in ${runDir}`);
+    progress.line(`dashboard ${observability.dashboard.url}`);
     if (!given) progress.line(`cluster token (generated): ${token}\n  workers need it: export ${TOKEN_ENV}=${token}`);
     progress.line(`waiting for ${String(opts.minWorkers)} worker(s): ringtrain worker --coordinator ${scheme}://${shownHost}:${handle.port}`);
     process.send?.({ type: 'listening', port: handle.port, runDir });
     for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void handle.close(`interrupted by ${signal}`));
     const summary = await handle.done;
+    await observability.close();
     if (summary.outcome !== 'finished') progress.line(`run ${summary.outcome}: ${summary.error ?? ''}`);
     else progress.line(`done: ${summary.epochs} epochs, ${summary.steps} steps, test accuracy ${(100 * summary.testAccuracy).toFixed(2)}%, ${summary.samplesPerSec.toFixed(0)} samples/s on ${summary.workers} workers, ${summary.wallSeconds.toFixed(1)} s`);
     exitWhenDone(Promise.resolve(exitCodeOf(summary)));

@@ -1,0 +1,258 @@
+/**
+ * The coordinator's dashboard over HTTP, read-only:
+ *
+ *   /                 the page (coordinator/dashboard/page/, plain browser JS, no build step)
+ *   /app.js /app.css  its script and style
+ *   /vendor/uplot.js  the uPlot chart library, served from node_modules (no CDN)
+ *   /vendor/uplot.css
+ *   /api/status       DashboardState.snapshot() as JSON
+ *   /events           server-sent events: `snapshot` (everything) on connect, then `update` (status, new series
+ *                     points, new log entries) at most every `updateIntervalMs`; the browser's EventSource
+ *                     reconnects by itself (after a coordinator restart too) and gets a fresh snapshot
+ *   /metrics          Prometheus text format
+ *   /healthz          `ok`
+ *
+ * Only GET and HEAD (405 otherwise), 404 for anything else; a failing request is answered or dropped, never fatal.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { Registry } from 'prom-client';
+import { ConfigError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/log.js';
+import type { DashboardCursor, DashboardState } from './state.js';
+
+export interface DashboardOptions {
+  /** Address to listen on (the CLI's --dashboard-host, default 127.0.0.1). */
+  host: string;
+  /** Port to listen on; 0 picks a free one (the CLI's --dashboard-port, default 8080). */
+  port: number;
+  state: DashboardState;
+  metrics: { registry: Registry };
+  log: Logger;
+  /** At most one live update per this many ms to each page (default 250). */
+  updateIntervalMs?: number;
+  /** Live pages served at once; more get 503 (default 64). */
+  maxClients?: number;
+  /** A comment line to every live page this often, so idle proxies and dead peers are noticed (default 15000). */
+  keepAliveMs?: number;
+}
+
+export interface DashboardHandle {
+  port: number;
+  /** The page's address, e.g. http://127.0.0.1:8080/ */
+  url: string;
+  /** Ends live connections and stops listening. */
+  close(): Promise<void>;
+}
+
+export const DASHBOARD_DEFAULTS = { host: '127.0.0.1', port: 8080, updateIntervalMs: 250, maxClients: 64, keepAliveMs: 15_000 };
+
+/** A page that stops reading gets dropped once this much is queued for it. */
+const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+const RECONNECT_MS = 2000;
+
+interface Asset { body: Buffer; type: string }
+
+const SECURITY_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+};
+const PAGE_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/** The page folder: next to this file when run from source, or in the source tree when run from dist/. */
+function pageDir(): string {
+  const candidates = [new URL('./page/', import.meta.url), new URL('../../../coordinator/dashboard/page/', import.meta.url)];
+  for (const c of candidates) {
+    const dir = fileURLToPath(c);
+    if (fs.existsSync(`${dir}index.html`)) return dir;
+  }
+  throw new ConfigError(`dashboard page files not found (looked in ${candidates.map((c) => fileURLToPath(c)).join(', ')})`);
+}
+
+/** Read every static file once at start, so a missing file fails the start rather than a page load. */
+function loadAssets(): Map<string, Asset> {
+  const dir = pageDir();
+  const require = createRequire(import.meta.url);
+  const files: [string, string, string][] = [
+    ['/', `${dir}index.html`, 'text/html; charset=utf-8'],
+    ['/app.js', `${dir}app.js`, 'text/javascript; charset=utf-8'],
+    ['/app.css', `${dir}app.css`, 'text/css; charset=utf-8'],
+    ['/vendor/uplot.js', require.resolve('uplot/dist/uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
+    ['/vendor/uplot.css', require.resolve('uplot/dist/uPlot.min.css'), 'text/css; charset=utf-8'],
+  ];
+  return new Map(files.map(([route, file, type]) => [route, { body: fs.readFileSync(file), type }]));
+}
+
+function displayUrl(host: string, port: number): string {
+  const shown = host === '0.0.0.0' || host === '::' ? os.hostname() : host;
+  return `http://${shown.includes(':') ? `[${shown}]` : shown}:${port}/`;
+}
+
+function send(res: http.ServerResponse, status: number, type: string, body: string | Buffer, extra: http.OutgoingHttpHeaders = {}): void {
+  res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
+  res.end(body);
+}
+
+interface LiveClient { res: http.ServerResponse; cursor: DashboardCursor }
+
+/** The /events stream: one snapshot per page on connect, then throttled incremental updates to all of them. */
+class LiveUpdates {
+  private readonly clients = new Set<LiveClient>();
+  private timer?: NodeJS.Timeout;
+  private lastFlush = 0;
+  private readonly keepAlive: NodeJS.Timeout;
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly state: DashboardState, private readonly opts: Required<Pick<DashboardOptions, 'updateIntervalMs' | 'maxClients' | 'keepAliveMs'>>, private readonly log: Logger) {
+    this.unsubscribe = state.subscribe(() => this.schedule());
+    this.keepAlive = setInterval(() => this.broadcastComment('keep-alive'), opts.keepAliveMs);
+    this.keepAlive.unref();
+  }
+
+  open(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (this.clients.size >= this.opts.maxClients) {
+      send(res, 503, 'text/plain; charset=utf-8', 'too many live dashboard pages\n', { 'retry-after': '10' });
+      return;
+    }
+    res.writeHead(200, {
+      ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no',
+    });
+    if (req.method === 'HEAD') return void res.end();
+    req.socket.setNoDelay(true);
+    const client: LiveClient = { res, cursor: this.state.cursor() };
+    const snapshot = this.state.snapshot();
+    this.clients.add(client);
+    res.on('close', () => this.clients.delete(client));
+    res.on('error', (err) => { this.log.debug({ err }, 'dashboard page connection failed'); this.drop(client); });
+    this.write(client, `retry: ${RECONNECT_MS}\nevent: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`);
+  }
+
+  private schedule(): void {
+    if (this.timer || this.clients.size === 0) return;
+    const wait = Math.max(0, this.lastFlush + this.opts.updateIntervalMs - Date.now());
+    this.timer = setTimeout(() => this.flush(), wait);
+    this.timer.unref();
+  }
+
+  private flush(): void {
+    this.timer = undefined;
+    this.lastFlush = Date.now();
+    for (const client of this.clients) {
+      const { cursor, ...update } = this.state.changesSince(client.cursor);
+      client.cursor = cursor;
+      this.write(client, `event: update\ndata: ${JSON.stringify(update)}\n\n`);
+    }
+  }
+
+  private broadcastComment(text: string): void {
+    for (const client of this.clients) this.write(client, `: ${text}\n\n`);
+  }
+
+  private write(client: LiveClient, text: string): void {
+    if (client.res.writableLength > MAX_QUEUED_BYTES) {
+      this.log.warn({ queued: client.res.writableLength }, 'dashboard page is not reading its updates; dropping it');
+      return this.drop(client);
+    }
+    client.res.write(text);
+  }
+
+  private drop(client: LiveClient): void {
+    this.clients.delete(client);
+    client.res.destroy();
+  }
+
+  get size(): number { return this.clients.size; }
+
+  close(): void {
+    this.unsubscribe();
+    clearTimeout(this.timer);
+    clearInterval(this.keepAlive);
+    for (const client of this.clients) client.res.end();
+    this.clients.clear();
+  }
+}
+
+function route(req: http.IncomingMessage, res: http.ServerResponse, opts: DashboardOptions, assets: Map<string, Asset>, live: LiveUpdates): void | Promise<void> {
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed: the dashboard is read-only\n', { allow: 'GET, HEAD' });
+  }
+  let pathname: string;
+  try {
+    pathname = new URL(req.url ?? '/', 'http://dashboard').pathname;
+  } catch {
+    return send(res, 400, 'text/plain; charset=utf-8', 'bad request\n');
+  }
+  const asset = assets.get(pathname === '/index.html' ? '/' : pathname);
+  if (asset) {
+    const csp = asset.type.startsWith('text/html') ? { 'content-security-policy': PAGE_CSP } : {};
+    return send(res, 200, asset.type, asset.body, { 'cache-control': 'no-cache', ...csp });
+  }
+  switch (pathname) {
+    case '/api/status':
+      return send(res, 200, 'application/json; charset=utf-8', JSON.stringify(opts.state.snapshot()), { 'cache-control': 'no-store' });
+    case '/events': return live.open(req, res);
+    case '/healthz': return send(res, 200, 'text/plain; charset=utf-8', 'ok\n', { 'cache-control': 'no-store' });
+    case '/metrics':
+      return opts.metrics.registry.metrics().then((text) => send(res, 200, opts.metrics.registry.contentType, text, { 'cache-control': 'no-store' }));
+    default: return send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
+  }
+}
+
+function listen(server: http.Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(new ConfigError(`the dashboard cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve((server.address() as { port: number }).port);
+    });
+  });
+}
+
+/** Serve the dashboard; resolves once it listens. */
+export async function startDashboard(opts: DashboardOptions): Promise<DashboardHandle> {
+  const assets = loadAssets();
+  const log = opts.log;
+  const live = new LiveUpdates(opts.state, {
+    updateIntervalMs: opts.updateIntervalMs ?? DASHBOARD_DEFAULTS.updateIntervalMs,
+    maxClients: opts.maxClients ?? DASHBOARD_DEFAULTS.maxClients,
+    keepAliveMs: opts.keepAliveMs ?? DASHBOARD_DEFAULTS.keepAliveMs,
+  }, log);
+  const server = http.createServer((req, res) => {
+    const fail = (err: unknown): void => {
+      log.warn({ err, url: req.url }, 'dashboard request failed');
+      if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n');
+      else res.destroy();
+    };
+    try {
+      void Promise.resolve(route(req, res, opts, assets, live)).catch(fail);
+    } catch (err) {
+      fail(err);
+    }
+  });
+  server.on('clientError', (err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    else socket.destroy();
+    log.debug({ err }, 'malformed dashboard request');
+  });
+  const port = await listen(server, opts.host, opts.port).catch((err: unknown) => { live.close(); throw err; });
+  const url = displayUrl(opts.host, port);
+  log.info({ host: opts.host, port, url }, 'dashboard listening');
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    url,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        live.close();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}
