@@ -22,7 +22,7 @@ import { rawToBytes, sendMessage } from '../shared/ws-util.js';
 import type { CheckpointStore } from './checkpoints.js';
 import { planShard } from './data-plan.js';
 import { epochTrained, planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
-import { RunEvents, type RunEvent, type RunObserver, type WorkerView } from './events.js';
+import { RunEvents, type RunEvent, type RunObserver, type RunSummaryView, type WorkerView } from './events.js';
 import { RunState, type EpochOutcome, type PhaseMeans } from './run-state.js';
 
 export interface CoordinatorOptions {
@@ -45,23 +45,16 @@ export interface CoordinatorOptions {
 
 export interface ResumeState { runId: string; position: Position; weights: Float32Array; optimizer: Float32Array; history: EpochOutcome[]; totalSamples: number }
 
-export interface ClusterSummary {
+/** What --summary-json holds: the fields observers see at the end of a run, and the cluster's details. */
+export interface ClusterSummary extends RunSummaryView {
   model: string;
   backend: string;
-  epochs: number;
-  steps: number;
-  testAccuracy: number;
-  samplesPerSec: number;
-  wallSeconds: number;
-  workers: number;
   generations: number;
   phaseMeanMs: PhaseMeans;
   hashChecks: number;
   hashMismatches: number;
   nonFiniteSteps: number;
   history: EpochOutcome[];
-  outcome: 'finished' | 'failed' | 'interrupted';
-  error?: string;
 }
 
 type RunPhase = 'rendezvous' | 'forming' | 'syncing' | 'training' | 'waiting' | 'finished' | 'failed';
