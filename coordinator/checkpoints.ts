@@ -227,7 +227,14 @@ export function decodeCheckpoint(file: string, bytes: Buffer): Checkpoint {
   if (payloadHash !== header.sha256) {
     throw new CheckpointCorruptError(file, `payload sha256 mismatch (header ${header.sha256}, content ${payloadHash})`);
   }
-  const metaHash = sha256Hex(Buffer.from(JSON.stringify(header.meta), 'utf8'));
+  let metaJson: string;
+  try {
+    metaJson = JSON.stringify(header.meta);
+  } catch (err) {
+    // JSON.parse accepts nesting deeper than JSON.stringify's recursion can re-serialise (a RangeError).
+    throw new CheckpointCorruptError(file, `header meta cannot be re-serialised: ${(err as Error).message}`, { cause: err });
+  }
+  const metaHash = sha256Hex(Buffer.from(metaJson, 'utf8'));
   if (metaHash !== header.metaSha256) {
     throw new CheckpointCorruptError(file, `meta sha256 mismatch (header ${header.metaSha256}, content ${metaHash})`);
   }

@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import { authAnswer, newNonce, verifyAnswer, type LinkContext } from './auth.js';
 import { AuthError, CLOSE_CODES, PeerLostError, ProtocolError } from './errors.js';
 import type { Logger } from './log.js';
-import { decodeFrame, PROTOCOL_VERSION, type Message, type MessageOf } from './protocol.js';
+import { decodeFrame, PROTOCOL_VERSION, type DecodedFrame, type Message, type MessageOf } from './protocol.js';
 import { closeWithError, noDelay, rawToBytes, sendMessage } from './ws-util.js';
 
 export interface AdmissionOptions {
@@ -75,7 +75,13 @@ export class Admission<C extends LinkContext> {
 
   private verify(bytes: Uint8Array, nonce: Uint8Array): Answer<C> {
     if (bytes.byteLength > this.opts.maxHandshakeBytes) throw new AuthError(`handshake of ${bytes.byteLength} bytes is too large`);
-    const frame = decodeFrame(bytes);
+    let frame: DecodedFrame;
+    try {
+      frame = decodeFrame(bytes);
+    } catch (err) {
+      // Garbage, a missing or ill-typed proof, another protocol version: all a refusal (1008), not a protocol error.
+      throw new AuthError(`not a handshake: ${(err as Error).message}`);
+    }
     const expected = this.opts.context === 'control' ? 'hello' : 'ringHello';
     if (frame.kind !== 'control' || frame.message.type !== expected) throw new AuthError(`expected '${expected}' first`);
     const answer = frame.message as Answer<C>;

@@ -83,7 +83,9 @@ export function parseIdx(bytes: Uint8Array, file: string): IdxArray {
   for (let i = 0; i < ndims; i++) {
     const dim = view.getUint32(4 + 4 * i, false);
     dims.push(dim);
-    elements *= dim;
+    // A zero dimension empties the array even after the product overflowed to Infinity (Infinity * 0 is NaN,
+    // which would slip past both length checks below).
+    elements = dim === 0 ? 0 : elements * dim;
   }
   const expected = headerLength + elements;
   if (bytes.length < expected) {
