@@ -1,6 +1,7 @@
 /** `ringtrain coordinator`: option parsing for the control plane; the work is startCoordinator's. */
 import os from 'node:os';
 import { Command, Option } from 'commander';
+import { COMPRESSIONS } from '../shared/allreduce.js';
 import { generateToken, resolveToken, TOKEN_ENV } from '../shared/auth.js';
 import { addDataDirOption, addOutputOptions, addTrainOptions, defaultRunDir, exitWhenDone, intOption, readTrainConfig } from '../shared/cli-options.js';
 import { createRootLogger } from '../shared/log.js';
@@ -26,6 +27,7 @@ export function addCoordinatorOptions(cmd: Command): Command {
     .option('--checkpoint-keep <n>', 'checkpoints to keep', intOption('--checkpoint-keep'), D.checkpointKeep)
     .option('--resume', 'continue the run in --run-dir from its newest valid checkpoint', false)
     .addOption(new Option('--on-nonfinite <action>', 'NaN/Inf in the averaged gradients: skip the step on every worker, or abort').choices(['skip', 'abort']).default(D.nonFinite))
+    .addOption(new Option('--compression <codec>', 'gradient wire encoding: fp16 halves the allreduce bytes (as hvd.Compression.fp16)').choices(COMPRESSIONS).default(D.compression))
     .option('--max-payload <bytes>', 'largest control message accepted from a worker', intOption('--max-payload'), D.maxPayloadBytes)
     .option('--auth-timeout <ms>', 'close links that have not authenticated within this time', intOption('--auth-timeout'), D.authTimeoutMs)
     .option('--check-every <steps>', 'compare replica parameter hashes every N steps (0 = never)', intOption('--check-every'), D.checkEvery)
@@ -63,7 +65,7 @@ export function coordinatorCommand(): Command {
       minWorkers: Math.max(1, Number(opts.minWorkers)), maxWorkers: Number(opts.maxWorkers), rendezvousTimeoutMs: Number(opts.rendezvousTimeout),
       ringFormTimeoutMs: COORDINATOR_DEFAULTS.ringFormTimeoutMs, heartbeatMs: Number(opts.heartbeatMs), heartbeatMisses: Number(opts.heartbeatMisses), stallAbortMs: Number(opts.stallAbortMs),
       checkpointEvery: Number(opts.checkpointEvery), checkpointKeep: Math.max(1, Number(opts.checkpointKeep)),
-      nonFinite: opts.onNonfinite === 'abort' ? 'abort' : 'skip', maxPayloadBytes: Number(opts.maxPayload), authTimeoutMs: Number(opts.authTimeout),
+      nonFinite: opts.onNonfinite === 'abort' ? 'abort' : 'skip', compression: opts.compression === 'fp16' ? 'fp16' : 'none', maxPayloadBytes: Number(opts.maxPayload), authTimeoutMs: Number(opts.authTimeout),
       maxPendingAuth: COORDINATOR_DEFAULTS.maxPendingAuth, checkEvery: Number(opts.checkEvery), reportEvery: Math.max(1, Number(opts.reportEvery)),
       ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: String(opts.tlsCert), key: String(opts.tlsKey) } } : {}),
       log, progress, observers: observability.observers,
@@ -74,7 +76,11 @@ export function coordinatorCommand(): Command {
     progress.line(`dashboard ${observability.dashboard.url}`);
     if (!given) progress.line(`cluster token (generated): ${token}\n  workers need it: export ${TOKEN_ENV}=${token}`);
     progress.line(`waiting for ${String(opts.minWorkers)} worker(s): ringtrain worker --coordinator ${scheme}://${shownHost}:${handle.port}`);
-    process.send?.({ type: 'listening', port: handle.port, runDir });
+    if (process.send) {
+      process.send({ type: 'listening', port: handle.port, runDir });
+      // Started by `launch`: a launcher that vanished (even SIGKILLed) must not leave this coordinator behind.
+      process.once('disconnect', () => void handle.close('the launcher went away'));
+    }
     for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void handle.close(`interrupted by ${signal}`));
     const summary = await handle.done;
     await observability.close();

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
+import type { Compression } from '../shared/allreduce.js';
 import type { TrainConfig } from '../shared/config.js';
 import type { MnistDataset } from '../shared/data/mnist.js';
 import { CLOSE_CODES, ProtocolError, RendezvousTimeoutError } from '../shared/errors.js';
@@ -41,6 +42,8 @@ export interface CoordinatorOptions {
   /** Checkpoint every this many steps (0 = only at the end of every epoch). */
   checkpointEvery: number;
   nonFinite: 'skip' | 'abort';
+  /** Gradient wire encoding the workers use (`--compression`); default 'none'. */
+  compression?: Compression;
 }
 
 export interface ResumeState { runId: string; position: Position; weights: Float32Array; optimizer: Float32Array; history: EpochOutcome[]; totalSamples: number }
@@ -243,7 +246,8 @@ export class Coordinator {
     this.armFormingTimer();
     const n = this.members.length;
     this.state.newGeneration(n, this.position.step);
-    const config = { ...this.d.train, checkEvery: this.d.opts.checkEvery, reportEvery: this.d.opts.reportEvery, nonFinite: this.d.opts.nonFinite };
+    const config = { ...this.d.train, checkEvery: this.d.opts.checkEvery, reportEvery: this.d.opts.reportEvery, nonFinite: this.d.opts.nonFinite,
+      compression: this.d.opts.compression ?? 'none' };
     this.members.forEach((w, rank) => {
       w.rank = rank;
       w.ready = false;

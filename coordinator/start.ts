@@ -57,6 +57,7 @@ export const COORDINATOR_DEFAULTS = {
   checkpointEvery: 0,
   checkpointKeep: 3,
   nonFinite: 'skip' as const,
+  compression: 'none' as const,
   authTimeoutMs: ADMISSION_DEFAULTS.authTimeoutMs,
   maxPendingAuth: ADMISSION_DEFAULTS.maxPending,
   resume: false,

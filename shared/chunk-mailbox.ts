@@ -3,11 +3,11 @@
  * to a step ahead, so frames are buffered by (generation, step, phase, chunk) until taken; a receive that comes first
  * waits for its frame. Used by the WebSocket ring transport and the in-memory test ring alike.
  */
-import type { ChunkHeader, ChunkKey } from './allreduce.js';
+import type { ChunkHeader, ChunkKey, ChunkValues } from './allreduce.js';
 import { PeerLostError, ProtocolError } from './errors.js';
 
 interface Waiter {
-  resolve(data: Float32Array): void;
+  resolve(data: ChunkValues): void;
   reject(err: unknown): void;
 }
 
@@ -16,7 +16,7 @@ export function chunkKeyOf(header: ChunkKey): string {
 }
 
 export class ChunkMailbox {
-  private readonly early = new Map<string, Float32Array>();
+  private readonly early = new Map<string, ChunkValues>();
   private readonly waiters = new Map<string, Waiter>();
   private closedWith: unknown = undefined;
   private closed = false;
@@ -24,7 +24,7 @@ export class ChunkMailbox {
   constructor(private readonly owner: string) {}
 
   /** A frame arrived. A duplicate is a protocol error (the sender's schedule sends each key once). */
-  deliver(header: ChunkHeader, data: Float32Array): void {
+  deliver(header: ChunkHeader, data: ChunkValues): void {
     if (this.closed) throw new PeerLostError(this.owner, { cause: this.closedWith });
     const key = chunkKeyOf(header);
     const waiter = this.waiters.get(key);
@@ -37,7 +37,7 @@ export class ChunkMailbox {
     this.early.set(key, data);
   }
 
-  take(header: ChunkKey): Promise<Float32Array> {
+  take(header: ChunkKey): Promise<ChunkValues> {
     if (this.closed) return Promise.reject(new PeerLostError(`predecessor of ${this.owner}`, { cause: this.closedWith }));
     const key = chunkKeyOf(header);
     const data = this.early.get(key);
@@ -48,6 +48,9 @@ export class ChunkMailbox {
     if (this.waiters.has(key)) return Promise.reject(new ProtocolError(`${this.owner} waits for frame ${key} twice`));
     return new Promise((resolve, reject) => this.waiters.set(key, { resolve, reject }));
   }
+
+  /** Whether the frame for `header` is already here (a take would not wait). */
+  has(header: ChunkKey): boolean { return this.early.has(chunkKeyOf(header)); }
 
   /** Drop buffered frames of other generations (a re-formed ring starts clean). */
   keepOnly(generation: number): void {

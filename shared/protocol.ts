@@ -27,19 +27,23 @@
  *        0     1  kind = 2
  *        1     1  version = 1
  *        2     1  phase (0 = reduce-scatter, 1 = allgather)
- *        3     1  reserved, must be 0
+ *        3     1  encoding of the values: 0 = float32, 1 = float16 (`--compression fp16`); nothing else is valid
  *        4     4  generation (u32)
  *        8     4  step (u32, training step)
- *       12     4  chunk (u32, chunk index in the ring)
- *       16     4  count (u32, number of float32 values)
- *       20  4*count  float32 values, little-endian
+ *       12     4  chunk (u32, block index: ring chunk c, or its segment k when chunks are cut into segments for
+ *                 pipelining, sent as c + k * worldSize; unsegmented chunks are simply c)
+ *       16     4  count (u32, number of values)
+ *       20     4*count (float32) or 2*count (float16) bytes: the values, little-endian
+ *
+ * Frames are identified by (generation, step, phase, chunk); a link carries each such key at most once.
  *
  * Decoding never throws anything but ProtocolVersionError (wrong version byte or version field) or
  * ProtocolError (anything else wrong), whatever the input bytes.
  */
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { ProtocolError, ProtocolVersionError } from './errors.js';
-import { Phase, type ChunkHeader } from './allreduce.js';
+import { Phase, ValueEncoding, type ChunkHeader } from './allreduce.js';
+import { decodeFloat16 } from './float16.js';
 
 export const PROTOCOL_VERSION = 1;
 export const FrameKind = { control: 1, chunk: 2 } as const;
@@ -447,107 +451,160 @@ export function decodeMessage(buf: Uint8Array): Message {
   return decodeControlBody(buf);
 }
 
-/** Encode a gradient chunk: one allocation of 20 + 4 * count bytes, one copy of the data. */
-export function encodeChunkFrame(header: ChunkHeader, data: Float32Array): Buffer {
-  if (!(data instanceof Float32Array)) throw new ProtocolError(`chunk data must be a Float32Array, got ${describe(data)}`);
+/** Bytes per value of an encoding. */
+export function bytesPerValue(encoding: ValueEncoding): 2 | 4 {
+  return encoding === ValueEncoding.float16 ? 2 : 4;
+}
+
+/** The size of the whole frame (header and values) for this header. */
+export function chunkFrameBytes(header: ChunkHeader): number {
+  return CHUNK_HEADER_BYTES + bytesPerValue(header.encoding ?? ValueEncoding.float32) * header.count;
+}
+
+/**
+ * Validate `header` and write it into the first CHUNK_HEADER_BYTES of `frame`, whose length must be
+ * chunkFrameBytes(header). The caller writes the values after it (little-endian): this is how the ring transport
+ * fills reused frame buffers without a copy of its own.
+ */
+export function writeChunkHeader(frame: Uint8Array, header: ChunkHeader): void {
   const checked = checkChunkHeader(header);
-  if (checked.count !== data.length) {
-    throw new ProtocolError(`chunk header count ${checked.count} does not match ${data.length} values`);
-  }
-  const frame = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + data.byteLength);
+  const expected = chunkFrameBytes(checked);
+  if (frame.byteLength !== expected) throw new ProtocolError(`a frame of ${checked.count} values needs ${expected} bytes, got ${frame.byteLength}`);
+  const view = new DataView(frame.buffer, frame.byteOffset, CHUNK_HEADER_BYTES);
   frame[0] = FrameKind.chunk;
   frame[1] = PROTOCOL_VERSION;
   frame[2] = checked.phase;
-  frame[3] = 0;
-  frame.writeUInt32LE(checked.generation, 4);
-  frame.writeUInt32LE(checked.step, 8);
-  frame.writeUInt32LE(checked.chunk, 12);
-  frame.writeUInt32LE(checked.count, 16);
+  frame[3] = checked.encoding ?? ValueEncoding.float32;
+  view.setUint32(4, checked.generation, true);
+  view.setUint32(8, checked.step, true);
+  view.setUint32(12, checked.chunk, true);
+  view.setUint32(16, checked.count, true);
+}
+
+/** Encode a gradient chunk: one allocation of the frame, one copy of the values. */
+export function encodeChunkFrame(header: ChunkHeader, data: Float32Array | Uint16Array): Buffer {
+  const encoding = header.encoding ?? ValueEncoding.float32;
+  const expectedType = encoding === ValueEncoding.float16 ? Uint16Array : Float32Array;
+  if (!(data instanceof expectedType)) {
+    throw new ProtocolError(`chunk data must be a ${expectedType.name} for encoding ${encoding}, got ${describe(data)}`);
+  }
+  if (header.count !== data.length) {
+    throw new ProtocolError(`chunk header count ${String(header.count)} does not match ${data.length} values`);
+  }
+  const frame = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + data.byteLength);
+  writeChunkHeader(frame, header);
   frame.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), CHUNK_HEADER_BYTES);
-  if (!HOST_IS_LITTLE_ENDIAN) swapWords(frame.subarray(CHUNK_HEADER_BYTES));
+  if (!HOST_IS_LITTLE_ENDIAN) swapBytes(frame.subarray(CHUNK_HEADER_BYTES), bytesPerValue(encoding));
   return frame;
 }
 
 function checkChunkHeader(header: ChunkHeader): ChunkHeader {
   const fields = FieldReader.of(header, 'chunk header');
   const phase = fields.int('phase', 0, 1) as Phase;
-  return {
+  const checked: ChunkHeader = {
     generation: fields.int('generation', 0, UINT32_MAX), step: fields.int('step', 0, UINT32_MAX),
     phase, chunk: fields.int('chunk', 0, UINT32_MAX), count: fields.int('count', 0, UINT32_MAX),
   };
+  if (header.encoding !== undefined) checked.encoding = fields.int('encoding', 0, 1) as ValueEncoding;
+  return checked;
 }
 
 /**
- * Decode a gradient chunk frame. The data is a zero-copy view into `buf` when the payload is 4-byte
- * aligned in its ArrayBuffer (little-endian hosts), otherwise a copy.
+ * Decode a gradient chunk frame, with its values as float32 whatever the encoding (float16 values are widened into a
+ * new array). Float32 values are a zero-copy view into `buf` when 4-byte aligned in its ArrayBuffer (little-endian
+ * hosts), otherwise a copy.
  */
 export function decodeChunkFrame(buf: Uint8Array): { header: ChunkHeader; data: Float32Array } {
+  const { header, values } = decodeChunkValues(buf);
+  return { header, data: widen(values) };
+}
+
+/**
+ * Decode a gradient chunk frame, its values as they travelled: a Float32Array or (float16) a Uint16Array of the
+ * half-precision bits, each a zero-copy view into `buf` when aligned (little-endian hosts), otherwise a copy. The ring
+ * transport's receive path.
+ */
+export function decodeChunkValues(buf: Uint8Array): { header: ChunkHeader; values: Float32Array | Uint16Array } {
   const kind = readPrefix(buf);
   if (kind === FrameKind.control) throw new ProtocolError('expected a gradient chunk frame, got a control message');
   if (kind !== FrameKind.chunk) throw unknownKind(kind);
   return decodeChunkBody(buf);
 }
 
-function decodeChunkBody(buf: Uint8Array): { header: ChunkHeader; data: Float32Array } {
+function widen(values: Float32Array | Uint16Array): Float32Array {
+  if (values instanceof Float32Array) return values;
+  const wide = new Float32Array(values.length);
+  decodeFloat16(values, wide);
+  return wide;
+}
+
+function decodeChunkBody(buf: Uint8Array): { header: ChunkHeader; values: Float32Array | Uint16Array } {
   if (buf.byteLength < CHUNK_HEADER_BYTES) {
     throw new ProtocolError(`chunk frame of ${buf.byteLength} bytes is shorter than its ${CHUNK_HEADER_BYTES}-byte header`);
   }
   const phase = buf[2];
   if (phase !== Phase.reduceScatter && phase !== Phase.allgather) throw new ProtocolError(`chunk frame phase ${phase} is not 0 or 1`);
-  if (buf[3] !== 0) throw new ProtocolError(`chunk frame reserved byte is ${buf[3]}, not 0`);
+  const encoding = buf[3];
+  if (encoding !== ValueEncoding.float32 && encoding !== ValueEncoding.float16) {
+    throw new ProtocolError(`chunk frame encoding byte is ${encoding}, not 0 (float32) or 1 (float16)`);
+  }
   const view = new DataView(buf.buffer, buf.byteOffset, CHUNK_HEADER_BYTES);
   const header: ChunkHeader = {
     generation: view.getUint32(4, true), step: view.getUint32(8, true), phase,
     chunk: view.getUint32(12, true), count: view.getUint32(16, true),
   };
-  const expected = CHUNK_HEADER_BYTES + 4 * header.count;
+  if (encoding === ValueEncoding.float16) header.encoding = ValueEncoding.float16;
+  const expected = chunkFrameBytes(header);
   if (buf.byteLength !== expected) {
     throw new ProtocolError(`chunk frame of ${header.count} values must be ${expected} bytes, got ${buf.byteLength}`);
   }
-  return { header, data: bytesToFloat32(buf.subarray(CHUNK_HEADER_BYTES)) };
+  const payload = buf.subarray(CHUNK_HEADER_BYTES);
+  return { header, values: encoding === ValueEncoding.float16 ? bytesToUint16(payload) : bytesToFloat32(payload) };
 }
 
 /** Decode any frame, dispatching on its kind byte. */
 export function decodeFrame(buf: Uint8Array): DecodedFrame {
   const kind = readPrefix(buf);
   if (kind === FrameKind.control) return { kind: 'control', message: decodeControlBody(buf) };
-  if (kind === FrameKind.chunk) return { kind: 'chunk', ...decodeChunkBody(buf) };
+  if (kind === FrameKind.chunk) {
+    const { header, values } = decodeChunkBody(buf);
+    return { kind: 'chunk', header, data: widen(values) };
+  }
   throw unknownKind(kind);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Typed arrays <-> little-endian bytes
 
-/** Reverse the byte order of every 4-byte word, in place (only needed on big-endian hosts). */
-function swapWords(bytes: Uint8Array): void {
-  for (let i = 0; i + 3 < bytes.length; i += 4) {
-    const b0 = bytes[i];
-    const b1 = bytes[i + 1];
-    bytes[i] = bytes[i + 3];
-    bytes[i + 1] = bytes[i + 2];
-    bytes[i + 2] = b1;
-    bytes[i + 3] = b0;
-  }
+/** Reverse the byte order of every `size`-byte word, in place (only needed on big-endian hosts). */
+function swapBytes(bytes: Uint8Array, size: 2 | 4): void {
+  for (let i = 0; i + size - 1 < bytes.length; i += size) bytes.subarray(i, i + size).reverse();
 }
 
 function wordsToBytes(words: Float32Array | Uint32Array): Uint8Array {
   const view = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
   if (HOST_IS_LITTLE_ENDIAN) return view;
   const copy = view.slice();
-  swapWords(copy);
+  swapBytes(copy, 4);
   return copy;
 }
 
-/** The memory of 4-byte little-endian words as an aligned native region: `bytes` itself when possible, else a copy. */
-function alignedWords(bytes: Uint8Array, what: string): { buffer: ArrayBufferLike; byteOffset: number; length: number } {
+/** The memory of `size`-byte little-endian words as an aligned native region: `bytes` itself when possible, else a copy. */
+function alignedWords(bytes: Uint8Array, what: string, size: 2 | 4 = 4): { buffer: ArrayBufferLike; byteOffset: number; length: number } {
   if (!(bytes instanceof Uint8Array)) throw new ProtocolError(`${what} must be bytes, got ${describe(bytes)}`);
-  if (bytes.byteLength % 4 !== 0) throw new ProtocolError(`${what}: ${bytes.byteLength} bytes is not a multiple of 4`);
-  const length = bytes.byteLength / 4;
-  if (HOST_IS_LITTLE_ENDIAN && bytes.byteOffset % 4 === 0) return { buffer: bytes.buffer, byteOffset: bytes.byteOffset, length };
+  if (bytes.byteLength % size !== 0) throw new ProtocolError(`${what}: ${bytes.byteLength} bytes is not a multiple of ${size}`);
+  const length = bytes.byteLength / size;
+  if (HOST_IS_LITTLE_ENDIAN && bytes.byteOffset % size === 0) return { buffer: bytes.buffer, byteOffset: bytes.byteOffset, length };
   const copy = new Uint8Array(bytes.byteLength);
   copy.set(bytes);
-  if (!HOST_IS_LITTLE_ENDIAN) swapWords(copy);
+  if (!HOST_IS_LITTLE_ENDIAN) swapBytes(copy, size);
   return { buffer: copy.buffer, byteOffset: 0, length };
+}
+
+/** Little-endian uint16 bytes (float16 bits) as values: a view when 2-byte aligned, else a copy. */
+function bytesToUint16(bytes: Uint8Array): Uint16Array {
+  const region = alignedWords(bytes, 'float16 bytes', 2);
+  return new Uint16Array(region.buffer, region.byteOffset, region.length);
 }
 
 /** float32 values as little-endian bytes: a zero-copy view on little-endian hosts. */

@@ -1,7 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTick } from 'node:timers/promises';
-import { Phase, ringAllreduce, type ChunkHeader, type ChunkKey, type RingLinks } from '../shared/allreduce.js';
+import {
+  Phase, ringAllreduce, segmentRanges, ValueEncoding, type AllreduceOptions, type ChunkHeader, type ChunkKey, type ChunkValues, type RingLinks,
+} from '../shared/allreduce.js';
+import { decodeFloat16, encodeFloat16, FLOAT16_TO_FLOAT32, FLOAT16_TO_FLOAT32_BITS, float32BitsToFloat16 } from '../shared/float16.js';
 import { createInMemoryRing, type InMemoryRingLink } from '../shared/allreduce-memory.js';
 import { chunkRanges } from '../shared/ring.js';
 import { createRng, type Rng } from '../shared/rng.js';
@@ -39,21 +42,36 @@ function assertBitwiseEqual(a: Float32Array, b: Float32Array, label: string): vo
   assert.deepEqual(new Uint32Array(a.buffer, a.byteOffset, a.length), new Uint32Array(b.buffer, b.byteOffset, b.length), label);
 }
 
-async function runRing(inputs: Float32Array[], average: boolean, links: RingLinks[] = createInMemoryRing(inputs.length)): Promise<Float32Array[]> {
+type Extra = Pick<AllreduceOptions, 'compression' | 'segmentBytes'>;
+
+async function runRing(inputs: Float32Array[], average: boolean, links: RingLinks[] = createInMemoryRing(inputs.length), extra: Extra = {}): Promise<Float32Array[]> {
   const buffers = inputs.map((b) => b.slice());
   await Promise.all(buffers.map((buffer, rank) =>
-    ringAllreduce(buffer, { rank, worldSize: inputs.length, generation: 1, step: 0, links: links[rank], average })));
+    ringAllreduce(buffer, { rank, worldSize: inputs.length, generation: 1, step: 0, links: links[rank], average, ...extra })));
   return buffers;
 }
 
+/** The same links without `prepare`: the allreduce's generic send path (views of its buffer, copied by the link). */
+function withoutPrepare(links: RingLinks[]): RingLinks[] {
+  return links.map((l) => ({ send: (h, d) => l.send(h, d), receive: (k) => l.receive(k) }));
+}
+
+/** The send paths and segmentations every correctness check runs under. */
+const VARIANTS: Array<[string, (n: number) => RingLinks[], Extra]> = [
+  ['prepared frames, whole chunks', createInMemoryRing, { segmentBytes: Infinity }],
+  ['prepared frames, 2-value segments', createInMemoryRing, { segmentBytes: 8 }],
+  ['generic sends, 3-value segments', (n) => withoutPrepare(createInMemoryRing(n)), { segmentBytes: 12 }],
+  ['generic sends, default segments', (n) => withoutPrepare(createInMemoryRing(n)), {}],
+];
+
 test('sum and average match a float64 reference; every rank ends bitwise identical', async () => {
   const rng = createRng(2024);
-  for (const worldSize of WORLD_SIZES) {
+  for (const [variant, makeLinks, extra] of VARIANTS) for (const worldSize of WORLD_SIZES) {
     for (const length of LENGTHS) {
       const inputs = Array.from({ length: worldSize }, () => randomBuffer(rng, length));
       for (const average of [false, true]) {
-        const label = `world ${worldSize} length ${length} average ${average}`;
-        const results = await runRing(inputs, average);
+        const label = `${variant}: world ${worldSize} length ${length} average ${average}`;
+        const results = await runRing(inputs, average, makeLinks(worldSize), extra);
         for (let i = 0; i < length; i++) {
           let exact = 0;
           let magnitude = 0;
@@ -106,7 +124,7 @@ test('consecutive steps at different speeds: early frames of later steps are buf
       for (let step = 0; step < steps; step++) {
         currentStep[rank] = step;
         const buffer = inputs[step][rank].slice();
-        await ringAllreduce(buffer, { rank, worldSize, generation: 3, step, links: links[rank], average: true });
+        await ringAllreduce(buffer, { rank, worldSize, generation: 3, step, links: links[rank], average: true, segmentBytes: 16 });
         outputs[step][rank] = buffer;
       }
       currentStep[rank] = steps;
@@ -135,7 +153,7 @@ function jitteryLink(inner: RingLinks, rng: Rng, maxYields: number, probe: LinkP
     for (let i = rng.nextBelow(maxYields + 1); i > 0; i--) await nextTick();
   };
   return {
-    async send(header: ChunkHeader, data: Float32Array) {
+    async send(header: ChunkHeader, data: ChunkValues) {
       const copy = data.slice(); // a real socket serialises before the caller goes on
       await jitter();
       probe.onSend(header);
@@ -197,7 +215,7 @@ test('a received chunk of the wrong length is a ProtocolError', async () => {
   };
   await assert.rejects(
     ringAllreduce(new Float32Array(10), { rank: 0, worldSize: 2, generation: 1, step: 0, links: liar }),
-    (err: unknown) => err instanceof ProtocolError && /expected 5 values, got 1 values/.test(err.message),
+    (err: unknown) => err instanceof ProtocolError && /expected 5 Float32Array values, got 1 Float32Array values/.test(err.message),
   );
 });
 
@@ -227,4 +245,147 @@ test('invalid rank or world size is rejected before any communication', async ()
   await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 0, generation: 1, step: 0, links: links[0] }), RangeError);
   const links0 = links[0] as InMemoryRingLink;
   assert.equal(links0.waitingCount(), 0);
+});
+
+test('segmentRanges cuts every ring chunk into contiguous pieces of at most the segment size', () => {
+  for (const worldSize of [1, 2, 3, 5]) {
+    for (const length of [0, 1, 4, 13, 100, 1001]) {
+      for (const segmentValues of [1, 2, 7, 64, Number.MAX_SAFE_INTEGER]) {
+        const chunks = segmentRanges(length, worldSize, segmentValues);
+        assert.equal(chunks.length, worldSize);
+        let next = 0;
+        for (const pieces of chunks) {
+          assert.ok(pieces.length >= 1, 'every chunk has a segment, even an empty one');
+          for (const { start, end } of pieces) {
+            assert.equal(start, next);
+            assert.ok(end - start <= segmentValues);
+            next = end;
+          }
+          const sizes = pieces.map((p) => p.end - p.start);
+          assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 1, 'segments of a chunk are as even as possible');
+        }
+        assert.equal(next, length);
+      }
+    }
+  }
+  assert.throws(() => segmentRanges(10, 2, 0), RangeError);
+});
+
+/** float16 bits of a float32 value. */
+function half(value: number): number {
+  return float32BitsToFloat16(new Uint32Array(new Float32Array([value]).buffer)[0]!);
+}
+
+test('float16: every half value widens exactly and narrows back to itself (NaN payloads too)', () => {
+  const bits = new Uint16Array(65536).map((_, i) => i);
+  const wide = new Float32Array(65536);
+  decodeFloat16(bits, wide);
+  const back = new Uint16Array(65536);
+  encodeFloat16(wide, back);
+  assert.deepEqual(back, bits);
+  assert.deepEqual([wide[0x3c00], wide[0xc000], wide[0x7bff], wide[0x0001], wide[0x0400], wide[0x7c00], wide[0xfc00]],
+    [1, -2, 65504, 2 ** -24, 2 ** -14, Infinity, -Infinity]);
+  assert.ok(Object.is(wide[0x8000], -0));
+  assert.equal(FLOAT16_TO_FLOAT32_BITS[0x7e01], 0x7fc02000, 'a quiet NaN keeps its payload');
+});
+
+test('float16: narrowing rounds to nearest, ties to even; overflow to infinity, underflow to zero', () => {
+  assert.equal(half(1 + 2 ** -11), 0x3c00, 'tie between 1 and 1+2^-10 goes to the even 1');
+  assert.equal(half(1 + 3 * 2 ** -11), 0x3c02, 'tie goes to the even neighbour above');
+  assert.equal(half(1 + 2 ** -11 + 2 ** -20), 0x3c01, 'just above the tie rounds up');
+  assert.equal(half(65504), 0x7bff);
+  assert.equal(half(65519.99), 0x7bff, 'below the rounding boundary of the largest half');
+  assert.equal(half(65520), 0x7c00, 'the boundary rounds to infinity');
+  assert.equal(half(1e30), 0x7c00);
+  assert.equal(half(-1e30), 0xfc00);
+  assert.equal(half(2 ** -25), 0x0000, 'half the smallest subnormal ties to even zero');
+  assert.equal(half(2 ** -25 * 1.0001), 0x0001);
+  assert.equal(half(3 * 2 ** -25), 0x0002, 'subnormal tie to even');
+  assert.equal(half(-1e-30), 0x8000);
+  assert.equal(half(Number.NaN) & 0x7c00, 0x7c00);
+  assert.notEqual(half(Number.NaN) & 0x3ff, 0);
+  // Random values: the result is a nearest half (ties to even).
+  const rng = createRng(16);
+  for (let i = 0; i < 20_000; i++) {
+    const x = Math.fround((rng.next() - 0.5) * 2 ** Math.floor(rng.next() * 40 - 28));
+    const h = half(x);
+    const error = Math.abs(FLOAT16_TO_FLOAT32[h]! - x);
+    for (const neighbour of [h - 1, h + 1]) {
+      if (neighbour < 0 || neighbour > 0xffff || (neighbour & 0x7c00) === 0x7c00 || (neighbour ^ h) & 0x8000) continue;
+      const other = Math.abs(FLOAT16_TO_FLOAT32[neighbour]! - x);
+      assert.ok(error < other || (error === other && (h & 1) === 0), `${x}: ${h.toString(16)} vs ${neighbour.toString(16)}`);
+    }
+  }
+});
+
+/**
+ * The exact result of the float16 ring: partial sums travel as float16 (widened before each float32 addition),
+ * the owner averages in float32 and rounds the result to float16, which every rank then holds.
+ */
+function ringOrderResultFp16(inputs: Float32Array[], average: boolean): Float32Array {
+  const n = inputs.length;
+  const out = new Float32Array(inputs[0].length);
+  chunkRanges(out.length, n).forEach(({ start, end }, c) => {
+    for (let i = start; i < end; i++) {
+      let acc = inputs[c][i];
+      for (let k = 1; k < n; k++) acc = Math.fround(inputs[(c + k) % n][i] + FLOAT16_TO_FLOAT32[half(acc)]!);
+      out[i] = FLOAT16_TO_FLOAT32[half(average ? Math.fround(acc / n) : acc)]!;
+    }
+  });
+  return out;
+}
+
+test('fp16 compression: float16 on the wire, the documented rounding, every rank bitwise identical', async () => {
+  const rng = createRng(1616);
+  for (const [variant, makeLinks, extra] of VARIANTS) for (const worldSize of [2, 3, 4]) {
+    for (const length of [1, 7, 1001]) {
+      const inputs = Array.from({ length: worldSize }, () => randomBuffer(rng, length).map((v) => v * 100));
+      for (const average of [false, true]) {
+        const label = `${variant}: fp16 world ${worldSize} length ${length} average ${average}`;
+        const results = await runRing(inputs, average, makeLinks(worldSize), { ...extra, compression: 'fp16' });
+        for (let rank = 1; rank < worldSize; rank++) assertBitwiseEqual(results[rank], results[0], `${label} rank ${rank}`);
+        assertBitwiseEqual(results[0], ringOrderResultFp16(inputs, average), `${label} follows the float16 ring`);
+        for (let i = 0; i < length; i++) {
+          let exact = 0;
+          let magnitude = 0;
+          for (const input of inputs) { exact += input[i]; magnitude += Math.abs(input[i]); }
+          if (average) { exact /= worldSize; magnitude /= worldSize; }
+          // Each of the n roundings to float16 errs by at most half a unit in the 11th bit (or half a subnormal step).
+          const tolerance = 2 * worldSize * (2 ** -11 * magnitude + 2 ** -25);
+          assert.ok(Math.abs(results[0][i] - exact) <= tolerance, `${label} [${i}]: ${results[0][i]} vs ${exact}`);
+        }
+      }
+    }
+  }
+});
+
+test('fp16 frames travel as Uint16Array with the float16 encoding in the header', async () => {
+  const seen: ChunkHeader[] = [];
+  const links = createInMemoryRing(2).map((l): RingLinks => ({
+    send: (h, d) => { assert.ok(d instanceof Uint16Array); seen.push(h); return l.send(h, d); },
+    receive: (k) => l.receive(k),
+  }));
+  await runRing([new Float32Array([1, 2, 3, 4]), new Float32Array([4, 3, 2, 1])], false, links, { compression: 'fp16' });
+  assert.equal(seen.length, 4);
+  assert.ok(seen.every((h) => h.encoding === ValueEncoding.float16));
+});
+
+test('segments are separate frames with block indices c + k * worldSize', async () => {
+  const seen: string[] = [];
+  const links = createInMemoryRing(2).map((l): RingLinks => ({
+    send: (h, d) => { seen.push(`${h.phase}:${h.chunk}:${h.count}`); return l.send(h, d); },
+    receive: (k) => l.receive(k),
+  }));
+  // 10 values: ring chunks of 5, cut into segments of at most 2 values: 3 segments (2, 2, 1) per chunk.
+  await runRing([new Float32Array(10).fill(1), new Float32Array(10).fill(2)], false, links, { segmentBytes: 8 });
+  assert.deepEqual(seen.sort(), [
+    '0:0:2', '0:1:2', '0:2:2', '0:3:2', '0:4:1', '0:5:1',
+    '1:0:2', '1:1:2', '1:2:2', '1:3:2', '1:4:1', '1:5:1',
+  ].sort());
+});
+
+test('a bad compression or segment size is rejected', async () => {
+  const links = createInMemoryRing(2);
+  await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 2, generation: 1, step: 0, links: links[0], compression: 'zip' as 'fp16' }), RangeError);
+  await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 2, generation: 1, step: 0, links: links[0], segmentBytes: 2 }), RangeError);
 });

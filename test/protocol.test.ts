@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CHUNK_HEADER_BYTES, FrameKind, MessageType, PROTOCOL_VERSION, bytesToFloat32, bytesToUint32, decodeChunkFrame,
-  decodeFrame, decodeMessage, encodeChunkFrame, encodeMessage, float32ToBytes, uint32ToBytes, type Message,
+  CHUNK_HEADER_BYTES, FrameKind, MessageType, PROTOCOL_VERSION, bytesToFloat32, bytesToUint32, chunkFrameBytes, decodeChunkFrame,
+  decodeChunkValues, decodeFrame, decodeMessage, encodeChunkFrame, encodeMessage, float32ToBytes, uint32ToBytes, writeChunkHeader,
+  type Message,
 } from '../shared/protocol.js';
-import { Phase, type ChunkHeader } from '../shared/allreduce.js';
+import { Phase, ValueEncoding, type ChunkHeader } from '../shared/allreduce.js';
 import { ProtocolError, ProtocolVersionError } from '../shared/errors.js';
 import { createRng } from '../shared/rng.js';
 
@@ -162,6 +163,39 @@ test('encodeChunkFrame checks its header', () => {
   assert.throws(() => encodeChunkFrame({ ...header, generation: -1 }, data), ProtocolError);
 });
 
+test('float16 chunk frames: 2 bytes per value, raw bits via decodeChunkValues, widened by decodeChunkFrame', () => {
+  const bits = new Uint16Array([0x3c00, 0xc000, 0x7bff, 0x0001, 0x7e01, 0x8000]); // 1, -2, 65504, 2^-24, a NaN, -0
+  const header: ChunkHeader = { generation: 2, step: 9, phase: Phase.reduceScatter, chunk: 5, count: bits.length, encoding: ValueEncoding.float16 };
+  const frame = encodeChunkFrame(header, bits);
+  assert.equal(frame.length, CHUNK_HEADER_BYTES + 2 * bits.length);
+  assert.equal(chunkFrameBytes(header), frame.length);
+  assert.deepEqual([...frame.subarray(0, 4)], [FrameKind.chunk, PROTOCOL_VERSION, 0, 1]);
+  assert.equal(frame.readUInt16LE(CHUNK_HEADER_BYTES), 0x3c00);
+  const raw = decodeChunkValues(frame);
+  assert.deepEqual(raw.header, header);
+  assert.ok(raw.values instanceof Uint16Array);
+  assert.deepEqual(Array.from(raw.values), Array.from(bits));
+  assert.equal(raw.values.buffer, frame.buffer, 'aligned values are a view');
+  const wide = decodeChunkFrame(frame);
+  assert.deepEqual(Array.from(wide.data.subarray(0, 4)), [1, -2, 65504, 2 ** -24]);
+  assert.ok(Number.isNaN(wide.data[4]));
+  assert.ok(Object.is(wide.data[5], -0));
+  assert.deepEqual(new Uint8Array(encodeChunkFrame(wide.header, bits)), new Uint8Array(frame), 're-encodes identically');
+  assert.throws(() => encodeChunkFrame(header, new Float32Array(bits.length)), /must be a Uint16Array/);
+  assert.throws(() => encodeChunkFrame({ ...header, encoding: undefined }, bits), /must be a Float32Array/);
+  assert.throws(() => encodeChunkFrame({ ...header, encoding: 2 as ValueEncoding }, bits), ProtocolError);
+});
+
+test('writeChunkHeader fills a caller-owned frame; the values go after it', () => {
+  const header: ChunkHeader = { generation: 1, step: 3, phase: Phase.allgather, chunk: 4, count: 2 };
+  const frame = Buffer.alloc(chunkFrameBytes(header));
+  writeChunkHeader(frame, header);
+  new Float32Array(frame.buffer, frame.byteOffset + CHUNK_HEADER_BYTES, 2).set([0.5, -8]);
+  assert.deepEqual(decodeChunkFrame(frame), { header, data: new Float32Array([0.5, -8]) });
+  assert.throws(() => writeChunkHeader(Buffer.alloc(27), header), /needs 28 bytes, got 27/);
+  assert.throws(() => writeChunkHeader(frame, { ...header, phase: 3 as Phase }), ProtocolError);
+});
+
 test('float32/uint32 byte helpers: views when aligned, copies otherwise, length checked', () => {
   const floats = new Float32Array([1.5, -2]);
   const bytes = float32ToBytes(floats);
@@ -250,7 +284,8 @@ test('bad chunk frames are rejected', () => {
     ['shorter than the header', good.subarray(0, 10), /shorter than its 20-byte header/],
     ['count says more', patched(16, 200), /must be 820 bytes/],
     ['phase 2', patched(2, 2), /phase 2/],
-    ['reserved byte set', patched(3, 1), /reserved/],
+    ['encoding byte 2', patched(3, 2), /encoding byte is 2/],
+    ['float16 flag on float32-sized values', patched(3, 1), /must be 24 bytes, got 28/],
     ['control frame', encodeMessage({ type: 'requestWeights', gen: 1 }), /got a control message/],
   ];
   for (const [label, input, pattern] of cases) {
@@ -274,7 +309,7 @@ function checkDecodeIsSafe(input: Uint8Array): 'ok' | 'rejected' {
     assert.deepEqual(normalize(decodeMessage(encodeMessage(frame.message))), normalize(frame.message));
   } else {
     assert.equal(frame.data.length, frame.header.count);
-    assert.equal(input.byteLength, CHUNK_HEADER_BYTES + 4 * frame.header.count);
+    assert.equal(input.byteLength, chunkFrameBytes(frame.header));
   }
   return 'ok';
 }

@@ -5,16 +5,20 @@
  * averaged gradients, a non-finite value is seen by all of them at once, and all skip (or abort) that step together.
  */
 import { createHash } from 'node:crypto';
-import { ringAllreduce, type RingLinks } from '../shared/allreduce.js';
+import { ringAllreduce, type Compression, type RingLinks } from '../shared/allreduce.js';
 import type { MnistSplit } from '../shared/data/mnist.js';
 import { RingtrainError, StepAbortedError } from '../shared/errors.js';
 import type { StepRecord } from '../shared/protocol.js';
 import { batchIndices, stepsPerEpoch } from '../shared/sampler.js';
 import { BatchLoader } from '../shared/train/batches.js';
 import { learningRateAt, type ScheduleOptions } from '../shared/train/optim.js';
-import type { Replica } from '../shared/train/replica.js';
+import type { Batch, Replica } from '../shared/train/replica.js';
 
-export interface RingPosition { rank: number; worldSize: number; gen: number; links: RingLinks }
+export interface RingPosition {
+  rank: number; worldSize: number; gen: number; links: RingLinks;
+  /** Gradient wire encoding (default 'none'); every rank of a ring must use the same. */
+  compression?: Compression;
+}
 
 export type NonFinitePolicy = 'skip' | 'abort';
 
@@ -64,10 +68,47 @@ function allFinite(values: Float32Array): boolean {
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** One synchronous data-parallel step; returns its record (nonFinite set when the update was skipped). */
+/** Where a step's batch comes from: a BatchLoader, or the shard's PrefetchingLoader. */
+export interface StepInput { load(indices: Uint32Array): Batch }
+
+/**
+ * The shard's batches, each loaded while the previous step's allreduce is on the wire: two BatchLoaders take turns,
+ * so the batch being prefetched never overwrites the one a step still uses. (That is the overlap tfjs leaves room for:
+ * it computes every gradient in one synchronous call, and Adam must apply all of them in one call, as it advances its
+ * step count per call, so neither side of the allreduce can be split into layers.)
+ */
+export class PrefetchingLoader implements StepInput {
+  private readonly loaders: [BatchLoader, BatchLoader];
+  private current = 0;
+  private ready?: { indices: Uint32Array; batch: Batch };
+
+  constructor(split: MnistSplit, batchSize: number) {
+    this.loaders = [new BatchLoader(split, batchSize), new BatchLoader(split, batchSize)];
+  }
+
+  load(indices: Uint32Array): Batch {
+    const ready = this.ready;
+    this.ready = undefined;
+    if (ready?.indices === indices) {
+      this.current ^= 1;
+      return ready.batch;
+    }
+    return this.loaders[this.current]!.load(indices);
+  }
+
+  /** Load the batch of `indices` into the loader the current step does not use. */
+  prefetch(indices: Uint32Array): void {
+    this.ready = { indices, batch: this.loaders[this.current ^ 1]!.load(indices) };
+  }
+}
+
+/**
+ * One synchronous data-parallel step; returns its record (nonFinite set when the update was skipped). `whileReducing`
+ * runs once the allreduce has put its first frames on the wire, while the ring works (the next batch's loading).
+ */
 export async function trainStep(
-  replica: Replica, loader: BatchLoader, indices: Uint32Array, ring: RingPosition, globalStep: number, epoch: number,
-  nonFinite: NonFinitePolicy = 'skip',
+  replica: Replica, loader: StepInput, indices: Uint32Array, ring: RingPosition, globalStep: number, epoch: number,
+  nonFinite: NonFinitePolicy = 'skip', whileReducing?: () => void,
 ): Promise<StepRecord> {
   const startedAt = Date.now();
   const t0 = performance.now();
@@ -75,7 +116,19 @@ export async function trainStep(
   const t1 = performance.now();
   const { loss, gradients } = replica.computeGradients(batch);
   const t2 = performance.now();
-  const { reduceScatterMs } = await ringAllreduce(gradients, { rank: ring.rank, worldSize: ring.worldSize, generation: ring.gen, step: globalStep, links: ring.links, average: true });
+  const reducing = ringAllreduce(gradients, {
+    rank: ring.rank, worldSize: ring.worldSize, generation: ring.gen, step: globalStep, links: ring.links, average: true,
+    compression: ring.compression ?? 'none',
+  });
+  if (whileReducing) {
+    try {
+      whileReducing();
+    } catch (err) {
+      reducing.catch(() => undefined); // the step fails with the prefetch error
+      throw err;
+    }
+  }
+  const { reduceScatterMs } = await reducing;
   const t3 = performance.now();
   const finite = allFinite(gradients);
   if (!finite && nonFinite === 'abort') throw new NonFiniteGradientError(globalStep);
@@ -89,8 +142,9 @@ export async function trainStep(
 }
 
 export async function runShard(replica: Replica, plan: ShardPlan, ring: RingPosition, hooks: ShardHooks): Promise<ShardResult> {
-  const loader = new BatchLoader(plan.split, plan.batchSize);
+  const loader = new PrefetchingLoader(plan.split, plan.batchSize);
   const steps = stepsPerEpoch(plan.order.length, plan.batchSize);
+  let indices = steps > 0 ? batchIndices(plan.order, 0, plan.batchSize) : new Uint32Array(0);
   const scratch = new Float32Array(replica.layout.size);
   const started = performance.now();
   const samplesPerStep = plan.batchSize * ring.worldSize;
@@ -104,7 +158,9 @@ export async function runShard(replica: Replica, plan: ShardPlan, ring: RingPosi
     const fraction = plan.epochSamples > 0 ? Math.min(1, (plan.offset + s * samplesPerStep) / plan.epochSamples) : 1;
     const stepLr = learningRateAt({ ...plan.schedule, worldSize: ring.worldSize }, plan.epoch, fraction);
     if (stepLr !== lr) replica.setLearningRate((lr = stepLr));
-    const record = await trainStep(replica, loader, batchIndices(plan.order, s, plan.batchSize), ring, globalStep, plan.epoch, plan.nonFinite);
+    const next = s + 1 < steps ? batchIndices(plan.order, s + 1, plan.batchSize) : undefined;
+    const record = await trainStep(replica, loader, indices, ring, globalStep, plan.epoch, plan.nonFinite, next && (() => loader.prefetch(next)));
+    if (next) indices = next;
     if (plan.checkEvery > 0 && globalStep % plan.checkEvery === 0) record.paramHash = paramHash(replica, scratch);
     hooks.onStep(record);
   }

@@ -8,15 +8,22 @@
  * assignment arrives (assignments reach workers at slightly different times); one for an older generation is refused.
  * Both links are pinged; a silent peer is declared lost after the configured misses. A receive that waits longer than
  * the stall threshold is reported (and again at every further threshold), Horovod-style.
+ *
+ * Data path: outgoing frames are written in place into reused buffers (`prepare`, see shared/allreduce.ts), handed to
+ * ws unmasked (no masking copy; bufferutil does the rest of ws's byte work) on a socket with Nagle off, and returned
+ * to the pool when ws has written them. Received values are zero-copy views into the frame ws delivered.
  */
 import http from 'node:http';
 import WebSocket, { WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS, dialAuthenticated } from '../shared/admission.js';
-import type { ChunkHeader, ChunkKey, RingLinks } from '../shared/allreduce.js';
+import { ValueEncoding, type ChunkHeader, type ChunkKey, type ChunkValues, type OutgoingChunk, type RingLinks } from '../shared/allreduce.js';
 import { ChunkMailbox } from '../shared/chunk-mailbox.js';
 import { CLOSE_CODES, PeerLostError, ProtocolError, StepAbortedError, type RingtrainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { decodeFrame, encodeChunkFrame, PROTOCOL_VERSION, type RingPeer } from '../shared/protocol.js';
+import {
+  CHUNK_HEADER_BYTES, chunkFrameBytes, decodeChunkValues, decodeFrame, encodeChunkFrame, FrameKind, PROTOCOL_VERSION, writeChunkHeader,
+  type RingPeer,
+} from '../shared/protocol.js';
 import { closeWithError, keepAlive, rawToBytes } from '../shared/ws-util.js';
 
 export interface RingAssignment {
@@ -44,6 +51,39 @@ export interface StallReport { step: number; waitingMs: number; peerRank: number
 
 interface PendingInbound { ws: WebSocket; gen: number; rank: number }
 
+const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** An outgoing frame buffer and typed views of its values, reused across steps. */
+interface PooledFrame { bytes: Buffer; float32?: Float32Array; float16?: Uint16Array }
+
+/**
+ * Frame buffers by size: every step sends the same sizes, so after the first step no frame memory is allocated. A
+ * frame goes back once ws has written it. Buffers are allocated outside Node's shared slab, so the values after the
+ * 20-byte header are 4-byte aligned.
+ */
+class FramePool {
+  private readonly free = new Map<number, PooledFrame[]>();
+  private static readonly MAX_PER_SIZE = 64;
+
+  take(size: number): PooledFrame {
+    return this.free.get(size)?.pop() ?? { bytes: Buffer.allocUnsafeSlow(size) };
+  }
+
+  give(frame: PooledFrame): void {
+    const list = this.free.get(frame.bytes.byteLength) ?? [];
+    if (list.length < FramePool.MAX_PER_SIZE) list.push(frame);
+    this.free.set(frame.bytes.byteLength, list);
+  }
+
+  clear(): void { this.free.clear(); }
+}
+
+function valuesOf(frame: PooledFrame, header: ChunkHeader): ChunkValues {
+  const offset = frame.bytes.byteOffset + CHUNK_HEADER_BYTES;
+  if (header.encoding === ValueEncoding.float16) return (frame.float16 ??= new Uint16Array(frame.bytes.buffer, offset, header.count));
+  return (frame.float32 ??= new Float32Array(frame.bytes.buffer, offset, header.count));
+}
+
 export class RingTransport implements RingLinks {
   private server?: http.Server;
   private wss?: WebSocketServer;
@@ -52,6 +92,13 @@ export class RingTransport implements RingLinks {
   private inbound?: WebSocket;
   private pending: PendingInbound[] = [];
   private mailbox = new ChunkMailbox('this worker');
+  private readonly frames = new FramePool();
+  /** Receives waiting for a frame, and since when the oldest waits (stall detection without a timer per receive). */
+  private waiting = 0;
+  private waitingSince = 0;
+  private waitingStep = 0;
+  private stallReports = 0;
+  private stallTimer?: NodeJS.Timeout;
   private inboundWaiter?: () => void;
   /** Fails the connect() in progress when a newer assignment supersedes it. */
   private abortConnect?: (err: Error) => void;
@@ -97,6 +144,8 @@ export class RingTransport implements RingLinks {
     this.outbound = undefined;
     this.mailbox.close(new StepAbortedError(-1, reason));
     for (const ws of old) ws?.close(CLOSE_CODES.normal, reason);
+    clearInterval(this.stallTimer);
+    this.stallTimer = undefined;
   }
 
   /** Set up both links of a new generation's ring; resolves when the successor link is open and the predecessor said hello. */
@@ -104,7 +153,9 @@ export class RingTransport implements RingLinks {
     this.abandon('ring re-formed');
     this.assignment = a;
     this.mailbox = new ChunkMailbox(`rank ${a.rank}`);
+    this.waiting = 0;
     if (a.worldSize === 1) return;
+    this.watchStalls();
     const inboundReady = new Promise<void>((resolve) => { this.inboundWaiter = resolve; });
     this.adoptPendingInbound();
     let timer: NodeJS.Timeout | undefined;
@@ -166,10 +217,13 @@ export class RingTransport implements RingLinks {
 
   private onChunk(ws: WebSocket, bytes: Uint8Array, gen: number): void {
     try {
-      const frame = decodeFrame(bytes);
-      if (frame.kind !== 'chunk') throw new ProtocolError(`unexpected '${frame.message.type}' on a ring link`);
-      if (frame.header.generation !== gen) return; // a frame of another ring: fenced off
-      this.mailbox.deliver(frame.header, frame.data);
+      if (bytes[0] !== FrameKind.chunk) {
+        const frame = decodeFrame(bytes); // throws for anything malformed
+        throw new ProtocolError(`unexpected '${frame.kind === 'control' ? frame.message.type : frame.kind}' on a ring link`);
+      }
+      const { header, values } = decodeChunkValues(bytes);
+      if (header.generation !== gen) return; // a frame of another ring: fenced off
+      this.mailbox.deliver(header, values);
     } catch (err) {
       this.opts.log.warn({ err }, 'bad frame from predecessor, closing the link');
       closeWithError(ws, err);
@@ -183,30 +237,85 @@ export class RingTransport implements RingLinks {
     this.lostHandler(err);
   }
 
-  send(header: ChunkHeader, data: Float32Array): void {
+  private successorLink(header: ChunkHeader): WebSocket {
     const ws = this.outbound;
     if (header.generation !== this.assignment?.gen) throw new StepAbortedError(header.step, 'the ring was re-formed');
     if (!ws || ws.readyState !== WebSocket.OPEN) throw new PeerLostError('successor (link not open)');
-    ws.send(encodeChunkFrame(header, data));
+    return ws;
   }
 
-  receive(key: ChunkKey): Promise<Float32Array> {
+  /**
+   * Write a frame; resolves once ws has handed it to the socket (the buffer is then reusable). It never rejects: a
+   * failed write means a failed link, reported through onPeerLost and the receives it fails.
+   */
+  private write(ws: WebSocket, bytes: Buffer, pooled?: PooledFrame): Promise<void> {
+    return new Promise((resolve) => {
+      ws.send(bytes, { binary: true }, () => {
+        if (pooled) this.frames.give(pooled);
+        resolve();
+      });
+    });
+  }
+
+  /** Send a copy of `data` (a view into the caller's buffer, or float16 bits). */
+  send(header: ChunkHeader, data: ChunkValues): Promise<void> {
+    const ws = this.successorLink(header);
+    return this.write(ws, encodeChunkFrame(header, data));
+  }
+
+  /** Frame memory for `header`'s values, to fill in place and send without another copy. */
+  prepare(header: ChunkHeader): OutgoingChunk {
+    const ws = this.successorLink(header);
+    if (!HOST_IS_LITTLE_ENDIAN) {
+      const values = header.encoding === ValueEncoding.float16 ? new Uint16Array(header.count) : new Float32Array(header.count);
+      return { values, send: () => this.write(ws, encodeChunkFrame(header, values)) };
+    }
+    const frame = this.frames.take(chunkFrameBytes(header));
+    writeChunkHeader(frame.bytes, header);
+    let sent = false;
+    return {
+      values: valuesOf(frame, header),
+      send: () => {
+        if (sent) throw new ProtocolError('a prepared chunk can be sent only once');
+        sent = true;
+        return this.write(ws, frame.bytes, frame);
+      },
+    };
+  }
+
+  receive(key: ChunkKey): Promise<ChunkValues> {
     if (key.generation !== this.assignment?.gen) return Promise.reject(new StepAbortedError(key.step, 'the ring was re-formed'));
-    const started = Date.now();
-    const every = this.opts.stallWarnMs;
-    const timer = setInterval(() => {
-      this.stallHandler({ step: key.step, waitingMs: Date.now() - started, peerRank: this.assignment?.predecessorRank ?? -1 });
-    }, every);
-    timer.unref();
+    if (this.mailbox.has(key)) return this.mailbox.take(key);
+    if (this.waiting++ === 0) {
+      this.waitingSince = Date.now();
+      this.waitingStep = key.step;
+      this.stallReports = 0;
+    }
     const result = this.mailbox.take(key);
-    void result.then(() => clearInterval(timer), () => clearInterval(timer));
+    const done = () => { this.waiting = Math.max(0, this.waiting - 1); };
+    void result.then(done, done);
     return result;
+  }
+
+  /** One timer per ring: report a receive that has waited past every multiple of the stall threshold. */
+  private watchStalls(): void {
+    clearInterval(this.stallTimer);
+    const every = this.opts.stallWarnMs;
+    this.stallTimer = setInterval(() => {
+      if (this.waiting === 0) return;
+      const waitingMs = Date.now() - this.waitingSince;
+      if (waitingMs < every * (this.stallReports + 1)) return;
+      this.stallReports++;
+      this.stallHandler({ step: this.waitingStep, waitingMs, peerRank: this.assignment?.predecessorRank ?? -1 });
+    }, Math.max(10, Math.min(1000, every / 4)));
+    this.stallTimer.unref();
   }
 
   async close(): Promise<void> {
     this.abandon('worker closing');
     for (const p of this.pending) p.ws.close(CLOSE_CODES.goingAway, 'worker closing');
     this.pending = [];
+    this.frames.clear();
     for (const ws of this.wss?.clients ?? []) ws.terminate();
     await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections();

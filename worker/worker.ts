@@ -11,6 +11,7 @@ import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
+import type { Compression } from '../shared/allreduce.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { loadMnist, type MnistDataset, type MnistSplit } from '../shared/data/mnist.js';
 import { AuthError, CLOSE_CODES, PeerLostError, ProtocolError, RingtrainError, StepAbortedError } from '../shared/errors.js';
@@ -64,7 +65,7 @@ export interface WorkerHandle {
 
 type SessionState = 'connecting' | 'joined' | 'assigned' | 'ready' | 'training' | 'waiting' | 'stopped';
 
-interface RunSettings { train: TrainConfig; checkEvery: number; reportEvery: number; nonFinite: NonFinitePolicy }
+interface RunSettings { train: TrainConfig; checkEvery: number; reportEvery: number; nonFinite: NonFinitePolicy; compression: Compression }
 
 class WorkerSession {
   private state: SessionState = 'connecting';
@@ -255,7 +256,7 @@ class WorkerSession {
     this.state = 'training';
     this.training = true;
     try {
-      const result = await runShard(replica, plan, { rank: this.rank, worldSize: this.worldSize, gen: m.gen, links: this.ring }, {
+      const result = await runShard(replica, plan, { rank: this.rank, worldSize: this.worldSize, gen: m.gen, links: this.ring, compression: settings.compression }, {
         onStep: (r) => { this.stepsDone = r.step + 1; this.record(r, settings.reportEvery); },
         shouldStop: () => this.stopped || m.gen !== this.gen,
         atBoundary: () => this.runBoundaryTasks(),
@@ -370,11 +371,11 @@ class WorkerSession {
 }
 
 function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, nonFinite, ...train } = config;
+  const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
   const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
   return {
     train: validateTrainConfig(train), checkEvery: int(checkEvery, 0), reportEvery: Math.max(1, int(reportEvery, 10)),
-    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
+    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip', compression: compression === 'fp16' ? 'fp16' : 'none',
   };
 }
 

@@ -1,0 +1,216 @@
+/**
+ * Runs for the benchmark report, as real processes exactly as a user starts them: the single-process trainer
+ * (`ringtrain train`) and clusters (`ringtrain coordinator` plus N `ringtrain worker`s on localhost, what `ringtrain
+ * launch -np N` starts). While a run lasts, the resident memory of every process is sampled from /proc, so the report
+ * can show peak RSS and whether memory stays flat over a long run.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateToken, TOKEN_ENV } from '../shared/auth.js';
+
+const CLI = fileURLToPath(new URL('./ringtrain.js', import.meta.url));
+
+export interface EpochPoint { epoch: number; testAccuracy: number; seconds?: number; trainSeconds?: number }
+
+/** What a run's --summary-json holds that the report uses (trainer and cluster summaries share these fields). */
+export interface RunSummary {
+  backend: string;
+  epochs: number;
+  steps: number;
+  testAccuracy: number;
+  samplesPerSec: number;
+  wallSeconds: number;
+  history: EpochPoint[];
+  phaseMeanMs?: { dataMs: number; computeMs: number; allreduceMs: number; applyMs: number };
+  outcome?: string;
+  error?: string;
+}
+
+/** One process's memory over a run: RSS samples (MiB) and the kernel's peak (VmHWM). */
+export interface ProcessMemory {
+  role: 'trainer' | 'coordinator' | 'worker';
+  peakRssMiB: number;
+  /** Median RSS over the second and over the last quarter of the run: a leak shows as growth between them. */
+  rssMidMiB: number;
+  rssEndMiB: number;
+  samples: number;
+  /** CPU time the process used (user + system), at the last sample. */
+  cpuSeconds: number;
+}
+
+export interface RunResult { summary: RunSummary; memory: ProcessMemory[] }
+
+export interface TrainArgs {
+  model?: string;
+  backend: string;
+  batchSize?: number;
+  epochs: number;
+  trainLimit?: number;
+  testLimit?: number;
+  targetAccuracy?: number;
+  scaleLr?: boolean;
+  warmupEpochs?: number;
+  compression?: 'none' | 'fp16';
+  lr?: number;
+  seed?: number;
+}
+
+/** Training options of the trainer and the coordinator (the backend goes to the trainer and the workers). */
+function trainFlags(a: TrainArgs): string[] {
+  const flags = ['--epochs', String(a.epochs), '--model', a.model ?? 'lenet5', '--batch-size', String(a.batchSize ?? 64)];
+  if (a.trainLimit) flags.push('--train-limit', String(a.trainLimit));
+  if (a.testLimit) flags.push('--test-limit', String(a.testLimit));
+  if (a.targetAccuracy) flags.push('--target-accuracy', String(a.targetAccuracy));
+  if (a.scaleLr) flags.push('--scale-lr');
+  if (a.warmupEpochs !== undefined) flags.push('--warmup-epochs', String(a.warmupEpochs));
+  if (a.lr !== undefined) flags.push('--lr', String(a.lr));
+  if (a.seed !== undefined) flags.push('--seed', String(a.seed));
+  return flags;
+}
+
+/** Reads VmRSS and VmHWM of a set of processes every `everyMs`. */
+class MemorySampler {
+  private readonly rss = new Map<number, number[]>();
+  private readonly peak = new Map<number, number>();
+  private readonly cpu = new Map<number, number>();
+  private static readonly TICKS_PER_SECOND = 100;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly procs: Array<{ pid: number; role: ProcessMemory['role'] }>, everyMs = 250) {
+    this.timer = setInterval(() => void this.sample(), everyMs);
+  }
+
+  private async sample(): Promise<void> {
+    await Promise.all(this.procs.map(async ({ pid }) => {
+      const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+      const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+      const rss = kib('VmRSS');
+      const hwm = kib('VmHWM');
+      if (Number.isFinite(rss)) (this.rss.get(pid) ?? this.rss.set(pid, []).get(pid)!).push(rss / 1024);
+      if (Number.isFinite(hwm)) this.peak.set(pid, Math.max(this.peak.get(pid) ?? 0, hwm / 1024));
+      // /proc/PID/stat: utime and stime are fields 14 and 15, counted after the parenthesised command name.
+      const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ticks = Number(fields[11]) + Number(fields[12]);
+      if (Number.isFinite(ticks)) this.cpu.set(pid, ticks / MemorySampler.TICKS_PER_SECOND);
+    }));
+  }
+
+  stop(): ProcessMemory[] {
+    clearInterval(this.timer);
+    return this.procs.map(({ pid, role }) => {
+      const series = this.rss.get(pid) ?? [];
+      const quarter = (q: number) => median(series.slice(Math.floor((q * series.length) / 4), Math.floor(((q + 1) * series.length) / 4)));
+      return { role, peakRssMiB: this.peak.get(pid) ?? NaN, rssMidMiB: quarter(1), rssEndMiB: quarter(3), samples: series.length, cpuSeconds: this.cpu.get(pid) ?? NaN };
+    });
+  }
+}
+
+export function median(values: number[]): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function spawnCli(args: string[], env: NodeJS.ProcessEnv, ipc = false): { child: ChildProcess; output: () => string } {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])], env });
+  let out = '';
+  const keep = (d: Buffer) => { out = (out + d.toString()).slice(-20_000); };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  return { child, output: () => out };
+}
+
+function exited(child: ChildProcess, what: string, output: () => string, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not finish within ${timeoutMs} ms:\n${output()}`)), timeoutMs);
+    const done = (code: number | null) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else reject(new Error(`${what} exited with ${code}:\n${output()}`));
+    };
+    if (child.exitCode !== null) done(child.exitCode);
+    else child.once('exit', done);
+  });
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Resolves once `file` exists and holds complete JSON. */
+async function fileAppears(file: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const text = await fs.readFile(file, 'utf8').catch(() => '');
+    if (text.trimEnd().endsWith('}')) return;
+    await sleep(100);
+  }
+  throw new Error(`${file} did not appear within ${timeoutMs} ms`);
+}
+
+async function readSummary(file: string): Promise<RunSummary> {
+  return JSON.parse(await fs.readFile(file, 'utf8')) as RunSummary;
+}
+
+/** `ringtrain train`, the single-process baseline. */
+export async function runTrainer(args: TrainArgs, timeoutMs = 30 * 60_000): Promise<RunResult> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-bench-'));
+  try {
+    const file = path.join(dir, 'summary.json');
+    const p = spawnCli(['train', ...trainFlags(args), '--backend', args.backend, '--no-save', '--quiet', '--run-dir', dir, '--summary-json', file], process.env);
+    const sampler = new MemorySampler([{ pid: p.child.pid!, role: 'trainer' }]);
+    try {
+      await exited(p.child, 'ringtrain train', p.output, timeoutMs);
+    } finally {
+      p.child.kill('SIGKILL');
+    }
+    return { summary: await readSummary(file), memory: sampler.stop() };
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** A coordinator and `workers` worker processes on localhost, as `ringtrain launch -np N` starts them. */
+export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 30 * 60_000): Promise<RunResult> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-bench-'));
+  const env = { ...process.env, [TOKEN_ENV]: generateToken() };
+  const file = path.join(dir, 'summary.json');
+  const coordinatorArgs = ['coordinator', '--host', '127.0.0.1', '--port', '0', '--min-workers', String(workers), '--run-dir', dir,
+    '--summary-json', file, '--quiet', '--check-every', '0', '--compression', args.compression ?? 'none', ...trainFlags(args)];
+  const coordinator = spawnCli(coordinatorArgs, env, true);
+  const procs = [coordinator];
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      coordinator.child.on('message', (m: { type?: string; port?: number }) => { if (m?.type === 'listening' && typeof m.port === 'number') resolve(m.port); });
+      coordinator.child.once('exit', (code) => reject(new Error(`the coordinator exited (${code}) before it listened:\n${coordinator.output()}`)));
+    });
+    for (let i = 0; i < workers; i++) {
+      procs.push(spawnCli(['worker', '--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0', '--advertise', '127.0.0.1', '--backend', args.backend], env));
+    }
+    const sampler = new MemorySampler(procs.map((p, i) => ({ pid: p.child.pid!, role: i === 0 ? 'coordinator' : 'worker' })));
+    try {
+      // The run is over once the coordinator wrote its summary; the processes' own shutdown is not part of it.
+      await Promise.race([exited(coordinator.child, `cluster of ${workers}`, coordinator.output, timeoutMs), fileAppears(file, timeoutMs)]);
+      await Promise.race([Promise.all(procs.map((p) => new Promise((resolve) => (p.child.exitCode !== null ? resolve(null) : p.child.once('exit', resolve))))), sleep(1000)]);
+    } finally {
+      for (const p of procs) p.child.kill('SIGKILL');
+    }
+    return { summary: await readSummary(file), memory: sampler.stop() };
+  } finally {
+    for (const p of procs) p.child.kill('SIGKILL');
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * `count` single-process trainers at the same time, not connected in any way: the most any data-parallel scheme can
+ * get out of this machine (they compete for nothing but the machine itself). Returns their summed samples/s.
+ */
+export async function runIndependentTrainers(count: number, args: TrainArgs): Promise<{ samplesPerSec: number; each: number[] }> {
+  const results = await Promise.all(Array.from({ length: count }, () => runTrainer(args)));
+  const each = results.map((r) => r.summary.samplesPerSec);
+  return { samplesPerSec: each.reduce((a, b) => a + b, 0), each };
+}
