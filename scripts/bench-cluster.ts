@@ -33,7 +33,10 @@ export interface RunSummary {
 export interface ProcessMemory {
   role: 'trainer' | 'coordinator' | 'worker';
   peakRssMiB: number;
-  /** Median RSS over the second and over the last quarter of the run: a leak shows as growth between them. */
+  /**
+   * The highest RSS sampled in the second and in the last quarter of the run (the first quarter is start-up). Peaks,
+   * not medians: V8's heap saws up and down between collections, and a leak lifts the top of the saw.
+   */
   rssMidMiB: number;
   rssEndMiB: number;
   samples: number;
@@ -81,6 +84,7 @@ class MemorySampler {
 
   constructor(private readonly procs: Array<{ pid: number; role: ProcessMemory['role'] }>, everyMs = 250) {
     this.timer = setInterval(() => void this.sample(), everyMs);
+    void this.sample();
   }
 
   private async sample(): Promise<void> {
@@ -103,7 +107,10 @@ class MemorySampler {
     clearInterval(this.timer);
     return this.procs.map(({ pid, role }) => {
       const series = this.rss.get(pid) ?? [];
-      const quarter = (q: number) => median(series.slice(Math.floor((q * series.length) / 4), Math.floor(((q + 1) * series.length) / 4)));
+      const quarter = (q: number) => {
+        const part = series.slice(Math.floor((q * series.length) / 4), Math.floor(((q + 1) * series.length) / 4));
+        return part.length > 0 ? Math.max(...part) : NaN;
+      };
       return { role, peakRssMiB: this.peak.get(pid) ?? NaN, rssMidMiB: quarter(1), rssEndMiB: quarter(3), samples: series.length, cpuSeconds: this.cpu.get(pid) ?? NaN };
     });
   }

@@ -27,7 +27,7 @@ import { benchAllreduce, benchLink, DEFAULT_SIZES, type AllreduceBenchOptions } 
 import { median, runCluster, runIndependentTrainers, runTrainer, type RunResult, type TrainArgs } from './bench-cluster.js';
 import type { TensorCountResult } from './bench-memory.js';
 import {
-  evaluateTargets, renderMarkdown, REPORT_VERSION, type AllreduceSection, type BenchReport, type MemoryRow, type ScalingRow,
+  evaluateTargets, renderMarkdown, REPORT_VERSION, type AllreduceSection, type BenchReport, type MemoryRow, type MemorySection, type ScalingRow,
   type ScalingSection, type StepsSection, type TimeToAccuracyRow, type TimeToAccuracySection,
 } from './bench-report.js';
 import type { StepBenchResult } from './bench-step.js';
@@ -44,6 +44,7 @@ interface Plan {
   allreduce: Omit<AllreduceBenchOptions, 'compression'>;
   tta: { target: number; maxEpochs: number; trainLimit: number; testLimit: number; warmupEpochs: number };
   tensorSteps: number;
+  soak: { epochs: number; trainLimit: number };
   steps: { lenet: number; keras: number; profile: number };
 }
 
@@ -55,6 +56,7 @@ function planFor(quick: boolean, backend: string, repeats?: number): Plan {
       allreduce: { workers: [2, 3, 4], sizes: [4096, 65536], rounds: 1, budgetBytes: MiB, segmentBytes: DEFAULT_SEGMENT_BYTES },
       tta: { target: 0.5, maxEpochs: 1, trainLimit: 640, testLimit: 200, warmupEpochs: TRAIN_DEFAULTS.warmupEpochs },
       tensorSteps: 12,
+      soak: { epochs: 2, trainLimit: 640 },
       steps: { lenet: 3, keras: 2, profile: 1 },
     };
   }
@@ -64,6 +66,7 @@ function planFor(quick: boolean, backend: string, repeats?: number): Plan {
     allreduce: { workers: [2, 3, 4], sizes: DEFAULT_SIZES, rounds: 3, budgetBytes: 256 * MiB, segmentBytes: DEFAULT_SEGMENT_BYTES },
     tta: { target: 0.99, maxEpochs: 12, trainLimit: 0, testLimit: 0, warmupEpochs: TRAIN_DEFAULTS.warmupEpochs },
     tensorSteps: 600,
+    soak: { epochs: 12, trainLimit: 12_800 },
     steps: { lenet: 200, keras: 40, profile: 5 },
   };
 }
@@ -155,8 +158,21 @@ async function measureTimeToAccuracy(plan: Plan): Promise<{ section: TimeToAccur
   return { section: { target: t.target, maxEpochs: t.maxEpochs, trainSamples: t.trainLimit || 60_000, testSamples: t.testLimit || 10_000, rows }, runs };
 }
 
-function memoryRows(runs: TtaRun[]): MemoryRow[] {
-  return runs.flatMap(({ spec, result }) => result.memory.map((m) => ({ ...m, run: spec.name, growth: m.rssEndMiB / m.rssMidMiB - 1 })));
+function memoryRows(run: string, result: RunResult): MemoryRow[] {
+  return result.memory.map((m) => ({ ...m, run, growth: m.rssEndMiB / m.rssMidMiB - 1 }));
+}
+
+/** A cluster of 2 training many epochs without stopping early, its memory sampled throughout. */
+async function measureMemory(plan: Plan, tta: TtaRun[]): Promise<MemorySection> {
+  const { epochs, trainLimit } = plan.soak;
+  log(`memory: 2 workers, ${epochs} epochs`);
+  const soak = await runCluster(2, { backend: plan.backend, epochs, trainLimit, testLimit: 1000 });
+  log('memory: tensor counts over a long run');
+  const tensors = await runScriptJson<TensorCountResult>('bench-memory.js', ['--backend', plan.backend, '--steps', String(plan.tensorSteps), '--every', String(Math.max(1, Math.round(plan.tensorSteps / 6)))]);
+  return {
+    soak: { workers: 2, epochs, trainSamples: trainLimit, stepsPerWorker: soak.summary.steps, seconds: soak.summary.wallSeconds },
+    processes: memoryRows('long run, 2 workers', soak), peaks: tta.flatMap(({ spec, result }) => memoryRows(spec.name, result)), tensors,
+  };
 }
 
 /** Run one of the bench scripts in its own process (a fresh TensorFlow.js) and parse its --json line. */
@@ -202,8 +218,7 @@ export async function runBench(plan: Plan): Promise<BenchReport> {
   const scaling = await measureScaling(plan);
   const allreduce = await measureAllreduce(plan);
   const tta = await measureTimeToAccuracy(plan);
-  log('memory: tensor counts over a long run');
-  const tensors = await runScriptJson<TensorCountResult>('bench-memory.js', ['--backend', plan.backend, '--steps', String(plan.tensorSteps), '--every', String(Math.max(1, Math.round(plan.tensorSteps / 6)))]);
+  const memory = await measureMemory(plan, tta.runs);
   const steps = await measureSteps(plan);
   const finished = new Date();
   const partial: Omit<BenchReport, 'targets'> = {
@@ -214,7 +229,7 @@ export async function runBench(plan: Plan): Promise<BenchReport> {
       platform: `${os.platform()} ${os.release()}`, loadAverageStart, loadAverageEnd: os.loadavg(),
     },
     backend: scaling.backend, commit: gitCommit(), scaling: scaling.section, allreduce, timeToAccuracy: tta.section,
-    memory: { processes: memoryRows(tta.runs), tensors }, steps,
+    memory, steps,
   };
   return { ...partial, targets: evaluateTargets(partial) };
 }

@@ -73,11 +73,19 @@ function checkShape(r: BenchReport): void {
   }
 
   const m = r.memory;
-  assert.deepEqual(m.processes.map((p) => `${p.run}/${p.role}`), [
+  assert.deepEqual(m.processes.map((p) => p.role), ['coordinator', 'worker', 'worker']);
+  assert.equal(m.soak.workers, 2);
+  positive(m.soak.stepsPerWorker, 'long-run steps');
+  assert.deepEqual(m.peaks.map((p) => `${p.run}/${p.role}`), [
     '1 worker/coordinator', '1 worker/worker', '2 workers/coordinator', '2 workers/worker', '2 workers/worker',
     '2 workers, fp16/coordinator', '2 workers, fp16/worker', '2 workers, fp16/worker',
   ]);
-  for (const p of m.processes) positive(p.peakRssMiB, `${p.run} ${p.role} peak RSS`);
+  for (const p of [...m.processes, ...m.peaks]) {
+    positive(p.peakRssMiB, `${p.run} ${p.role} peak RSS`);
+    assert.ok(p.rssEndMiB <= p.peakRssMiB + 1e-9 && p.rssMidMiB <= p.peakRssMiB + 1e-9, `${p.run} ${p.role}: quarter tops within the peak`);
+    const growth = p.rssEndMiB / p.rssMidMiB - 1;
+    assert.ok(Number.isNaN(growth) ? Number.isNaN(p.growth) : Math.abs(p.growth - growth) < 1e-9, 'growth = last quarter / second quarter - 1');
+  }
   assert.ok(m.tensors.samples.length >= 2);
   assert.equal(m.tensors.flat, m.tensors.samples.every((x) => x.numTensors === m.tensors.tensorsStart));
   assert.equal(m.tensors.flat, true, 'the training step leaks no tensors');
@@ -150,7 +158,10 @@ function syntheticReport(): Omit<BenchReport, 'targets'> {
     scaling: { model: 'lenet5', batchSize: 64, trainSamples: 1, epochs: 1, repeats: 1, trainer: scalingRow(1, 1), clusters: [scalingRow(1, 0.98), scalingRow(2, 1.9), scalingRow(4, 1.5)], independent: scalingRow(2, 1.95) },
     allreduce: { sizes: [MB, 4 * MB, 64 * MB], rounds: 1, segmentBytes: MB, link: [], rows: [allreduceRow(MB, 0.5), allreduceRow(4 * MB, 0.8), allreduceRow(64 * MB, 0.9)], fp16Rows: [] },
     timeToAccuracy: { target: 0.99, maxEpochs: 10, trainSamples: 60000, testSamples: 10000, rows: [tta(1, 100), tta(2, 60)] },
-    memory: { processes: [{ run: '1', role: 'worker', peakRssMiB: 100, rssMidMiB: 100, rssEndMiB: 105, samples: 10, cpuSeconds: 1, growth: 0.05 }], tensors: { backend: 'wasm', model: 'lenet5', steps: 10, samples: [], tensorsStart: 64, tensorsEnd: 64, flat: true } },
+    memory: {
+      soak: { workers: 2, epochs: 10, trainSamples: 12800, stepsPerWorker: 1000, seconds: 60 },
+      processes: [{ run: '1', role: 'worker', peakRssMiB: 100, rssMidMiB: 100, rssEndMiB: 105, samples: 10, cpuSeconds: 1, growth: 0.05 }], peaks: [],
+      tensors: { backend: 'wasm', model: 'lenet5', steps: 10, samples: [], tensorsStart: 64, tensorsEnd: 64, flat: true } },
     steps: { lenet5: step('lenet5', 3000), kerasCnn: step('keras-cnn', 200) },
   };
 }
