@@ -182,7 +182,7 @@ function memoryTables(m: MemorySection): string {
   const t = m.tensors;
   const tensorHead = '| step | tfjs tensors | tfjs MiB | JS heap MiB |\n|---:|---:|---:|---:|';
   const tensorRows = t.samples.map((s) => `| ${s.step} | ${s.numTensors} | ${(s.numBytes / 2 ** 20).toFixed(2)} | ${s.heapUsedMiB.toFixed(1)} |`);
-  return [head, ...procs, '', `Tensor counts: two ${t.model} replicas training in one process on an in-memory ring of 2 with the workers' ` +
+  return [...procs, '', `Tensor counts: two ${t.model} replicas training in one process on an in-memory ring of 2 with the workers' ` +
     `step (allreduce, apply, parameter hash, periodic evaluation), ${t.steps} steps on ${t.backend}: ${t.flat ? 'flat' : 'NOT flat'}.`, '',
   tensorHead, ...tensorRows].join('\n');
 }

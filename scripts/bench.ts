@@ -252,7 +252,13 @@ async function main(): Promise<void> {
     .option('--backend <name>', 'TensorFlow.js backend of the training runs', 'auto')
     .option('--repeats <n>', 'repetitions of the scaling runs (median reported)', Number)
     .option('--out <dir>', 'report folder (default: bench/results; with --quick a temporary folder)')
+    .option('--render <json>', 'only write the Markdown of an existing JSON report next to it (after a format change)')
     .parse(process.argv).opts();
+  if (typeof o.render === 'string') {
+    const markdown = renderMarkdown(JSON.parse(await fs.readFile(o.render, 'utf8')) as BenchReport);
+    await fs.writeFile(o.render.replace(/\.json$/, '.md'), markdown);
+    return;
+  }
   const out = typeof o.out === 'string' ? o.out : o.quick ? path.join(os.tmpdir(), 'ringtrain-bench-quick') : path.join(REPO, 'bench', 'results');
   const plan = planFor(Boolean(o.quick), String(o.backend), o.repeats);
   const report = await runBench(plan);

@@ -35,7 +35,9 @@
  *       16     4  count (u32, number of values)
  *       20     4*count (float32) or 2*count (float16) bytes: the values, little-endian
  *
- * Frames are identified by (generation, step, phase, chunk); a link carries each such key at most once.
+ * Frames are identified by (generation, step, phase, chunk); a link carries each such key at most once. Float16
+ * frames are decoded by decodeChunkValues (the ring transport's path); decodeFrame and decodeChunkFrame accept float32
+ * chunk frames only.
  *
  * Decoding never throws anything but ProtocolVersionError (wrong version byte or version field) or
  * ProtocolError (anything else wrong), whatever the input bytes.
@@ -43,7 +45,6 @@
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { ProtocolError, ProtocolVersionError } from './errors.js';
 import { Phase, ValueEncoding, type ChunkHeader } from './allreduce.js';
-import { decodeFloat16 } from './float16.js';
 
 export const PROTOCOL_VERSION = 1;
 export const FrameKind = { control: 1, chunk: 2 } as const;
@@ -481,12 +482,15 @@ export function writeChunkHeader(frame: Uint8Array, header: ChunkHeader): void {
   view.setUint32(16, checked.count, true);
 }
 
-/** Encode a gradient chunk: one allocation of the frame, one copy of the values. */
+/**
+ * Encode a gradient chunk: one allocation of the frame, one copy of the values. `data` holds the values as they
+ * travel: a Float32Array, or with header.encoding float16 a Uint16Array of float16 bits.
+ */
 export function encodeChunkFrame(header: ChunkHeader, data: Float32Array | Uint16Array): Buffer {
   const encoding = header.encoding ?? ValueEncoding.float32;
   const expectedType = encoding === ValueEncoding.float16 ? Uint16Array : Float32Array;
   if (!(data instanceof expectedType)) {
-    throw new ProtocolError(`chunk data must be a ${expectedType.name} for encoding ${encoding}, got ${describe(data)}`);
+    throw new ProtocolError(`chunk data must be a ${expectedType.name} for encoding ${String(encoding)}, got ${describe(data)}`);
   }
   if (header.count !== data.length) {
     throw new ProtocolError(`chunk header count ${String(header.count)} does not match ${data.length} values`);
@@ -510,13 +514,13 @@ function checkChunkHeader(header: ChunkHeader): ChunkHeader {
 }
 
 /**
- * Decode a gradient chunk frame, with its values as float32 whatever the encoding (float16 values are widened into a
- * new array). Float32 values are a zero-copy view into `buf` when 4-byte aligned in its ArrayBuffer (little-endian
- * hosts), otherwise a copy.
+ * Decode a float32 gradient chunk frame. The data is a zero-copy view into `buf` when the payload is 4-byte aligned in
+ * its ArrayBuffer (little-endian hosts), otherwise a copy. A float16 frame is refused here (every frame this accepts
+ * holds 4 bytes per value); decodeChunkValues, the ring transport's receive path, decodes both encodings.
  */
 export function decodeChunkFrame(buf: Uint8Array): { header: ChunkHeader; data: Float32Array } {
   const { header, values } = decodeChunkValues(buf);
-  return { header, data: widen(values) };
+  return { header, data: float32Only(values) };
 }
 
 /**
@@ -531,11 +535,9 @@ export function decodeChunkValues(buf: Uint8Array): { header: ChunkHeader; value
   return decodeChunkBody(buf);
 }
 
-function widen(values: Float32Array | Uint16Array): Float32Array {
+function float32Only(values: Float32Array | Uint16Array): Float32Array {
   if (values instanceof Float32Array) return values;
-  const wide = new Float32Array(values.length);
-  decodeFloat16(values, wide);
-  return wide;
+  throw new ProtocolError('a float16 chunk frame: only decodeChunkValues (the ring transport) decodes those');
 }
 
 function decodeChunkBody(buf: Uint8Array): { header: ChunkHeader; values: Float32Array | Uint16Array } {
@@ -568,7 +570,7 @@ export function decodeFrame(buf: Uint8Array): DecodedFrame {
   if (kind === FrameKind.control) return { kind: 'control', message: decodeControlBody(buf) };
   if (kind === FrameKind.chunk) {
     const { header, values } = decodeChunkBody(buf);
-    return { kind: 'chunk', header, data: widen(values) };
+    return { kind: 'chunk', header, data: float32Only(values) };
   }
   throw unknownKind(kind);
 }
