@@ -19,6 +19,7 @@ import { createProgressView } from '../shared/progress.js';
 import { decodeMessage, encodeMessage, FrameKind, PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol.js';
 import { rawToBytes } from '../shared/ws-util.js';
 import { startWorker, WORKER_DEFAULTS, type WorkerHandle } from '../worker/worker.js';
+import { challengeOf, controlFrame, probe, type Probe } from './helpers/probe.js';
 import { readJsonLines, tempDir, waitUntil } from './helpers/procs.js';
 
 const TOKEN = 'correct-token-123';
@@ -26,51 +27,6 @@ const WRONG_TOKEN = 'wrong-token-456';
 const AUTH_TIMEOUT_MS = 300;
 
 interface LogLine { level: number; msg: string; link?: string; remote?: string; reason?: string; workerId?: string }
-
-// ---------------------------------------------------------------------------------------------------------------
-// A raw client that records everything it receives
-
-interface Probe {
-  ws: WebSocket;
-  received: Uint8Array[];
-  /** The i-th message received; rejects if the link closes first. */
-  message(i: number): Promise<Uint8Array>;
-  closed: Promise<{ code: number; reason: string; at: number }>;
-}
-
-function probe(url: string): Probe {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
-  const received: Uint8Array[] = [];
-  const wake = new Set<() => void>();
-  ws.on('message', (data) => { received.push(rawToBytes(data)); for (const w of [...wake]) w(); });
-  ws.on('error', () => undefined); // surfaces as 'close'
-  const closed = new Promise<{ code: number; reason: string; at: number }>((resolve) => {
-    ws.once('close', (code, reason) => { resolve({ code, reason: reason.toString(), at: performance.now() }); for (const w of [...wake]) w(); });
-  });
-  const message = (i: number) => new Promise<Uint8Array>((resolve, reject) => {
-    const check = () => {
-      if (received.length > i) { wake.delete(check); resolve(received[i]!); }
-      else if (ws.readyState === WebSocket.CLOSED) { wake.delete(check); reject(new Error(`link closed before message ${i}`)); }
-    };
-    wake.add(check);
-    check();
-  });
-  return { ws, received, message, closed };
-}
-
-/** Wait for the challenge and return its nonce. */
-async function challengeOf(p: Probe): Promise<Uint8Array> {
-  const m = decodeMessage(await p.message(0));
-  assert.equal(m.type, 'challenge');
-  if (m.type !== 'challenge') throw new Error('unreachable');
-  assert.equal(m.nonce.byteLength, 32);
-  return Uint8Array.from(m.nonce);
-}
-
-/** A control frame with any body, for messages encodeMessage refuses to write. */
-function controlFrame(body: unknown): Uint8Array {
-  return Buffer.concat([Buffer.from([FrameKind.control, PROTOCOL_VERSION]), new Packr({ useRecords: false }).pack(body)]);
-}
 
 function hello(auth: Uint8Array, workerId = 'probe'): Message {
   return {

@@ -25,6 +25,7 @@ import { createProgressView } from '../shared/progress.js';
 import { decodeMessage, encodeChunkFrame, encodeMessage, FrameKind, PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol.js';
 import { rawToBytes } from '../shared/ws-util.js';
 import { RingTransport } from '../worker/ring-transport.js';
+import { challengeOf, controlFrame, probe, type Probe } from './helpers/probe.js';
 import { killAll, readJsonLines, runCli, tempDir, TEST_TOKEN, waitUntil } from './helpers/procs.js';
 
 /** Above the largest legitimate message of the tiny run (mlp weights + Adam slots, about 2.8 MB). */
@@ -39,47 +40,8 @@ interface LogLine { level: number; msg: string; link?: string }
 // ---------------------------------------------------------------------------------------------------------------
 // Raw WebSocket clients
 
-interface Probe {
-  ws: WebSocket;
-  received: Uint8Array[];
-  /** The i-th message received; rejects if the link closes first. */
-  message(i: number): Promise<Uint8Array>;
-  closed: Promise<{ code: number; reason: string }>;
-}
-
-function probe(url: string): Probe {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
-  const received: Uint8Array[] = [];
-  const wake = new Set<() => void>();
-  ws.on('message', (data) => { received.push(rawToBytes(data)); for (const w of [...wake]) w(); });
-  ws.on('error', () => undefined); // surfaces as 'close'
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-    ws.once('close', (code, reason) => { resolve({ code, reason: reason.toString() }); for (const w of [...wake]) w(); });
-  });
-  const message = (i: number) => new Promise<Uint8Array>((resolve, reject) => {
-    const check = () => {
-      if (received.length > i) { wake.delete(check); resolve(received[i]!); }
-      else if (ws.readyState === WebSocket.CLOSED) { wake.delete(check); reject(new Error(`link closed before message ${i}`)); }
-    };
-    wake.add(check);
-    check();
-  });
-  return { ws, received, message, closed };
-}
-
-async function challengeOf(p: Probe): Promise<Uint8Array> {
-  const m = decodeMessage(await p.message(0));
-  assert.equal(m.type, 'challenge');
-  return Uint8Array.from((m as MessageOf<'challenge'>).nonce);
-}
-
 function typesOf(p: Probe): string[] {
   return p.received.map((bytes) => decodeMessage(bytes).type);
-}
-
-/** A control frame with any body, for messages encodeMessage refuses to write. */
-function controlFrame(body: unknown): Buffer {
-  return Buffer.concat([Buffer.from([FrameKind.control, PROTOCOL_VERSION]), new Packr({ useRecords: false }).pack(body)]);
 }
 
 function hello(auth: Uint8Array, workerId = 'abuser'): MessageOf<'hello'> {
