@@ -35,7 +35,7 @@ const COORDINATOR_KEYS = [
   'model', 'optimizer', 'lr', 'lrDecay', 'momentum', 'epochs', 'batchSize', 'seed', 'trainLimit', 'testLimit', 'targetAccuracy',
   'scaleLr', 'warmupEpochs', 'rendezvousTimeout', 'maxPayload', 'checkEvery', 'reportEvery', 'dataDir', 'summaryJson', 'logLevel', 'quiet',
   'maxWorkers', 'heartbeatMs', 'heartbeatMisses', 'stallAbortMs', 'checkpointEvery', 'checkpointKeep', 'onNonfinite', 'authTimeout',
-  'dashboardHost', 'dashboardPort', 'timeline',
+  'dashboardHost', 'dashboardPort', 'timeline', 'compression',
 ];
 const WORKER_KEYS = ['backend', 'dataDir', 'logLevel', 'heartbeatMs', 'heartbeatMisses', 'stallWarnMs', 'coordinatorRetryMs', 'ringTimeout'];
 /** A local --data-dir means nothing on another host; remote workers get --remote-data-dir instead. */
