@@ -135,10 +135,15 @@ export class RingTransport implements RingLinks {
   /** Called when a receive has waited past the stall threshold. */
   onStall(handler: (s: StallReport) => void): void { this.stallHandler = handler; }
 
-  /** Abandon the current ring: pending receives fail, links close. */
+  /**
+   * Abandon the current ring: pending receives fail, links close, and the assignment is forgotten, so a predecessor's
+   * hello that arrives before the next connect() is held for it instead of being adopted into the dead ring. (A
+   * restarted coordinator numbers its generations afresh, so the next ring can carry the abandoned one's number.)
+   */
   abandon(reason: string): void {
     this.abortConnect?.(new StepAbortedError(-1, reason));
     this.abortConnect = undefined;
+    this.assignment = undefined;
     const old = [this.inbound, this.outbound];
     this.inbound = undefined;
     this.outbound = undefined;
