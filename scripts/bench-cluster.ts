@@ -42,6 +42,11 @@ export interface ProcessMemory {
   samples: number;
   /** CPU time the process used (user + system), at the last sample. */
   cpuSeconds: number;
+  /**
+   * The share of one core the process used over the middle half of its samples (past start-up, before the end):
+   * 1 = a core busy all the time. Tells a run that waits from one the machine cannot feed.
+   */
+  cpuMidShare: number;
 }
 
 export interface RunResult { summary: RunSummary; memory: ProcessMemory[] }
@@ -78,7 +83,7 @@ function trainFlags(a: TrainArgs): string[] {
 class MemorySampler {
   private readonly rss = new Map<number, number[]>();
   private readonly peak = new Map<number, number>();
-  private readonly cpu = new Map<number, number>();
+  private readonly cpu = new Map<number, Array<{ at: number; seconds: number }>>();
   private static readonly TICKS_PER_SECOND = 100;
   private readonly timer: NodeJS.Timeout;
 
@@ -99,7 +104,7 @@ class MemorySampler {
       const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       const ticks = Number(fields[11]) + Number(fields[12]);
-      if (Number.isFinite(ticks)) this.cpu.set(pid, ticks / MemorySampler.TICKS_PER_SECOND);
+      if (Number.isFinite(ticks)) (this.cpu.get(pid) ?? this.cpu.set(pid, []).get(pid)!).push({ at: performance.now(), seconds: ticks / MemorySampler.TICKS_PER_SECOND });
     }));
   }
 
@@ -111,9 +116,21 @@ class MemorySampler {
         const part = series.slice(Math.floor((q * series.length) / 4), Math.floor(((q + 1) * series.length) / 4));
         return part.length > 0 ? Math.max(...part) : NaN;
       };
-      return { role, peakRssMiB: this.peak.get(pid) ?? NaN, rssMidMiB: quarter(1), rssEndMiB: quarter(3), samples: series.length, cpuSeconds: this.cpu.get(pid) ?? NaN };
+      const cpu = this.cpu.get(pid) ?? [];
+      return {
+        role, peakRssMiB: this.peak.get(pid) ?? NaN, rssMidMiB: quarter(1), rssEndMiB: quarter(3), samples: series.length,
+        cpuSeconds: cpu.at(-1)?.seconds ?? NaN, cpuMidShare: midShare(cpu),
+      };
     });
   }
+}
+
+/** CPU seconds per wall second between the samples a quarter and three quarters of the way through. */
+function midShare(cpu: Array<{ at: number; seconds: number }>): number {
+  const from = cpu[Math.floor(cpu.length / 4)];
+  const to = cpu[Math.floor((3 * cpu.length) / 4)];
+  if (!from || !to || to.at <= from.at) return NaN;
+  return (to.seconds - from.seconds) / ((to.at - from.at) / 1000);
 }
 
 export function median(values: number[]): number {
@@ -216,8 +233,8 @@ export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 3
  * `count` single-process trainers at the same time, not connected in any way: the most any data-parallel scheme can
  * get out of this machine (they compete for nothing but the machine itself). Returns their summed samples/s.
  */
-export async function runIndependentTrainers(count: number, args: TrainArgs): Promise<{ samplesPerSec: number; each: number[] }> {
+export async function runIndependentTrainers(count: number, args: TrainArgs): Promise<{ samplesPerSec: number; each: number[]; memory: ProcessMemory[] }> {
   const results = await Promise.all(Array.from({ length: count }, () => runTrainer(args)));
   const each = results.map((r) => r.summary.samplesPerSec);
-  return { samplesPerSec: each.reduce((a, b) => a + b, 0), each };
+  return { samplesPerSec: each.reduce((a, b) => a + b, 0), each, memory: results.flatMap((r) => r.memory) };
 }

@@ -34,6 +34,8 @@ export interface ScalingRow {
   efficiency: number;
   testAccuracy: number;
   phaseMeanMs?: PhaseMeans;
+  /** Share of one core each process used over the middle half of the last run (coordinator first); see cpuMidShare. */
+  cpuBusy?: Array<{ role: string; share: number }>;
 }
 
 export interface ScalingSection {
@@ -155,11 +157,22 @@ function phases(p?: PhaseMeans): string {
   return p ? `${p.computeMs.toFixed(1)} / ${p.allreduceMs.toFixed(1)} / ${p.applyMs.toFixed(1)}` : '';
 }
 
+/** 'workers 91, 90 + coordinator 6 = 187%': every process's share of a core, and their sum against the machine's cores. */
+function cpuBusy(busy?: ScalingRow['cpuBusy']): string {
+  if (!busy || busy.length === 0) return '';
+  const percent = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(0) : 'n/a');
+  const trainers = busy.filter((b) => b.role !== 'coordinator').map((b) => percent(b.share)).join(', ');
+  const coordinator = busy.find((b) => b.role === 'coordinator');
+  const total = busy.reduce((sum, b) => sum + b.share, 0);
+  return `${trainers}${coordinator ? ` + coordinator ${percent(coordinator.share)}` : ''} = ${percent(total)}%`;
+}
+
 function scalingTable(s: ScalingSection): string {
   const rows = [s.trainer, ...s.clusters, s.independent];
-  const head = '| run | processes | samples/s | speed-up | efficiency | ms/step compute / allreduce / apply | runs (samples/s) |\n|---|---:|---:|---:|---:|---:|---|';
+  const head = '| run | processes | samples/s | speed-up | efficiency | ms/step compute / allreduce / apply | CPU busy, % of a core | runs (samples/s) |\n' +
+    '|---|---:|---:|---:|---:|---:|---:|---|';
   return [head, ...rows.map((r) =>
-    `| ${r.name} | ${r.processes} | ${num(r.samplesPerSec)} | ${r.speedup.toFixed(2)}x | ${pct(r.efficiency)} | ${phases(r.phaseMeanMs)} | ${r.runs.map((x) => x.toFixed(0)).join(', ')} |`)].join('\n');
+    `| ${r.name} | ${r.processes} | ${num(r.samplesPerSec)} | ${r.speedup.toFixed(2)}x | ${pct(r.efficiency)} | ${phases(r.phaseMeanMs)} | ${cpuBusy(r.cpuBusy)} | ${r.runs.map((x) => x.toFixed(0)).join(', ')} |`)].join('\n');
 }
 
 function ttaTable(t: TimeToAccuracySection): string {
@@ -220,7 +233,9 @@ ${r.targets.map((t) => `| ${t.description} | ${t.required} | ${t.measured} | ${m
 ${r.scaling.model}, batch ${r.scaling.batchSize} per process, ${r.scaling.epochs} epoch of ${r.scaling.trainSamples} samples; samples/s of training time
 (evaluation excluded), median of ${r.scaling.repeats} runs; speed-up and efficiency against the single-process trainer.
 The last row runs ${r.scaling.independent.processes} trainers at once with no communication at all: the ceiling this machine sets for any
-data-parallel scheme. A cluster of 4 puts 4 workers on ${m.cores} cores.
+data-parallel scheme. A cluster of 4 puts 4 workers on ${m.cores} cores. CPU busy: the share of one core each process
+used over the middle half of the last run (from /proc; the machine has ${100 * m.cores}%): a cluster near that total is
+short of CPU, not waiting on its links.
 
 ${scalingTable(r.scaling)}
 

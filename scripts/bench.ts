@@ -24,7 +24,7 @@ import { Command } from 'commander';
 import { DEFAULT_SEGMENT_BYTES } from '../shared/allreduce.js';
 import { TRAIN_DEFAULTS } from '../shared/config.js';
 import { benchAllreduce, benchLink, DEFAULT_SIZES, type AllreduceBenchOptions } from './bench-allreduce.js';
-import { median, runCluster, runIndependentTrainers, runTrainer, type RunResult, type TrainArgs } from './bench-cluster.js';
+import { median, runCluster, runIndependentTrainers, runTrainer, type ProcessMemory, type RunResult, type TrainArgs } from './bench-cluster.js';
 import type { TensorCountResult } from './bench-memory.js';
 import {
   evaluateTargets, renderMarkdown, REPORT_VERSION, type AllreduceSection, type BenchReport, type MemoryRow, type MemorySection, type ScalingRow,
@@ -83,7 +83,12 @@ function row(name: string, processes: number, results: RunResult[], base: number
   return {
     name, processes, samplesPerSec, runs, speedup, efficiency: speedup / processes, testAccuracy: last.testAccuracy,
     ...(last.phaseMeanMs ? { phaseMeanMs: last.phaseMeanMs } : {}),
+    cpuBusy: busyOf(results[results.length - 1]!.memory),
   };
+}
+
+function busyOf(memory: ProcessMemory[]): ScalingRow['cpuBusy'] {
+  return memory.map((m) => ({ role: m.role, share: m.cpuMidShare }));
 }
 
 /** Trainer, clusters and side-by-side trainers, repetitions interleaved so that a noisy moment hits them alike. */
@@ -92,6 +97,7 @@ async function measureScaling(plan: Plan): Promise<{ section: ScalingSection; ba
   const trainer: RunResult[] = [];
   const clusters = new Map<number, RunResult[]>(plan.scaling.workers.map((n) => [n, []]));
   const independent: number[] = [];
+  let independentMemory: ProcessMemory[] = [];
   for (let rep = 0; rep < plan.repeats; rep++) {
     log(`scaling ${rep + 1}/${plan.repeats}: trainer`);
     trainer.push(await runTrainer(args));
@@ -100,7 +106,9 @@ async function measureScaling(plan: Plan): Promise<{ section: ScalingSection; ba
       clusters.get(n)!.push(await runCluster(n, args));
     }
     log(`scaling ${rep + 1}/${plan.repeats}: 2 trainers side by side`);
-    independent.push((await runIndependentTrainers(2, args)).samplesPerSec);
+    const pair = await runIndependentTrainers(2, args);
+    independent.push(pair.samplesPerSec);
+    independentMemory = pair.memory;
   }
   const base = median(trainer.map((r) => r.summary.samplesPerSec));
   const trainRow = row('ringtrain train (single process)', 1, trainer, base);
@@ -114,6 +122,7 @@ async function measureScaling(plan: Plan): Promise<{ section: ScalingSection; ba
       independent: {
         name: '2 x ringtrain train side by side (no communication)', processes: 2, samplesPerSec: independentRate, runs: independentRuns,
         speedup: independentRate / base, efficiency: independentRate / base / 2, testAccuracy: trainRow.testAccuracy,
+        cpuBusy: busyOf(independentMemory),
       },
     },
   };

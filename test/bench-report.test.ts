@@ -50,6 +50,11 @@ function checkShape(r: BenchReport): void {
     assert.equal(c.runs.length, s.repeats);
   }
   for (const c of s.clusters) for (const k of ['computeMs', 'allreduceMs', 'applyMs'] as const) finite(c.phaseMeanMs?.[k], `${c.name} ${k}`);
+  for (const c of s.clusters) {
+    assert.deepEqual(c.cpuBusy?.map((b) => b.role), ['coordinator', ...new Array<string>(c.processes).fill('worker')], `${c.name}: CPU of every process`);
+    for (const b of c.cpuBusy ?? []) assert.ok(b.share >= 0 && b.share <= os.cpus().length, `${c.name} ${b.role} CPU share ${b.share}`);
+  }
+  assert.deepEqual(s.independent.cpuBusy?.map((b) => b.role), ['trainer', 'trainer']);
 
   const a = r.allreduce;
   assert.deepEqual(a.link.map((l) => l.bytes), a.sizes);
@@ -141,6 +146,14 @@ test('the targets are judged on a full run: each passes or fails on its threshol
   assert.ok(judged((r) => { r.mode = 'quick'; })['scaling-2'] === null);
 });
 
+test('the scaling table shows each process\'s share of a core and their sum against the machine', () => {
+  const base = syntheticReport();
+  base.scaling.clusters[1]!.cpuBusy = [{ role: 'coordinator', share: 0.06 }, { role: 'worker', share: 0.91 }, { role: 'worker', share: 0.9 }];
+  const markdown = renderMarkdown({ ...base, targets: evaluateTargets(base) });
+  assert.match(markdown, /\| 2 \| 2 \| .* \| 91, 90 \+ coordinator 6 = 187% \|/);
+  assert.match(markdown, /the machine has 200%/);
+});
+
 /** A minimal full-mode report that meets every target. */
 function syntheticReport(): Omit<BenchReport, 'targets'> {
   const MB = 1024 * 1024;
@@ -160,7 +173,7 @@ function syntheticReport(): Omit<BenchReport, 'targets'> {
     timeToAccuracy: { target: 0.99, maxEpochs: 10, trainSamples: 60000, testSamples: 10000, rows: [tta(1, 100), tta(2, 60)] },
     memory: {
       soak: { workers: 2, epochs: 10, trainSamples: 12800, stepsPerWorker: 1000, seconds: 60 },
-      processes: [{ run: '1', role: 'worker', peakRssMiB: 100, rssMidMiB: 100, rssEndMiB: 105, samples: 10, cpuSeconds: 1, growth: 0.05 }], peaks: [],
+      processes: [{ run: '1', role: 'worker', peakRssMiB: 100, rssMidMiB: 100, rssEndMiB: 105, samples: 10, cpuSeconds: 1, cpuMidShare: 0.9, growth: 0.05 }], peaks: [],
       tensors: { backend: 'wasm', model: 'lenet5', steps: 10, samples: [], tensorsStart: 64, tensorsEnd: 64, flat: true } },
     steps: { lenet5: step('lenet5', 3000), kerasCnn: step('keras-cnn', 200) },
   };
