@@ -157,7 +157,7 @@ function phases(p?: PhaseMeans): string {
   return p ? `${p.computeMs.toFixed(1)} / ${p.allreduceMs.toFixed(1)} / ${p.applyMs.toFixed(1)}` : '';
 }
 
-/** 'workers 91, 90 + coordinator 6 = 187%': every process's share of a core, and their sum against the machine's cores. */
+/** '91, 90 + coordinator 6 = 187%': every training process's share of a core, and their sum against the machine's cores. */
 function cpuBusy(busy?: ScalingRow['cpuBusy']): string {
   if (!busy || busy.length === 0) return '';
   const percent = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(0) : 'n/a');
