@@ -26,6 +26,7 @@ COPY tsconfig.json ./
 COPY shared shared
 COPY coordinator coordinator
 COPY worker worker
+COPY launcher launcher
 COPY scripts scripts
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts
 # Now the one install script that matters; if its download is out of reach, drop the package (wasm then).
@@ -46,6 +47,7 @@ COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist/shared dist/shared
 COPY --from=build /app/dist/coordinator dist/coordinator
 COPY --from=build /app/dist/worker dist/worker
+COPY --from=build /app/dist/launcher dist/launcher
 COPY --from=build /app/dist/scripts dist/scripts
 COPY --from=build /app/coordinator/dashboard/page dist/coordinator/dashboard/page
 # The coordinator's run folder (logs, metrics, checkpoints); mount a volume here to keep them. It is also the working

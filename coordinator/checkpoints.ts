@@ -136,7 +136,9 @@ export function encodeCheckpoint(meta: CheckpointMeta, weights: Float32Array, op
   const padding = (PAYLOAD_ALIGN - ((PREAMBLE_BYTES + json.length) % PAYLOAD_ALIGN)) % PAYLOAD_ALIGN;
   const headerLength = json.length + padding;
   if (headerLength > MAX_HEADER_BYTES) {
-    throw new TypeError(`checkpoint header is ${headerLength} bytes, over the ${MAX_HEADER_BYTES}-byte limit (meta too large)`);
+    throw new TypeError(
+      `checkpoint header is ${headerLength} bytes, over the ${MAX_HEADER_BYTES}-byte limit (meta too large)`,
+    );
   }
   const head = Buffer.alloc(PREAMBLE_BYTES + headerLength, 0x20);
   head.write(CHECKPOINT_MAGIC, 0, 'ascii');
@@ -178,7 +180,8 @@ function headerProblem(header: unknown): string | undefined {
   if (meta) return `header ${meta}`;
   if (!isCount(header.weightsLength)) return 'header.weightsLength is not a non-negative integer';
   if (!isCount(header.optimizerLength)) return 'header.optimizerLength is not a non-negative integer';
-  if (typeof header.sha256 !== 'string' || !SHA256_HEX.test(header.sha256)) return 'header.sha256 is not a SHA-256 hex digest';
+  if (typeof header.sha256 !== 'string' || !SHA256_HEX.test(header.sha256))
+    return 'header.sha256 is not a SHA-256 hex digest';
   if (typeof header.metaSha256 !== 'string' || !SHA256_HEX.test(header.metaSha256)) {
     return 'header.metaSha256 is not a SHA-256 hex digest';
   }
@@ -221,7 +224,10 @@ export function decodeCheckpoint(file: string, bytes: Buffer): Checkpoint {
   const expectedLength = payloadStart + 4 * (header.weightsLength + header.optimizerLength);
   if (bytes.length !== expectedLength) {
     const why = bytes.length < expectedLength ? 'truncated' : 'trailing bytes';
-    throw new CheckpointCorruptError(file, `file is ${bytes.length} bytes but its header describes ${expectedLength} (${why})`);
+    throw new CheckpointCorruptError(
+      file,
+      `file is ${bytes.length} bytes but its header describes ${expectedLength} (${why})`,
+    );
   }
   const payloadHash = sha256Hex(bytes.subarray(payloadStart));
   if (payloadHash !== header.sha256) {
@@ -232,7 +238,9 @@ export function decodeCheckpoint(file: string, bytes: Buffer): Checkpoint {
     metaJson = JSON.stringify(header.meta);
   } catch (err) {
     // JSON.parse accepts nesting deeper than JSON.stringify's recursion can re-serialise (a RangeError).
-    throw new CheckpointCorruptError(file, `header meta cannot be re-serialised: ${(err as Error).message}`, { cause: err });
+    throw new CheckpointCorruptError(file, `header meta cannot be re-serialised: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const metaHash = sha256Hex(Buffer.from(metaJson, 'utf8'));
   if (metaHash !== header.metaSha256) {
@@ -240,7 +248,10 @@ export function decodeCheckpoint(file: string, bytes: Buffer): Checkpoint {
   }
   const named = CHECKPOINT_NAME.exec(path.basename(file));
   if (named && Number(named[1]) !== header.meta.step) {
-    throw new CheckpointCorruptError(file, `file name says step ${Number(named[1])} but the header says ${header.meta.step}`);
+    throw new CheckpointCorruptError(
+      file,
+      `file name says step ${Number(named[1])} but the header says ${header.meta.step}`,
+    );
   }
   const weightsEnd = payloadStart + 4 * header.weightsLength;
   return {
@@ -280,7 +291,8 @@ async function fsyncDirectory(dir: string, log: Logger): Promise<void> {
     await handle.sync();
   } catch (err) {
     const code = errnoCode(err);
-    if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EACCES') throw err;
+    if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EACCES')
+      throw err;
     log.debug({ dir, code }, 'directory fsync not supported here');
   } finally {
     await handle?.close();
@@ -303,7 +315,10 @@ const directoryQueues = new Map<string, Promise<void>>();
 function serialised<T>(dir: string, task: () => Promise<T>): Promise<T> {
   const previous = directoryQueues.get(dir) ?? Promise.resolve();
   const result = previous.then(task);
-  const tail = result.then(() => undefined, () => undefined);
+  const tail = result.then(
+    () => undefined,
+    () => undefined,
+  );
   directoryQueues.set(dir, tail);
   void tail.then(() => {
     if (directoryQueues.get(dir) === tail) directoryQueues.delete(dir);
@@ -354,7 +369,7 @@ export class CheckpointStore {
     await this.removeStaleTempFiles();
     const finalPath = path.join(this.dir, checkpointFileName(step));
     const tempPath = `${finalPath}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
-    let bytes = 0;
+    let bytes: number;
     try {
       const handle = await fs.open(tempPath, 'wx');
       try {
@@ -424,7 +439,9 @@ export class CheckpointStore {
         if (errnoCode(err) !== 'ENOENT') throw err; // removed since readdir
       }
     }
-    entries.sort((a, b) => b.step - a.step || b.mtimeMs - a.mtimeMs || (a.file < b.file ? 1 : a.file > b.file ? -1 : 0));
+    entries.sort(
+      (a, b) => b.step - a.step || b.mtimeMs - a.mtimeMs || (a.file < b.file ? 1 : a.file > b.file ? -1 : 0),
+    );
     return entries.map((e) => e.file);
   }
 
@@ -432,7 +449,10 @@ export class CheckpointStore {
    * The newest checkpoint that verifies. Each newer file that does not is logged as an error and returned in
    * `skipped`; `checkpoint` is undefined when no file verifies.
    */
-  async loadLatest(): Promise<{ checkpoint?: Checkpoint; skipped: Array<{ file: string; error: CheckpointCorruptError }> }> {
+  async loadLatest(): Promise<{
+    checkpoint?: Checkpoint;
+    skipped: Array<{ file: string; error: CheckpointCorruptError }>;
+  }> {
     const skipped: Array<{ file: string; error: CheckpointCorruptError }> = [];
     for (const file of await this.list()) {
       try {

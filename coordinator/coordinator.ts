@@ -12,17 +12,24 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
-import type { Compression } from '../shared/allreduce.js';
+import type { Compression } from '../shared/ring/allreduce.js';
 import type { TrainConfig } from '../shared/config.js';
 import type { MnistDataset } from '../shared/data/mnist.js';
 import { CLOSE_CODES, ProtocolError, RendezvousTimeoutError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import type { ProgressView } from '../shared/progress.js';
-import { bytesToFloat32, decodeFrame, float32ToBytes, PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol.js';
+import type { ProgressView } from '../shared/cli/progress.js';
+import {
+  bytesToFloat32,
+  decodeFrame,
+  float32ToBytes,
+  PROTOCOL_VERSION,
+  type Message,
+  type MessageOf,
+} from '../shared/wire/protocol.js';
 import { rawToBytes, sendMessage } from '../shared/ws-util.js';
 import type { CheckpointStore } from './checkpoints.js';
 import { planShard } from './data-plan.js';
-import { epochTrained, planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
+import { planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type RunObserver, type RunSummaryView, type WorkerView } from './events.js';
 import { RunState, type EpochOutcome, type PhaseMeans } from './run-state.js';
 
@@ -46,7 +53,14 @@ export interface CoordinatorOptions {
   compression?: Compression;
 }
 
-export interface ResumeState { runId: string; position: Position; weights: Float32Array; optimizer: Float32Array; history: EpochOutcome[]; totalSamples: number }
+export interface ResumeState {
+  runId: string;
+  position: Position;
+  weights: Float32Array;
+  optimizer: Float32Array;
+  history: EpochOutcome[];
+  totalSamples: number;
+}
 
 /** What --summary-json holds: the fields observers see at the end of a run, and the cluster's details. */
 export interface ClusterSummary extends RunSummaryView {
@@ -107,7 +121,9 @@ export class Coordinator {
   private timers: NodeJS.Timeout[] = [];
   private readonly metricsFile: fs.WriteStream;
   private resolveDone!: (s: ClusterSummary) => void;
-  readonly done = new Promise<ClusterSummary>((resolve) => { this.resolveDone = resolve; });
+  readonly done = new Promise<ClusterSummary>((resolve) => {
+    this.resolveDone = resolve;
+  });
   private summary?: ClusterSummary;
   private readonly log: Logger;
   private readonly events = new RunEvents();
@@ -133,7 +149,14 @@ export class Coordinator {
     this.timers.push(setTimeout(() => this.onRendezvousTimeout(), this.d.opts.rendezvousTimeoutMs));
     this.timers.push(setInterval(() => this.checkHeartbeats(), this.d.opts.heartbeatMs));
     for (const timer of this.timers) timer.unref();
-    this.emit({ kind: 'runStarted', runId: this.runId, model: t.model, epochs: t.epochs, minWorkers: this.d.opts.minWorkers, batchSize: t.batchSize });
+    this.emit({
+      kind: 'runStarted',
+      runId: this.runId,
+      model: t.model,
+      epochs: t.epochs,
+      minWorkers: this.d.opts.minWorkers,
+      batchSize: t.batchSize,
+    });
     if (this.resume) this.notice('info', 'resumed from checkpoint', { ...this.resume.position });
   }
 
@@ -179,7 +202,10 @@ export class Coordinator {
     try {
       this.dispatch(worker, message);
     } catch (err) {
-      this.log.warn({ err: (err as Error).message, type: message.type, rank: worker.rank }, 'rejected a worker message; closing its link');
+      this.log.warn(
+        { err: (err as Error).message, type: message.type, rank: worker.rank },
+        'rejected a worker message; closing its link',
+      );
       ws.close(CLOSE_CODES.protocolError, 'unexpected message');
     }
   }
@@ -192,14 +218,24 @@ export class Coordinator {
       return;
     }
     switch (m.type) {
-      case 'ready': return this.onReady(worker, m);
-      case 'weights': return this.onWeights(worker, m);
-      case 'metrics': return this.onMetrics(worker, m);
-      case 'evalResult': this.state.addEval(m); return this.maybeFinishEpoch(m.epoch);
-      case 'epochDone': this.state.addEpochDone(m); return this.maybeFinishEpoch(m.epoch);
-      case 'stall': return this.onStall(worker, m);
-      case 'failed': return this.onFailed(worker, m);
-      default: throw new ProtocolError(`'${m.type}' is not a worker message`);
+      case 'ready':
+        return this.onReady(worker, m);
+      case 'weights':
+        return this.onWeights(worker, m);
+      case 'metrics':
+        return this.onMetrics(worker, m);
+      case 'evalResult':
+        this.state.addEval(m);
+        return this.maybeFinishEpoch(m.epoch);
+      case 'epochDone':
+        this.state.addEpochDone(m);
+        return this.maybeFinishEpoch(m.epoch);
+      case 'stall':
+        return this.onStall(worker, m);
+      case 'failed':
+        return this.onFailed(worker, m);
+      default:
+        throw new ProtocolError(`'${m.type}' is not a worker message`);
     }
   }
 
@@ -212,12 +248,26 @@ export class Coordinator {
     }
     const log = this.log.child({ workerId: msg.workerId, host: msg.host });
     const worker: WorkerRecord = {
-      id: msg.workerId, ws, host: msg.host, ringHost: msg.ringHost, ringPort: msg.ringPort, hasData: msg.hasData,
-      backend: msg.backend, rank: -1, ready: false, readyStep: 0, hasState: false, lastSeen: Date.now(), log,
+      id: msg.workerId,
+      ws,
+      host: msg.host,
+      ringHost: msg.ringHost,
+      ringPort: msg.ringPort,
+      hasData: msg.hasData,
+      backend: msg.backend,
+      rank: -1,
+      ready: false,
+      readyStep: 0,
+      hasState: false,
+      lastSeen: Date.now(),
+      log,
     };
     this.workers.set(ws, worker);
     sendMessage(ws, { type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: msg.workerId, runId: this.runId });
-    log.info({ workers: this.workers.size, minWorkers: this.d.opts.minWorkers, backend: msg.backend, hasData: msg.hasData }, 'worker joined');
+    log.info(
+      { workers: this.workers.size, minWorkers: this.d.opts.minWorkers, backend: msg.backend, hasData: msg.hasData },
+      'worker joined',
+    );
     this.d.progress.line(`worker joined from ${msg.host} (${msg.backend}); ${this.workers.size} connected`);
     this.emit({ kind: 'workerJoined', worker: this.view(worker, 'joined') });
     if (this.phase === 'rendezvous' || this.phase === 'waiting') {
@@ -235,10 +285,16 @@ export class Coordinator {
     this.pendingWeights = undefined;
     this.stallReports.clear();
     const all = [...this.workers.values()];
-    this.members = [...all.filter((w) => before.includes(w.rank)).sort((a, b) => a.rank - b.rank), ...all.filter((w) => !before.includes(w.rank))];
+    this.members = [
+      ...all.filter((w) => before.includes(w.rank)).sort((a, b) => a.rank - b.rank),
+      ...all.filter((w) => !before.includes(w.rank)),
+    ];
     if (this.members.length < this.d.opts.minWorkers) {
       this.phase = 'waiting';
-      this.log.warn({ gen: this.gen, workers: this.members.length, minWorkers: this.d.opts.minWorkers, reason }, 'too few workers; waiting');
+      this.log.warn(
+        { gen: this.gen, workers: this.members.length, minWorkers: this.d.opts.minWorkers, reason },
+        'too few workers; waiting',
+      );
       this.notice('warn', `paused: ${this.members.length} of ${this.d.opts.minWorkers} workers (${reason})`);
       return;
     }
@@ -246,16 +302,26 @@ export class Coordinator {
     this.armFormingTimer();
     const n = this.members.length;
     this.state.newGeneration(n, this.position.step);
-    const config = { ...this.d.train, checkEvery: this.d.opts.checkEvery, reportEvery: this.d.opts.reportEvery, nonFinite: this.d.opts.nonFinite,
-      compression: this.d.opts.compression ?? 'none' };
+    const config = {
+      ...this.d.train,
+      checkEvery: this.d.opts.checkEvery,
+      reportEvery: this.d.opts.reportEvery,
+      nonFinite: this.d.opts.nonFinite,
+      compression: this.d.opts.compression ?? 'none',
+    };
     this.members.forEach((w, rank) => {
       w.rank = rank;
       w.ready = false;
       w.log = this.log.child({ workerId: w.id, host: w.host, rank });
       const next = this.members[(rank + 1) % n]!;
       sendMessage(w.ws, {
-        type: 'assign', gen: this.gen, rank, worldSize: n, predecessorRank: (rank - 1 + n) % n,
-        successor: { host: next.ringHost, port: next.ringPort, rank: (rank + 1) % n }, config,
+        type: 'assign',
+        gen: this.gen,
+        rank,
+        worldSize: n,
+        predecessorRank: (rank - 1 + n) % n,
+        successor: { host: next.ringHost, port: next.ringPort, rank: (rank + 1) % n },
+        config,
       });
     });
     this.log.info({ gen: this.gen, worldSize: n, reason }, 'ring formed');
@@ -270,8 +336,11 @@ export class Coordinator {
     this.formingTimer = setTimeout(() => {
       if (this.gen !== gen || this.phase !== 'forming') return;
       const missing = this.members.filter((w) => !w.ready).map((w) => `rank ${w.rank} (${w.ringHost}:${w.ringPort})`);
-      this.finish('failed', `ring links did not come up within ${this.d.opts.ringFormTimeoutMs} ms; not ready: ${missing.join(', ')}; ` +
-        'check that each worker\'s --advertise address and ring port are reachable from the others');
+      this.finish(
+        'failed',
+        `ring links did not come up within ${this.d.opts.ringFormTimeoutMs} ms; not ready: ${missing.join(', ')}; ` +
+          "check that each worker's --advertise address and ring port are reachable from the others",
+      );
     }, this.d.opts.ringFormTimeoutMs);
     this.formingTimer.unref();
   }
@@ -286,7 +355,8 @@ export class Coordinator {
     if (this.resume) return this.syncFromCheckpoint(this.resume);
     const withState = this.members.filter((w) => w.hasState);
     // Fresh run: rank 0's initial weights. Otherwise the most advanced survivor: it holds every completed step.
-    const source = withState.length === 0 ? this.members[0]! : withState.reduce((a, b) => (b.readyStep > a.readyStep ? b : a));
+    const source =
+      withState.length === 0 ? this.members[0]! : withState.reduce((a, b) => (b.readyStep > a.readyStep ? b : a));
     this.pendingWeights = { purpose: 'sync', gen: this.gen };
     sendMessage(source.ws, { type: 'requestWeights', gen: this.gen });
     worker.log.debug({ source: source.rank, step: source.readyStep }, 'replica state requested');
@@ -303,7 +373,8 @@ export class Coordinator {
     this.pendingWeights = undefined;
     const pos = this.plan ? positionAt(this.plan, m.step) : this.position;
     if (pending.purpose === 'sync') {
-      if (this.gen > 1) this.log.info({ from: worker.rank, ...pos }, 'replicas restored from the most advanced survivor');
+      if (this.gen > 1)
+        this.log.info({ from: worker.rank, ...pos }, 'replicas restored from the most advanced survivor');
       return this.broadcastState(m.weights, m.optimizer, pos);
     }
     void this.saveCheckpoint(pos, m.weights, m.optimizer);
@@ -312,7 +383,8 @@ export class Coordinator {
   private broadcastState(weights: Uint8Array, optimizer: Uint8Array, pos: Position): void {
     this.position = pos;
     this.state.newGeneration(this.members.length, pos.step);
-    for (const w of this.members) sendMessage(w.ws, { type: 'start', gen: this.gen, epoch: pos.epoch, step: pos.step, weights, optimizer });
+    for (const w of this.members)
+      sendMessage(w.ws, { type: 'start', gen: this.gen, epoch: pos.epoch, step: pos.step, weights, optimizer });
     this.startPlan(pos);
   }
 
@@ -323,15 +395,33 @@ export class Coordinator {
     this.phase = 'training';
     this.d.progress.begin(`epoch ${pos.epoch + 1}/${this.d.train.epochs}`, epochSamples);
     for (const w of this.members) {
-      sendMessage(w.ws, planShard(this.d.data, { gen: this.gen, plan: this.plan, rank: w.rank, seed: this.d.train.seed, hasData: w.hasData }));
+      sendMessage(
+        w.ws,
+        planShard(this.d.data, {
+          gen: this.gen,
+          plan: this.plan,
+          rank: w.rank,
+          seed: this.d.train.seed,
+          hasData: w.hasData,
+        }),
+      );
     }
-    this.log.info({ epoch: pos.epoch, offset: this.plan.offset, steps: this.plan.steps, firstStep: pos.step, worldSize: n }, 'shards sent');
-    this.emit({ kind: 'epochStarted', epoch: pos.epoch, epochs: this.d.train.epochs, samples: epochSamples - this.plan.offset });
+    this.log.info(
+      { epoch: pos.epoch, offset: this.plan.offset, steps: this.plan.steps, firstStep: pos.step, worldSize: n },
+      'shards sent',
+    );
+    this.emit({
+      kind: 'epochStarted',
+      epoch: pos.epoch,
+      epochs: this.d.train.epochs,
+      samples: epochSamples - this.plan.offset,
+    });
   }
 
   private onMetrics(worker: WorkerRecord, msg: MessageOf<'metrics'>): void {
     const mismatched = this.state.addRecords(worker.rank, msg.records);
-    for (const r of msg.records) this.metricsFile.write(`${JSON.stringify({ rank: worker.rank, gen: msg.gen, ...r })}\n`);
+    for (const r of msg.records)
+      this.metricsFile.write(`${JSON.stringify({ rank: worker.rank, gen: msg.gen, ...r })}\n`);
     this.emit({ kind: 'steps', gen: msg.gen, rank: worker.rank, records: msg.records });
     if (mismatched.length > 0) {
       this.log.error({ steps: mismatched }, 'replica parameters differ between workers');
@@ -354,9 +444,17 @@ export class Coordinator {
     this.nextCheckpointStep = pos.step + Math.max(1, this.d.opts.checkpointEvery);
     try {
       const file = await this.d.checkpoints.save(
-        { runId: this.runId, step: pos.step, epoch: pos.epoch, consumed: pos.consumed, generation: this.gen, config: { ...this.d.train },
-          extra: { history: this.state.history, totalSamples: this.state.totalSamples } },
-        bytesToFloat32(weights), bytesToFloat32(optimizer),
+        {
+          runId: this.runId,
+          step: pos.step,
+          epoch: pos.epoch,
+          consumed: pos.consumed,
+          generation: this.gen,
+          config: { ...this.d.train },
+          extra: { history: this.state.history, totalSamples: this.state.totalSamples },
+        },
+        bytesToFloat32(weights),
+        bytesToFloat32(optimizer),
       );
       this.log.info({ file, ...pos }, 'checkpoint written');
       this.notice('info', `checkpoint at step ${pos.step}`, { file: path.basename(file), epoch: pos.epoch });
@@ -367,18 +465,20 @@ export class Coordinator {
   }
 
   private maybeFinishEpoch(epoch: number): void {
-    if (this.phase !== 'training' || !this.plan || epoch !== this.plan.epoch || !this.state.epochComplete(epoch)) return;
+    if (this.phase !== 'training' || !this.plan || epoch !== this.plan.epoch || !this.state.epochComplete(epoch))
+      return;
     const outcome = this.state.finishEpoch(epoch);
     this.emit({ kind: 'epochFinished', outcome });
     const rate = outcome.samples / Math.max(1e-9, outcome.trainSeconds);
     this.log.info({ ...outcome, samplesPerSec: rate }, 'epoch finished');
     this.d.progress.line(
       `epoch ${outcome.epoch}: train loss ${outcome.trainLoss.toFixed(4)}  test accuracy ${(100 * outcome.testAccuracy).toFixed(2)}%  ` +
-      `(${outcome.trainSeconds.toFixed(1)} s, ${rate.toFixed(0)} samples/s, ${this.members.length} workers)`,
+        `(${outcome.trainSeconds.toFixed(1)} s, ${rate.toFixed(0)} samples/s, ${this.members.length} workers)`,
     );
     this.position = { epoch: epoch + 1, consumed: 0, step: this.plan.firstStep + this.plan.steps };
     const target = this.d.train.targetAccuracy;
-    if (target > 0 && outcome.testAccuracy >= target) return this.finish('finished', `target accuracy ${target} reached`);
+    if (target > 0 && outcome.testAccuracy >= target)
+      return this.finish('finished', `target accuracy ${target} reached`);
     if (epoch + 1 >= this.d.train.epochs) return this.finish('finished', 'all epochs done');
     this.startPlan(this.position);
     this.requestCheckpoint(); // answered at rank 0's next step boundary, at the start of the new epoch
@@ -386,20 +486,25 @@ export class Coordinator {
 
   private onStall(worker: WorkerRecord, m: MessageOf<'stall'>): void {
     worker.log.warn({ step: m.step, waitingMs: m.waitingMs, peerRank: m.peerRank }, 'stalled step');
-    this.notice('warn', `rank ${worker.rank} waited ${(m.waitingMs / 1000).toFixed(0)} s for rank ${m.peerRank} at step ${m.step}`);
+    this.notice(
+      'warn',
+      `rank ${worker.rank} waited ${(m.waitingMs / 1000).toFixed(0)} s for rank ${m.peerRank} at step ${m.step}`,
+    );
     const reporters = this.stallReports.get(m.step) ?? new Set<number>();
     reporters.add(worker.rank);
     this.stallReports.set(m.step, reporters);
     if (this.d.opts.stallAbortMs <= 0 || m.waitingMs < this.d.opts.stallAbortMs || this.phase !== 'training') return;
     // Everyone waiting reports; the worker(s) that do not are the ones holding the step up.
     const stuck = this.members.filter((w) => !reporters.has(w.rank));
-    if (stuck.length > 0 && stuck.length < this.members.length) for (const w of stuck) this.evict(w, `stalled step ${m.step} for ${m.waitingMs} ms`);
+    if (stuck.length > 0 && stuck.length < this.members.length)
+      for (const w of stuck) this.evict(w, `stalled step ${m.step} for ${m.waitingMs} ms`);
   }
 
   private checkHeartbeats(): void {
     const limit = this.d.opts.heartbeatMs * this.d.opts.heartbeatMisses;
     const now = Date.now();
-    for (const w of this.workers.values()) if (now - w.lastSeen > limit) this.evict(w, `no heartbeat for ${now - w.lastSeen} ms`);
+    for (const w of this.workers.values())
+      if (now - w.lastSeen > limit) this.evict(w, `no heartbeat for ${now - w.lastSeen} ms`);
   }
 
   private evict(w: WorkerRecord, reason: string): void {
@@ -420,7 +525,11 @@ export class Coordinator {
     this.workers.delete(ws);
     const member = this.members.includes(worker);
     worker.log.info({ code, reason }, 'worker link closed');
-    this.emit({ kind: 'workerLeft', worker: this.view(worker, this.summary ? 'stopped' : 'lost'), reason: reason || `close code ${code}` });
+    this.emit({
+      kind: 'workerLeft',
+      worker: this.view(worker, this.summary ? 'stopped' : 'lost'),
+      reason: reason || `close code ${code}`,
+    });
     if (this.summary || !member) return;
     this.d.progress.line(`lost worker rank ${worker.rank} (${worker.host}); re-forming the ring`);
     this.notice('warn', `lost rank ${worker.rank} (${worker.host})`, { code });
@@ -443,7 +552,10 @@ export class Coordinator {
     for (const w of this.workers.values()) sendMessage(w.ws, { type: 'stop', reason, exitCode });
     this.d.progress.stop();
     this.summary = this.buildSummary(outcome, outcome === 'finished' ? undefined : reason);
-    this.log.info({ outcome, reason, testAccuracy: this.summary.testAccuracy, wallSeconds: this.summary.wallSeconds }, 'run ended');
+    this.log.info(
+      { outcome, reason, testAccuracy: this.summary.testAccuracy, wallSeconds: this.summary.wallSeconds },
+      'run ended',
+    );
     this.metricsFile.end();
     if (this.d.summaryJson) {
       fs.mkdirSync(path.dirname(path.resolve(this.d.summaryJson)), { recursive: true });
@@ -477,6 +589,12 @@ export class Coordinator {
   }
 
   status(): Record<string, unknown> {
-    return { runId: this.runId, phase: this.phase, generation: this.gen, position: this.position, workers: this.workers.size };
+    return {
+      runId: this.runId,
+      phase: this.phase,
+      generation: this.gen,
+      position: this.position,
+      workers: this.workers.size,
+    };
   }
 }

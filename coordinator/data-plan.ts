@@ -3,8 +3,8 @@
  * for workers with a local copy of the dataset, the sample bytes themselves for workers without one.
  */
 import { sliceSplit, type MnistDataset } from '../shared/data/mnist.js';
-import { uint32ToBytes, type ShardMessage } from '../shared/protocol.js';
-import { evalShard, shardForRank } from '../shared/sampler.js';
+import { uint32ToBytes, type ShardMessage } from '../shared/wire/protocol.js';
+import { evalShard, shardForRank } from '../shared/data/sampler.js';
 import type { EpochPlan } from './epoch-plan.js';
 
 export interface ShardRequest {
@@ -19,18 +19,34 @@ export interface ShardRequest {
 export function planShard(data: MnistDataset, req: ShardRequest): ShardMessage {
   const { plan, rank } = req;
   const indices = shardForRank({
-    datasetSize: data.train.count, worldSize: plan.worldSize, rank, seed: req.seed, epoch: plan.epoch, shuffle: true, offset: plan.offset,
+    datasetSize: data.train.count,
+    worldSize: plan.worldSize,
+    rank,
+    seed: req.seed,
+    epoch: plan.epoch,
+    shuffle: true,
+    offset: plan.offset,
   });
   const test = evalShard(data.test.count, plan.worldSize, rank);
   const msg: ShardMessage = {
-    type: 'shard', gen: req.gen, epoch: plan.epoch, indices: uint32ToBytes(indices), testStart: test.start, testEnd: test.end,
-    firstStep: plan.firstStep, epochSamples: plan.epochSamples, offset: plan.offset,
+    type: 'shard',
+    gen: req.gen,
+    epoch: plan.epoch,
+    indices: uint32ToBytes(indices),
+    testStart: test.start,
+    testEnd: test.end,
+    firstStep: plan.firstStep,
+    epochSamples: plan.epochSamples,
+    offset: plan.offset,
   };
   if (!req.hasData) {
     const train = sliceSplit(data.train, indices);
     msg.images = train.images;
     msg.labels = train.labels;
-    const testSlice = sliceSplit(data.test, Uint32Array.from({ length: test.end - test.start }, (_, i) => test.start + i));
+    const testSlice = sliceSplit(
+      data.test,
+      Uint32Array.from({ length: test.end - test.start }, (_, i) => test.start + i),
+    );
     msg.testImages = testSlice.images;
     msg.testLabels = testSlice.labels;
   }

@@ -4,7 +4,7 @@
  * epoch; after k of its steps, the first offset + k * batch * world samples of the order are consumed (capped at the
  * epoch size: the last batches are padded by wrap-around).
  */
-import { shardLength, stepsPerEpoch } from '../shared/sampler.js';
+import { shardLength, stepsPerEpoch } from '../shared/data/sampler.js';
 
 export interface Position {
   epoch: number;
@@ -28,13 +28,24 @@ export interface EpochPlan {
 export function planFrom(pos: Position, epochSamples: number, worldSize: number, batchSize: number): EpochPlan {
   const remaining = Math.max(0, epochSamples - pos.consumed);
   const steps = stepsPerEpoch(shardLength(remaining, worldSize), batchSize);
-  return { epoch: pos.epoch, epochSamples, offset: Math.min(pos.consumed, epochSamples), worldSize, batchSize, firstStep: pos.step, steps };
+  return {
+    epoch: pos.epoch,
+    epochSamples,
+    offset: Math.min(pos.consumed, epochSamples),
+    worldSize,
+    batchSize,
+    firstStep: pos.step,
+    steps,
+  };
 }
 
 /** The position after a replica of this plan completed `step` global steps (clamped to the plan). */
 export function positionAt(plan: EpochPlan, step: number): Position {
   const k = Math.min(plan.steps, Math.max(0, step - plan.firstStep));
-  const consumed = k >= plan.steps ? plan.epochSamples : Math.min(plan.epochSamples, plan.offset + k * plan.batchSize * plan.worldSize);
+  const consumed =
+    k >= plan.steps
+      ? plan.epochSamples
+      : Math.min(plan.epochSamples, plan.offset + k * plan.batchSize * plan.worldSize);
   return { epoch: plan.epoch, consumed, step: plan.firstStep + k };
 }
 
@@ -45,5 +56,7 @@ export function epochTrained(pos: Position, epochSamples: number): boolean {
 
 /** Fraction of the epoch done at step k of the plan (for the learning-rate warmup). */
 export function epochFraction(plan: EpochPlan, k: number): number {
-  return plan.epochSamples === 0 ? 1 : Math.min(1, (plan.offset + k * plan.batchSize * plan.worldSize) / plan.epochSamples);
+  return plan.epochSamples === 0
+    ? 1
+    : Math.min(1, (plan.offset + k * plan.batchSize * plan.worldSize) / plan.epochSamples);
 }

@@ -2,7 +2,7 @@
  * What happens in a run, as a stream of typed events the coordinator emits. The dashboard, the Prometheus metrics and
  * the timeline writer are observers of this stream, so none of them reaches into the coordinator's internals.
  */
-import type { StepRecord } from '../shared/protocol.js';
+import type { StepRecord } from '../shared/wire/protocol.js';
 import type { EpochOutcome } from './run-state.js';
 
 export type WorkerState = 'joined' | 'ready' | 'training' | 'lost' | 'stopped';
@@ -46,7 +46,9 @@ export type RunObserver = (event: RunEvent, at: number) => void;
 export class RunEvents {
   private readonly observers: RunObserver[] = [];
 
-  add(observer: RunObserver): void { this.observers.push(observer); }
+  add(observer: RunObserver): void {
+    this.observers.push(observer);
+  }
 
   emit(event: RunEvent, onError: (err: unknown) => void): void {
     const at = Date.now();

@@ -39,12 +39,18 @@ async function countParams(model: ModelName): Promise<number> {
   return n;
 }
 
-async function startDashboardWithFallback(opts: ObservabilityOptions, state: DashboardState, metrics: ReturnType<typeof createMetrics>): Promise<DashboardHandle> {
+async function startDashboardWithFallback(
+  opts: ObservabilityOptions,
+  state: DashboardState,
+  metrics: ReturnType<typeof createMetrics>,
+): Promise<DashboardHandle> {
   const start = (port: number) => startDashboard({ host: opts.dashboardHost, port, state, metrics, log: opts.log });
   try {
     return await start(opts.dashboardPort);
   } catch (err) {
-    const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE' || ((err as RingtrainError).cause as NodeJS.ErrnoException)?.code === 'EADDRINUSE';
+    const inUse =
+      (err as NodeJS.ErrnoException).code === 'EADDRINUSE' ||
+      ((err as RingtrainError).cause as NodeJS.ErrnoException)?.code === 'EADDRINUSE';
     if (!inUse || opts.dashboardPort !== DASHBOARD_DEFAULTS.port) throw err;
     opts.log.warn({ port: opts.dashboardPort }, 'dashboard port in use; using a free port');
     return start(0);

@@ -2,7 +2,7 @@
  * The coordinator's bookkeeping of a run, free of I/O so it can be tested alone: per-epoch completion and evaluation
  * sums, per-phase timing means, replica hash comparison, and the final summary.
  */
-import type { EpochDoneMessage, EvalResultMessage, StepRecord } from '../shared/protocol.js';
+import type { EpochDoneMessage, EvalResultMessage, StepRecord } from '../shared/wire/protocol.js';
 
 export interface EpochOutcome {
   epoch: number;
@@ -14,7 +14,12 @@ export interface EpochOutcome {
   samples: number;
 }
 
-export interface PhaseMeans { dataMs: number; computeMs: number; allreduceMs: number; applyMs: number }
+export interface PhaseMeans {
+  dataMs: number;
+  computeMs: number;
+  allreduceMs: number;
+  applyMs: number;
+}
 
 interface EpochProgress {
   /** Training seconds of this epoch under earlier generations (a membership change splits an epoch). */
@@ -109,9 +114,13 @@ export class RunState {
     return agreed;
   }
 
-  addEval(msg: EvalResultMessage): void { this.progress(msg.epoch).evals.set(msg.rank, msg); }
+  addEval(msg: EvalResultMessage): void {
+    this.progress(msg.epoch).evals.set(msg.rank, msg);
+  }
 
-  addEpochDone(msg: EpochDoneMessage): void { this.progress(msg.epoch).done.set(msg.rank, msg); }
+  addEpochDone(msg: EpochDoneMessage): void {
+    this.progress(msg.epoch).done.set(msg.rank, msg);
+  }
 
   /** Every rank finished the epoch and reported its evaluation. */
   epochComplete(epoch: number): boolean {
@@ -125,7 +134,11 @@ export class RunState {
     let correct = 0;
     let total = 0;
     let lossSum = 0;
-    for (const e of p.evals.values()) { correct += e.correct; total += e.total; lossSum += e.lossSum; }
+    for (const e of p.evals.values()) {
+      correct += e.correct;
+      total += e.total;
+      lossSum += e.lossSum;
+    }
     const trainSeconds = p.priorSeconds + Math.max(0, ...[...p.done.values()].map((d) => d.trainMs / 1000));
     const outcome: EpochOutcome = {
       epoch: epoch + 1,

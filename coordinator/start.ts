@@ -12,7 +12,7 @@ import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { limitSplit, loadMnist, type MnistDataset } from '../shared/data/mnist.js';
 import { CLOSE_CODES, ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import type { ProgressView } from '../shared/progress.js';
+import type { ProgressView } from '../shared/cli/progress.js';
 import { CheckpointStore } from './checkpoints.js';
 import { Coordinator, type ClusterSummary, type CoordinatorOptions, type ResumeState } from './coordinator.js';
 import type { EpochOutcome } from './run-state.js';
@@ -91,15 +91,20 @@ async function loadResume(store: CheckpointStore, log: Logger): Promise<{ resume
   return {
     train: validateTrainConfig(m.config as Partial<TrainConfig>),
     resume: {
-      runId: m.runId, position: { epoch: m.epoch, consumed: m.consumed, step: m.step }, weights: checkpoint.weights,
-      optimizer: checkpoint.optimizer, history: extra.history ?? [], totalSamples: extra.totalSamples ?? 0,
+      runId: m.runId,
+      position: { epoch: m.epoch, consumed: m.consumed, step: m.step },
+      weights: checkpoint.weights,
+      optimizer: checkpoint.optimizer,
+      history: extra.history ?? [],
+      totalSamples: extra.totalSamples ?? 0,
     },
   };
 }
 
 function handleHttp(coord: Coordinator, req: http.IncomingMessage, res: http.ServerResponse): void {
   if (req.url === '/healthz') res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-  else if (req.url === '/api/status') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(coord.status()));
+  else if (req.url === '/api/status')
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(coord.status()));
   else res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
 }
 
@@ -115,14 +120,25 @@ function listen(server: http.Server, host: string, port: number): Promise<number
 
 /** Start a coordinator; resolves once it listens. */
 export async function startCoordinator(cfg: CoordinatorConfig): Promise<CoordinatorHandle> {
-  const checkpoints = new CheckpointStore(path.join(cfg.runDir, 'checkpoints'), { keep: cfg.checkpointKeep, log: cfg.log });
+  const checkpoints = new CheckpointStore(path.join(cfg.runDir, 'checkpoints'), {
+    keep: cfg.checkpointKeep,
+    log: cfg.log,
+  });
   const resumed = cfg.resume ? await loadResume(checkpoints, cfg.log) : undefined;
   const train = resumed?.train ?? cfg.train;
   const data = await loadRunData(train, cfg.dataDir);
   cfg.log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
   const coord = new Coordinator({
-    train, opts: cfg, data, runDir: cfg.runDir, summaryJson: cfg.summaryJson, checkpoints, resume: resumed?.resume,
-    log: cfg.log, progress: cfg.progress, observers: cfg.observers ?? [],
+    train,
+    opts: cfg,
+    data,
+    runDir: cfg.runDir,
+    summaryJson: cfg.summaryJson,
+    checkpoints,
+    resume: resumed?.resume,
+    log: cfg.log,
+    progress: cfg.progress,
+    observers: cfg.observers ?? [],
   });
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => handleHttp(coord, req, res);
   const server = cfg.tls
@@ -130,15 +146,26 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     : http.createServer(onRequest);
   const wss = new WebSocketServer({ server, maxPayload: cfg.maxPayloadBytes, perMessageDeflate: false });
   const admission = new Admission({
-    token: cfg.token, context: 'control', authTimeoutMs: cfg.authTimeoutMs, maxPending: cfg.maxPendingAuth,
-    maxHandshakeBytes: ADMISSION_DEFAULTS.maxHandshakeBytes, log: cfg.log,
+    token: cfg.token,
+    context: 'control',
+    authTimeoutMs: cfg.authTimeoutMs,
+    maxPending: cfg.maxPendingAuth,
+    maxHandshakeBytes: ADMISSION_DEFAULTS.maxHandshakeBytes,
+    log: cfg.log,
   });
-  wss.on('connection', (ws, req) => admission.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, (link, hello) => coord.admit(link, hello)));
+  wss.on('connection', (ws, req) =>
+    admission.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, (link, hello) =>
+      coord.admit(link, hello),
+    ),
+  );
   wss.on('error', (err) => cfg.log.error({ err }, 'websocket server error'));
   server.on('clientError', (_err, socket) => socket.destroy());
   const port = await listen(server, cfg.host, cfg.port);
   coord.begin();
-  cfg.log.info({ host: cfg.host, port, runId: coord.runId, minWorkers: cfg.minWorkers, tls: !!cfg.tls }, 'coordinator listening');
+  cfg.log.info(
+    { host: cfg.host, port, runId: coord.runId, minWorkers: cfg.minWorkers, tls: !!cfg.tls },
+    'coordinator listening',
+  );
   let closed = false;
   const shutdown = async (): Promise<void> => {
     if (closed) return;

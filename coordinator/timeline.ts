@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../shared/errors.js';
-import type { StepRecord } from '../shared/protocol.js';
+import type { StepRecord } from '../shared/wire/protocol.js';
 import type { RunEvent, RunObserver } from './events.js';
 
 /** Above any plausible rank, so the coordinator never shares a process row with a worker. */
@@ -59,11 +59,32 @@ export function stepSpans(rank: number, gen: number, r: StepRecord): TraceEvent[
     t += Math.max(0, d);
     edges.push(us(t));
   }
-  const [start, dataEnd, computeEnd, scatterEnd, allreduceEnd, end] = edges as [number, number, number, number, number, number];
-  const span = (name: string, cat: string, from: number, to: number, args?: Record<string, unknown>): TraceEvent =>
-    ({ name, cat, ph: 'X', pid: workerPid(rank), tid: STEP_TID, ts: from, dur: to - from, ...(args ? { args } : {}) });
+  const [start, dataEnd, computeEnd, scatterEnd, allreduceEnd, end] = edges as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const span = (name: string, cat: string, from: number, to: number, args?: Record<string, unknown>): TraceEvent => ({
+    name,
+    cat,
+    ph: 'X',
+    pid: workerPid(rank),
+    tid: STEP_TID,
+    ts: from,
+    dur: to - from,
+    ...(args ? { args } : {}),
+  });
   return [
-    span('step', 'step', start, end, { step: r.step, epoch: r.epoch, gen, samples: r.samples, loss: Number.isFinite(r.loss) ? r.loss : String(r.loss) }),
+    span('step', 'step', start, end, {
+      step: r.step,
+      epoch: r.epoch,
+      gen,
+      samples: r.samples,
+      loss: Number.isFinite(r.loss) ? r.loss : String(r.loss),
+    }),
     span('data', 'data', start, dataEnd),
     span('compute', 'compute', dataEnd, computeEnd),
     span('allreduce', 'allreduce', computeEnd, allreduceEnd),
@@ -86,10 +107,21 @@ class TraceBuilder {
   private readonly namedRanks = new Set<number>();
   private readonly hosts = new Map<number, string>();
 
-  start(): TraceEvent[] { return processMeta(COORDINATOR_PID, 'coordinator', -1, 'events'); }
+  start(): TraceEvent[] {
+    return processMeta(COORDINATOR_PID, 'coordinator', -1, 'events');
+  }
 
   private instant(at: number, name: string, scope: 'g' | 'p', args?: Record<string, unknown>): TraceEvent {
-    return { name, cat: 'run', ph: 'i', s: scope, pid: COORDINATOR_PID, tid: STEP_TID, ts: us(at), ...(args ? { args } : {}) };
+    return {
+      name,
+      cat: 'run',
+      ph: 'i',
+      s: scope,
+      pid: COORDINATOR_PID,
+      tid: STEP_TID,
+      ts: us(at),
+      ...(args ? { args } : {}),
+    };
   }
 
   private rankMeta(rank: number): TraceEvent[] {
@@ -103,17 +135,31 @@ class TraceBuilder {
 
   events(event: RunEvent, at: number): TraceEvent[] {
     switch (event.kind) {
-      case 'runStarted': return [this.instant(at, 'run started', 'g', { runId: event.runId, model: event.model })];
-      case 'workerJoined': return [this.instant(at, 'worker joined', 'p', { host: event.worker.host })];
-      case 'workerLeft': return [this.instant(at, `worker ${event.worker.state}`, 'p', { rank: event.worker.rank, host: event.worker.host, reason: event.reason })];
+      case 'runStarted':
+        return [this.instant(at, 'run started', 'g', { runId: event.runId, model: event.model })];
+      case 'workerJoined':
+        return [this.instant(at, 'worker joined', 'p', { host: event.worker.host })];
+      case 'workerLeft':
+        return [
+          this.instant(at, `worker ${event.worker.state}`, 'p', {
+            rank: event.worker.rank,
+            host: event.worker.host,
+            reason: event.reason,
+          }),
+        ];
       case 'ringFormed':
         for (const w of event.workers) this.hosts.set(w.rank, w.host);
         return [this.instant(at, `ring formed (generation ${event.gen})`, 'g', { workers: event.workers.length })];
-      case 'epochStarted': return [this.instant(at, `epoch ${event.epoch + 1} started`, 'g')];
-      case 'epochFinished': return [this.instant(at, `epoch ${event.outcome.epoch} finished`, 'g', { ...event.outcome })];
-      case 'notice': return [this.instant(at, event.message, 'p', { level: event.level })];
-      case 'runEnded': return [this.instant(at, `run ${event.summary.outcome}`, 'g')];
-      case 'steps': return [...this.rankMeta(event.rank), ...event.records.flatMap((r) => stepSpans(event.rank, event.gen, r))];
+      case 'epochStarted':
+        return [this.instant(at, `epoch ${event.epoch + 1} started`, 'g')];
+      case 'epochFinished':
+        return [this.instant(at, `epoch ${event.outcome.epoch} finished`, 'g', { ...event.outcome })];
+      case 'notice':
+        return [this.instant(at, event.message, 'p', { level: event.level })];
+      case 'runEnded':
+        return [this.instant(at, `run ${event.summary.outcome}`, 'g')];
+      case 'steps':
+        return [...this.rankMeta(event.rank), ...event.records.flatMap((r) => stepSpans(event.rank, event.gen, r))];
     }
   }
 }
@@ -129,7 +175,9 @@ export function createTimelineWriter(file: string): TimelineWriter {
   }
   const stream = fs.createWriteStream(file, { fd });
   let failure: Error | undefined;
-  stream.on('error', (err) => { failure ??= err; });
+  stream.on('error', (err) => {
+    failure ??= err;
+  });
   const builder = new TraceBuilder();
   let first = true;
   let closing: Promise<void> | undefined;

@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { RingtrainError } from '../shared/errors.js';
 import { coordinatorCommand } from '../coordinator/cli.js';
 import { workerCommand } from '../worker/cli.js';
-import { launchCommand } from './cli/launch.js';
+import { launchCommand } from '../launcher/launch.js';
 import { trainCommand } from './cli/train.js';
 
 const program = new Command('ringtrain')

@@ -34,6 +34,7 @@ export function verifyAnswer(token: string, context: LinkContext, nonce: Uint8Ar
 export function resolveToken(option: unknown, env: NodeJS.ProcessEnv = process.env): string | undefined {
   const token = typeof option === 'string' ? option : env[TOKEN_ENV];
   if (token === undefined) return undefined;
-  if (token.length < 8) throw new ConfigError(`the cluster token must be at least 8 characters (--token or ${TOKEN_ENV})`);
+  if (token.length < 8)
+    throw new ConfigError(`the cluster token must be at least 8 characters (--token or ${TOKEN_ENV})`);
   return token;
 }

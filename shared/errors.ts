@@ -30,33 +30,48 @@ export class RingtrainError extends Error {
 
 /** A command-line option or config value that cannot be used. */
 export class ConfigError extends RingtrainError {
-  constructor(message: string, options?: { cause?: unknown }) { super('CONFIG_INVALID', message, options); }
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CONFIG_INVALID', message, options);
+  }
 }
 
 /** A data file that is truncated, has a wrong magic number, or disagrees with its own header. */
 export class DataCorruptError extends RingtrainError {
-  constructor(readonly file: string, detail: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly file: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
     super('DATA_CORRUPT', `${file}: ${detail}`, options);
   }
 }
 
 /** A data file or directory that does not exist. */
 export class DataNotFoundError extends RingtrainError {
-  constructor(readonly file: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly file: string,
+    options?: { cause?: unknown },
+  ) {
     super('DATA_NOT_FOUND', `${file}: not found`, options);
   }
 }
 
 /** A TensorFlow.js backend that was asked for and could not be loaded. */
 export class BackendUnavailableError extends RingtrainError {
-  constructor(readonly backend: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly backend: string,
+    options?: { cause?: unknown },
+  ) {
     super('BACKEND_UNAVAILABLE', `backend '${backend}' could not be loaded`, options);
   }
 }
 
 /** A kernel configuration ringtrain's own kernels do not implement (for example a dilated convolution on wasm). */
 export class KernelUnsupportedError extends RingtrainError {
-  constructor(readonly kernel: string, detail: string) {
+  constructor(
+    readonly kernel: string,
+    detail: string,
+  ) {
     super('KERNEL_UNSUPPORTED', `${kernel}: ${detail}`);
   }
 }
@@ -70,48 +85,76 @@ export class LayoutMismatchError extends RingtrainError {
 
 /** Bytes or a message that do not follow the wire protocol. */
 export class ProtocolError extends RingtrainError {
-  constructor(message: string, options?: { cause?: unknown }) { super('PROTOCOL_INVALID', message, options); }
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PROTOCOL_INVALID', message, options);
+  }
 }
 
 /** A peer speaking another protocol version. */
 export class ProtocolVersionError extends RingtrainError {
-  constructor(readonly expected: number, readonly actual: unknown) {
+  constructor(
+    readonly expected: number,
+    readonly actual: unknown,
+  ) {
     super('PROTOCOL_VERSION', `protocol version ${String(actual)} is not supported (this build speaks ${expected})`);
   }
 }
 
 /** A peer that failed authentication. */
 export class AuthError extends RingtrainError {
-  constructor(message: string) { super('AUTH_FAILED', message); }
+  constructor(message: string) {
+    super('AUTH_FAILED', message);
+  }
 }
 
 /** Not enough workers joined in time. */
 export class RendezvousTimeoutError extends RingtrainError {
-  constructor(readonly joined: number, readonly wanted: number, readonly ms: number) {
+  constructor(
+    readonly joined: number,
+    readonly wanted: number,
+    readonly ms: number,
+  ) {
     super('RENDEZVOUS_TIMEOUT', `only ${joined} of ${wanted} workers joined within ${ms} ms`);
   }
 }
 
 /** A ring neighbour or the coordinator went away. */
 export class PeerLostError extends RingtrainError {
-  constructor(readonly peer: string, options?: { cause?: unknown }) { super('PEER_LOST', `lost connection to ${peer}`, options); }
+  constructor(
+    readonly peer: string,
+    options?: { cause?: unknown },
+  ) {
+    super('PEER_LOST', `lost connection to ${peer}`, options);
+  }
 }
 
 /** A step abandoned because the membership changed or a peer stalled. */
 export class StepAbortedError extends RingtrainError {
-  constructor(readonly step: number, reason: string) { super('STEP_ABORTED', `step ${step} aborted: ${reason}`); }
+  constructor(
+    readonly step: number,
+    reason: string,
+  ) {
+    super('STEP_ABORTED', `step ${step} aborted: ${reason}`);
+  }
 }
 
 /** A checkpoint file that fails its checksum or cannot be parsed. */
 export class CheckpointCorruptError extends RingtrainError {
-  constructor(readonly file: string, detail: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly file: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
     super('CHECKPOINT_CORRUPT', `${file}: ${detail}`, options);
   }
 }
 
 /** An unknown model name. */
 export class ModelUnknownError extends RingtrainError {
-  constructor(readonly model: string, known: readonly string[]) {
+  constructor(
+    readonly model: string,
+    known: readonly string[],
+  ) {
     super('MODEL_UNKNOWN', `unknown model '${model}' (known: ${known.join(', ')})`);
   }
 }
@@ -133,9 +176,13 @@ export const CLOSE_CODES = {
 export function closeCodeFor(err: unknown): number {
   if (!(err instanceof RingtrainError)) return CLOSE_CODES.internal;
   switch (err.code) {
-    case 'AUTH_FAILED': return CLOSE_CODES.policyViolation;
-    case 'PROTOCOL_VERSION': return CLOSE_CODES.versionMismatch;
-    case 'PROTOCOL_INVALID': return CLOSE_CODES.protocolError;
-    default: return CLOSE_CODES.internal;
+    case 'AUTH_FAILED':
+      return CLOSE_CODES.policyViolation;
+    case 'PROTOCOL_VERSION':
+      return CLOSE_CODES.versionMismatch;
+    case 'PROTOCOL_INVALID':
+      return CLOSE_CODES.protocolError;
+    default:
+      return CLOSE_CODES.internal;
   }
 }

@@ -4,7 +4,7 @@
  */
 import WebSocket from 'ws';
 import { closeCodeFor } from './errors.js';
-import { encodeMessage, type Message } from './protocol.js';
+import { encodeMessage, type Message } from './wire/protocol.js';
 
 /** `ws` delivers a Buffer, an ArrayBuffer or a list of fragments depending on binaryType; we want bytes. */
 export function rawToBytes(data: WebSocket.RawData): Uint8Array {
@@ -22,7 +22,9 @@ export function sendMessage(ws: WebSocket, message: Message): boolean {
 
 /** Close a link because of `err`, with the close code the error maps to (reason truncated to the 123-byte limit). */
 export function closeWithError(ws: WebSocket, err: unknown): void {
-  const reason = Buffer.from(String((err as Error)?.message ?? err)).subarray(0, 120).toString();
+  const reason = Buffer.from(String((err as Error)?.message ?? err))
+    .subarray(0, 120)
+    .toString();
   if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(closeCodeFor(err), reason);
 }
 
@@ -38,7 +40,9 @@ export function noDelay(ws: WebSocket): void {
  */
 export function keepAlive(ws: WebSocket, intervalMs: number, misses: number, onDead: () => void): () => void {
   let lastPong = Date.now();
-  const onPong = () => { lastPong = Date.now(); };
+  const onPong = () => {
+    lastPong = Date.now();
+  };
   ws.on('pong', onPong);
   const timer = setInterval(() => {
     if (ws.readyState !== WebSocket.OPEN) return;
@@ -51,7 +55,10 @@ export function keepAlive(ws: WebSocket, intervalMs: number, misses: number, onD
     ws.ping();
   }, intervalMs);
   timer.unref();
-  const stop = () => { clearInterval(timer); ws.off('pong', onPong); };
+  const stop = () => {
+    clearInterval(timer);
+    ws.off('pong', onPong);
+  };
   ws.once('close', stop);
   return stop;
 }

@@ -2,11 +2,25 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTick } from 'node:timers/promises';
 import {
-  Phase, ringAllreduce, segmentRanges, ValueEncoding, type AllreduceOptions, type ChunkHeader, type ChunkKey, type ChunkValues, type RingLinks,
-} from '../shared/allreduce.js';
-import { decodeFloat16, encodeFloat16, FLOAT16_TO_FLOAT32, FLOAT16_TO_FLOAT32_BITS, float32BitsToFloat16 } from '../shared/float16.js';
-import { createInMemoryRing, type InMemoryRingLink } from '../shared/allreduce-memory.js';
-import { chunkRanges } from '../shared/ring.js';
+  Phase,
+  ringAllreduce,
+  segmentRanges,
+  ValueEncoding,
+  type AllreduceOptions,
+  type ChunkHeader,
+  type ChunkKey,
+  type ChunkValues,
+  type RingLinks,
+} from '../shared/ring/allreduce.js';
+import {
+  decodeFloat16,
+  encodeFloat16,
+  FLOAT16_TO_FLOAT32,
+  FLOAT16_TO_FLOAT32_BITS,
+  float32BitsToFloat16,
+} from '../shared/wire/float16.js';
+import { createInMemoryRing, type InMemoryRingLink } from '../shared/ring/allreduce-memory.js';
+import { chunkRanges } from '../shared/ring/schedule.js';
 import { createRng, type Rng } from '../shared/rng.js';
 import { PeerLostError, ProtocolError } from '../shared/errors.js';
 
@@ -39,15 +53,35 @@ function ringOrderResult(inputs: Float32Array[], average: boolean): Float32Array
 }
 
 function assertBitwiseEqual(a: Float32Array, b: Float32Array, label: string): void {
-  assert.deepEqual(new Uint32Array(a.buffer, a.byteOffset, a.length), new Uint32Array(b.buffer, b.byteOffset, b.length), label);
+  assert.deepEqual(
+    new Uint32Array(a.buffer, a.byteOffset, a.length),
+    new Uint32Array(b.buffer, b.byteOffset, b.length),
+    label,
+  );
 }
 
 type Extra = Pick<AllreduceOptions, 'compression' | 'segmentBytes'>;
 
-async function runRing(inputs: Float32Array[], average: boolean, links: RingLinks[] = createInMemoryRing(inputs.length), extra: Extra = {}): Promise<Float32Array[]> {
+async function runRing(
+  inputs: Float32Array[],
+  average: boolean,
+  links: RingLinks[] = createInMemoryRing(inputs.length),
+  extra: Extra = {},
+): Promise<Float32Array[]> {
   const buffers = inputs.map((b) => b.slice());
-  await Promise.all(buffers.map((buffer, rank) =>
-    ringAllreduce(buffer, { rank, worldSize: inputs.length, generation: 1, step: 0, links: links[rank], average, ...extra })));
+  await Promise.all(
+    buffers.map((buffer, rank) =>
+      ringAllreduce(buffer, {
+        rank,
+        worldSize: inputs.length,
+        generation: 1,
+        step: 0,
+        links: links[rank],
+        average,
+        ...extra,
+      }),
+    ),
+  );
   return buffers;
 }
 
@@ -66,25 +100,33 @@ const VARIANTS: Array<[string, (n: number) => RingLinks[], Extra]> = [
 
 test('sum and average match a float64 reference; every rank ends bitwise identical', async () => {
   const rng = createRng(2024);
-  for (const [variant, makeLinks, extra] of VARIANTS) for (const worldSize of WORLD_SIZES) {
-    for (const length of LENGTHS) {
-      const inputs = Array.from({ length: worldSize }, () => randomBuffer(rng, length));
-      for (const average of [false, true]) {
-        const label = `${variant}: world ${worldSize} length ${length} average ${average}`;
-        const results = await runRing(inputs, average, makeLinks(worldSize), extra);
-        for (let i = 0; i < length; i++) {
-          let exact = 0;
-          let magnitude = 0;
-          for (const input of inputs) { exact += input[i]; magnitude += Math.abs(input[i]); }
-          if (average) { exact /= worldSize; magnitude /= worldSize; }
-          const tolerance = 2 * worldSize * 2 ** -24 * magnitude + 1e-30;
-          assert.ok(Math.abs(results[0][i] - exact) <= tolerance, `${label} [${i}]: ${results[0][i]} vs ${exact}`);
+  for (const [variant, makeLinks, extra] of VARIANTS)
+    for (const worldSize of WORLD_SIZES) {
+      for (const length of LENGTHS) {
+        const inputs = Array.from({ length: worldSize }, () => randomBuffer(rng, length));
+        for (const average of [false, true]) {
+          const label = `${variant}: world ${worldSize} length ${length} average ${average}`;
+          const results = await runRing(inputs, average, makeLinks(worldSize), extra);
+          for (let i = 0; i < length; i++) {
+            let exact = 0;
+            let magnitude = 0;
+            for (const input of inputs) {
+              exact += input[i];
+              magnitude += Math.abs(input[i]);
+            }
+            if (average) {
+              exact /= worldSize;
+              magnitude /= worldSize;
+            }
+            const tolerance = 2 * worldSize * 2 ** -24 * magnitude + 1e-30;
+            assert.ok(Math.abs(results[0][i] - exact) <= tolerance, `${label} [${i}]: ${results[0][i]} vs ${exact}`);
+          }
+          for (let rank = 1; rank < worldSize; rank++)
+            assertBitwiseEqual(results[rank], results[0], `${label} rank ${rank}`);
+          assertBitwiseEqual(results[0], ringOrderResult(inputs, average), `${label} follows the ring summation order`);
         }
-        for (let rank = 1; rank < worldSize; rank++) assertBitwiseEqual(results[rank], results[0], `${label} rank ${rank}`);
-        assertBitwiseEqual(results[0], ringOrderResult(inputs, average), `${label} follows the ring summation order`);
       }
     }
-  }
 });
 
 test('world size 1 leaves the buffer untouched and communicates nothing', async () => {
@@ -106,32 +148,47 @@ test('consecutive steps at different speeds: early frames of later steps are buf
     const steps = 12;
     const length = 37;
     const rng = createRng(worldSize);
-    const inputs = Array.from({ length: steps }, () => Array.from({ length: worldSize }, () => randomBuffer(rng, length)));
+    const inputs = Array.from({ length: steps }, () =>
+      Array.from({ length: worldSize }, () => randomBuffer(rng, length)),
+    );
     const raw = createInMemoryRing(worldSize);
     const currentStep = new Array<number>(worldSize).fill(-1);
     let crossStepFrames = 0;
     let maxBuffered = 0;
-    const links = raw.map((link, rank) => jitteryLink(link, createRng(100 + rank), rank === worldSize - 1 ? 8 : 1, {
-      onSend(header) {
-        if (header.step > currentStep[(rank + 1) % worldSize]) crossStepFrames++;
-      },
-      onReceive() {
-        maxBuffered = Math.max(maxBuffered, link.bufferedCount());
-      },
-    }));
+    const links = raw.map((link, rank) =>
+      jitteryLink(link, createRng(100 + rank), rank === worldSize - 1 ? 8 : 1, {
+        onSend(header) {
+          if (header.step > currentStep[(rank + 1) % worldSize]) crossStepFrames++;
+        },
+        onReceive() {
+          maxBuffered = Math.max(maxBuffered, link.bufferedCount());
+        },
+      }),
+    );
     const outputs = inputs.map(() => new Array<Float32Array>(worldSize));
-    await Promise.all(Array.from({ length: worldSize }, async (_, rank) => {
-      for (let step = 0; step < steps; step++) {
-        currentStep[rank] = step;
-        const buffer = inputs[step][rank].slice();
-        await ringAllreduce(buffer, { rank, worldSize, generation: 3, step, links: links[rank], average: true, segmentBytes: 16 });
-        outputs[step][rank] = buffer;
-      }
-      currentStep[rank] = steps;
-    }));
+    await Promise.all(
+      Array.from({ length: worldSize }, async (_, rank) => {
+        for (let step = 0; step < steps; step++) {
+          currentStep[rank] = step;
+          const buffer = inputs[step][rank].slice();
+          await ringAllreduce(buffer, {
+            rank,
+            worldSize,
+            generation: 3,
+            step,
+            links: links[rank],
+            average: true,
+            segmentBytes: 16,
+          });
+          outputs[step][rank] = buffer;
+        }
+        currentStep[rank] = steps;
+      }),
+    );
     for (let step = 0; step < steps; step++) {
       const expected = ringOrderResult(inputs[step], true);
-      for (let rank = 0; rank < worldSize; rank++) assertBitwiseEqual(outputs[step][rank], expected, `world ${worldSize} step ${step} rank ${rank}`);
+      for (let rank = 0; rank < worldSize; rank++)
+        assertBitwiseEqual(outputs[step][rank], expected, `world ${worldSize} step ${step} rank ${rank}`);
     }
     assert.ok(crossStepFrames > 0, `world ${worldSize}: some frames arrived a step early (${crossStepFrames})`);
     assert.ok(maxBuffered > 0, `world ${worldSize}: the mailbox buffered frames`);
@@ -176,8 +233,12 @@ test('frames are keyed by generation: two generations on the same links do not m
   const oldOut = old.map((b) => b.slice());
   const freshOut = fresh.map((b) => b.slice());
   await Promise.all([
-    ...oldOut.map((buffer, rank) => ringAllreduce(buffer, { rank, worldSize, generation: 1, step: 7, links: links[rank] })),
-    ...freshOut.map((buffer, rank) => ringAllreduce(buffer, { rank, worldSize, generation: 2, step: 7, links: links[rank] })),
+    ...oldOut.map((buffer, rank) =>
+      ringAllreduce(buffer, { rank, worldSize, generation: 1, step: 7, links: links[rank] }),
+    ),
+    ...freshOut.map((buffer, rank) =>
+      ringAllreduce(buffer, { rank, worldSize, generation: 2, step: 7, links: links[rank] }),
+    ),
   ]);
   for (let rank = 0; rank < worldSize; rank++) {
     assertBitwiseEqual(oldOut[rank], ringOrderResult(old, false), `generation 1 rank ${rank}`);
@@ -201,7 +262,9 @@ test('a lost predecessor fails the pending allreduce with PeerLostError', async 
   const links = createInMemoryRing(3);
   const buffers = [new Float32Array(6), new Float32Array(6)];
   // ranks 0 and 1 run, rank 2 never shows up; rank 0 waits for it, then its link closes
-  const running = buffers.map((buffer, rank) => ringAllreduce(buffer, { rank, worldSize: 3, generation: 1, step: 0, links: links[rank] }));
+  const running = buffers.map((buffer, rank) =>
+    ringAllreduce(buffer, { rank, worldSize: 3, generation: 1, step: 0, links: links[rank] }),
+  );
   await nextTick();
   links[0].close(new Error('socket closed'));
   links[1].close(new Error('socket closed'));
@@ -215,21 +278,29 @@ test('a received chunk of the wrong length is a ProtocolError', async () => {
   };
   await assert.rejects(
     ringAllreduce(new Float32Array(10), { rank: 0, worldSize: 2, generation: 1, step: 0, links: liar }),
-    (err: unknown) => err instanceof ProtocolError && /expected 5 Float32Array values, got 1 Float32Array values/.test(err.message),
+    (err: unknown) =>
+      err instanceof ProtocolError && /expected 5 Float32Array values, got 1 Float32Array values/.test(err.message),
   );
 });
 
 test('a send that throws synchronously propagates without an unhandled rejection', async () => {
   const links = createInMemoryRing(2);
   const failing: RingLinks = {
-    send: () => { throw new PeerLostError('rank 1'); },
+    send: () => {
+      throw new PeerLostError('rank 1');
+    },
     receive: (key) => links[0].receive(key),
   };
   const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown): void => { unhandled.push(reason); };
+  const onUnhandled = (reason: unknown): void => {
+    unhandled.push(reason);
+  };
   process.on('unhandledRejection', onUnhandled);
   try {
-    await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 2, generation: 1, step: 0, links: failing }), PeerLostError);
+    await assert.rejects(
+      ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 2, generation: 1, step: 0, links: failing }),
+      PeerLostError,
+    );
     links[0].close('test over');
     await nextTick();
     await nextTick();
@@ -241,8 +312,14 @@ test('a send that throws synchronously propagates without an unhandled rejection
 
 test('invalid rank or world size is rejected before any communication', async () => {
   const links = createInMemoryRing(2);
-  await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 2, worldSize: 2, generation: 1, step: 0, links: links[0] }), RangeError);
-  await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 0, generation: 1, step: 0, links: links[0] }), RangeError);
+  await assert.rejects(
+    ringAllreduce(new Float32Array(4), { rank: 2, worldSize: 2, generation: 1, step: 0, links: links[0] }),
+    RangeError,
+  );
+  await assert.rejects(
+    ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 0, generation: 1, step: 0, links: links[0] }),
+    RangeError,
+  );
   const links0 = links[0] as InMemoryRingLink;
   assert.equal(links0.waitingCount(), 0);
 });
@@ -283,8 +360,10 @@ test('float16: every half value widens exactly and narrows back to itself (NaN p
   const back = new Uint16Array(65536);
   encodeFloat16(wide, back);
   assert.deepEqual(back, bits);
-  assert.deepEqual([wide[0x3c00], wide[0xc000], wide[0x7bff], wide[0x0001], wide[0x0400], wide[0x7c00], wide[0xfc00]],
-    [1, -2, 65504, 2 ** -24, 2 ** -14, Infinity, -Infinity]);
+  assert.deepEqual(
+    [wide[0x3c00], wide[0xc000], wide[0x7bff], wide[0x0001], wide[0x0400], wide[0x7c00], wide[0xfc00]],
+    [1, -2, 65504, 2 ** -24, 2 ** -14, Infinity, -Infinity],
+  );
   assert.ok(Object.is(wide[0x8000], -0));
   assert.equal(FLOAT16_TO_FLOAT32_BITS[0x7e01], 0x7fc02000, 'a quiet NaN keeps its payload');
 });
@@ -313,7 +392,10 @@ test('float16: narrowing rounds to nearest, ties to even; overflow to infinity, 
     for (const neighbour of [h - 1, h + 1]) {
       if (neighbour < 0 || neighbour > 0xffff || (neighbour & 0x7c00) === 0x7c00 || (neighbour ^ h) & 0x8000) continue;
       const other = Math.abs(FLOAT16_TO_FLOAT32[neighbour]! - x);
-      assert.ok(error < other || (error === other && (h & 1) === 0), `${x}: ${h.toString(16)} vs ${neighbour.toString(16)}`);
+      assert.ok(
+        error < other || (error === other && (h & 1) === 0),
+        `${x}: ${h.toString(16)} vs ${neighbour.toString(16)}`,
+      );
     }
   }
 });
@@ -337,35 +419,49 @@ function ringOrderResultFp16(inputs: Float32Array[], average: boolean): Float32A
 
 test('fp16 compression: float16 on the wire, the documented rounding, every rank bitwise identical', async () => {
   const rng = createRng(1616);
-  for (const [variant, makeLinks, extra] of VARIANTS) for (const worldSize of [2, 3, 4]) {
-    for (const length of [1, 7, 1001]) {
-      const inputs = Array.from({ length: worldSize }, () => randomBuffer(rng, length).map((v) => v * 100));
-      for (const average of [false, true]) {
-        const label = `${variant}: fp16 world ${worldSize} length ${length} average ${average}`;
-        const results = await runRing(inputs, average, makeLinks(worldSize), { ...extra, compression: 'fp16' });
-        for (let rank = 1; rank < worldSize; rank++) assertBitwiseEqual(results[rank], results[0], `${label} rank ${rank}`);
-        assertBitwiseEqual(results[0], ringOrderResultFp16(inputs, average), `${label} follows the float16 ring`);
-        for (let i = 0; i < length; i++) {
-          let exact = 0;
-          let magnitude = 0;
-          for (const input of inputs) { exact += input[i]; magnitude += Math.abs(input[i]); }
-          if (average) { exact /= worldSize; magnitude /= worldSize; }
-          // Each of the n roundings to float16 errs by at most half a unit in the 11th bit (or half a subnormal step).
-          const tolerance = 2 * worldSize * (2 ** -11 * magnitude + 2 ** -25);
-          assert.ok(Math.abs(results[0][i] - exact) <= tolerance, `${label} [${i}]: ${results[0][i]} vs ${exact}`);
+  for (const [variant, makeLinks, extra] of VARIANTS)
+    for (const worldSize of [2, 3, 4]) {
+      for (const length of [1, 7, 1001]) {
+        const inputs = Array.from({ length: worldSize }, () => randomBuffer(rng, length).map((v) => v * 100));
+        for (const average of [false, true]) {
+          const label = `${variant}: fp16 world ${worldSize} length ${length} average ${average}`;
+          const results = await runRing(inputs, average, makeLinks(worldSize), { ...extra, compression: 'fp16' });
+          for (let rank = 1; rank < worldSize; rank++)
+            assertBitwiseEqual(results[rank], results[0], `${label} rank ${rank}`);
+          assertBitwiseEqual(results[0], ringOrderResultFp16(inputs, average), `${label} follows the float16 ring`);
+          for (let i = 0; i < length; i++) {
+            let exact = 0;
+            let magnitude = 0;
+            for (const input of inputs) {
+              exact += input[i];
+              magnitude += Math.abs(input[i]);
+            }
+            if (average) {
+              exact /= worldSize;
+              magnitude /= worldSize;
+            }
+            // Each of the n roundings to float16 errs by at most half a unit in the 11th bit (or half a subnormal step).
+            const tolerance = 2 * worldSize * (2 ** -11 * magnitude + 2 ** -25);
+            assert.ok(Math.abs(results[0][i] - exact) <= tolerance, `${label} [${i}]: ${results[0][i]} vs ${exact}`);
+          }
         }
       }
     }
-  }
 });
 
 test('fp16 frames travel as Uint16Array with the float16 encoding in the header', async () => {
   const seen: ChunkHeader[] = [];
   const links = createInMemoryRing(2).map((l): RingLinks => ({
-    send: (h, d) => { assert.ok(d instanceof Uint16Array); seen.push(h); return l.send(h, d); },
+    send: (h, d) => {
+      assert.ok(d instanceof Uint16Array);
+      seen.push(h);
+      return l.send(h, d);
+    },
     receive: (k) => l.receive(k),
   }));
-  await runRing([new Float32Array([1, 2, 3, 4]), new Float32Array([4, 3, 2, 1])], false, links, { compression: 'fp16' });
+  await runRing([new Float32Array([1, 2, 3, 4]), new Float32Array([4, 3, 2, 1])], false, links, {
+    compression: 'fp16',
+  });
   assert.equal(seen.length, 4);
   assert.ok(seen.every((h) => h.encoding === ValueEncoding.float16));
 });
@@ -373,19 +469,42 @@ test('fp16 frames travel as Uint16Array with the float16 encoding in the header'
 test('segments are separate frames with block indices c + k * worldSize', async () => {
   const seen: string[] = [];
   const links = createInMemoryRing(2).map((l): RingLinks => ({
-    send: (h, d) => { seen.push(`${h.phase}:${h.chunk}:${h.count}`); return l.send(h, d); },
+    send: (h, d) => {
+      seen.push(`${h.phase}:${h.chunk}:${h.count}`);
+      return l.send(h, d);
+    },
     receive: (k) => l.receive(k),
   }));
   // 10 values: ring chunks of 5, cut into segments of at most 2 values: 3 segments (2, 2, 1) per chunk.
   await runRing([new Float32Array(10).fill(1), new Float32Array(10).fill(2)], false, links, { segmentBytes: 8 });
-  assert.deepEqual(seen.sort(), [
-    '0:0:2', '0:1:2', '0:2:2', '0:3:2', '0:4:1', '0:5:1',
-    '1:0:2', '1:1:2', '1:2:2', '1:3:2', '1:4:1', '1:5:1',
-  ].sort());
+  assert.deepEqual(
+    seen.sort(),
+    ['0:0:2', '0:1:2', '0:2:2', '0:3:2', '0:4:1', '0:5:1', '1:0:2', '1:1:2', '1:2:2', '1:3:2', '1:4:1', '1:5:1'].sort(),
+  );
 });
 
 test('a bad compression or segment size is rejected', async () => {
   const links = createInMemoryRing(2);
-  await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 2, generation: 1, step: 0, links: links[0], compression: 'zip' as 'fp16' }), RangeError);
-  await assert.rejects(ringAllreduce(new Float32Array(4), { rank: 0, worldSize: 2, generation: 1, step: 0, links: links[0], segmentBytes: 2 }), RangeError);
+  await assert.rejects(
+    ringAllreduce(new Float32Array(4), {
+      rank: 0,
+      worldSize: 2,
+      generation: 1,
+      step: 0,
+      links: links[0],
+      compression: 'zip' as 'fp16',
+    }),
+    RangeError,
+  );
+  await assert.rejects(
+    ringAllreduce(new Float32Array(4), {
+      rank: 0,
+      worldSize: 2,
+      generation: 1,
+      step: 0,
+      links: links[0],
+      segmentBytes: 2,
+    }),
+    RangeError,
+  );
 });

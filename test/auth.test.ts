@@ -8,16 +8,20 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Packr } from 'msgpackr';
 import WebSocket from 'ws';
 import { COORDINATOR_DEFAULTS, startCoordinator, type CoordinatorHandle } from '../coordinator/start.js';
 import { authAnswer, type LinkContext } from '../shared/auth.js';
 import { validateTrainConfig } from '../shared/config.js';
 import { CLOSE_CODES } from '../shared/errors.js';
 import { createRootLogger } from '../shared/log.js';
-import { createProgressView } from '../shared/progress.js';
-import { decodeMessage, encodeMessage, FrameKind, PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol.js';
-import { rawToBytes } from '../shared/ws-util.js';
+import { createProgressView } from '../shared/cli/progress.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  PROTOCOL_VERSION,
+  type Message,
+  type MessageOf,
+} from '../shared/wire/protocol.js';
 import { startWorker, WORKER_DEFAULTS, type WorkerHandle } from '../worker/worker.js';
 import { challengeOf, controlFrame, probe, type Probe } from './helpers/probe.js';
 import { readJsonLines, tempDir, waitUntil } from './helpers/procs.js';
@@ -26,12 +30,27 @@ const TOKEN = 'correct-token-123';
 const WRONG_TOKEN = 'wrong-token-456';
 const AUTH_TIMEOUT_MS = 300;
 
-interface LogLine { level: number; msg: string; link?: string; remote?: string; reason?: string; workerId?: string }
+interface LogLine {
+  level: number;
+  msg: string;
+  link?: string;
+  remote?: string;
+  reason?: string;
+  workerId?: string;
+}
 
 function hello(auth: Uint8Array, workerId = 'probe'): Message {
   return {
-    type: 'hello', protocolVersion: PROTOCOL_VERSION, workerId, host: 'probe-host', ringHost: '127.0.0.1', ringPort: 1,
-    hasData: false, backend: 'cpu', pid: process.pid, auth,
+    type: 'hello',
+    protocolVersion: PROTOCOL_VERSION,
+    workerId,
+    host: 'probe-host',
+    ringHost: '127.0.0.1',
+    ringPort: 1,
+    hasData: false,
+    backend: 'cpu',
+    pid: process.pid,
+    auth,
   };
 }
 
@@ -50,7 +69,11 @@ async function assertRefused(p: Probe, reason?: RegExp): Promise<{ code: number;
 }
 
 /** Dial, answer the challenge with `answer(nonce)`, and expect a refusal. */
-async function refusedAnswer(url: string, answer: (nonce: Uint8Array) => Message | Uint8Array, reason?: RegExp): Promise<void> {
+async function refusedAnswer(
+  url: string,
+  answer: (nonce: Uint8Array) => Message | Uint8Array,
+  reason?: RegExp,
+): Promise<void> {
   const p = probe(url);
   const nonce = await challengeOf(p);
   const reply = answer(nonce);
@@ -76,9 +99,14 @@ describe('authentication', { timeout: 60_000 }, () => {
     coordinatorLog = path.join(dir, 'coordinator.log.jsonl');
     coordinator = await startCoordinator({
       ...COORDINATOR_DEFAULTS,
-      host: '127.0.0.1', port: 0, token: TOKEN, runDir: dir, authTimeoutMs: AUTH_TIMEOUT_MS,
+      host: '127.0.0.1',
+      port: 0,
+      token: TOKEN,
+      runDir: dir,
+      authTimeoutMs: AUTH_TIMEOUT_MS,
       // Two links get admitted here (a probe and the real worker); 3 keeps the run in rendezvous throughout.
-      minWorkers: 3, rendezvousTimeoutMs: 120_000,
+      minWorkers: 3,
+      rendezvousTimeoutMs: 120_000,
       // No heartbeat eviction of the silent probe while the tests run.
       heartbeatMs: 60_000,
       train: validateTrainConfig({ model: 'mlp', epochs: 1, batchSize: 32, trainLimit: 256, testLimit: 100 }),
@@ -98,7 +126,10 @@ describe('authentication', { timeout: 60_000 }, () => {
     await challengeOf(p);
     const closed = await assertRefused(p, /no authenticated answer within 300 ms/);
     refusedControl++;
-    assert.ok(closed.at - dialedAt >= AUTH_TIMEOUT_MS - 5, `closed ${(closed.at - dialedAt).toFixed(0)} ms after dialing`);
+    assert.ok(
+      closed.at - dialedAt >= AUTH_TIMEOUT_MS - 5,
+      `closed ${(closed.at - dialedAt).toFixed(0)} ms after dialing`,
+    );
   });
 
   test('a wrong token: refused with 1008 on the answer itself', async () => {
@@ -109,7 +140,11 @@ describe('authentication', { timeout: 60_000 }, () => {
 
   test('no token: an empty proof, a cut-short proof and a hello without one are refused with 1008', async () => {
     await refusedAnswer(url, () => hello(new Uint8Array(0)), /wrong cluster token/);
-    await refusedAnswer(url, (nonce) => hello(authAnswer(TOKEN, 'control', nonce).subarray(0, 31)), /wrong cluster token/);
+    await refusedAnswer(
+      url,
+      (nonce) => hello(authAnswer(TOKEN, 'control', nonce).subarray(0, 31)),
+      /wrong cluster token/,
+    );
     const { auth: _omitted, ...withoutAuth } = hello(new Uint8Array(32)) as MessageOf<'hello'>;
     await refusedAnswer(url, () => controlFrame(withoutAuth));
     refusedControl += 3;
@@ -126,7 +161,12 @@ describe('authentication', { timeout: 60_000 }, () => {
     const recorded = encodeMessage(hello(authAnswer(TOKEN, 'control', firstNonce), 'probe-original'));
     original.ws.send(recorded);
     const welcome = decodeMessage(await original.message(1));
-    assert.deepEqual(welcome, { type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'probe-original', runId: coordinator.runId });
+    assert.deepEqual(welcome, {
+      type: 'welcome',
+      protocolVersion: PROTOCOL_VERSION,
+      workerId: 'probe-original',
+      runId: coordinator.runId,
+    });
 
     const replay = probe(url);
     const secondNonce = await challengeOf(replay);
@@ -174,13 +214,22 @@ describe('authentication', { timeout: 60_000 }, () => {
       workerLog = path.join(dir, 'worker.log.jsonl');
       worker = await startWorker({
         ...WORKER_DEFAULTS,
-        coordinator: url, token: TOKEN, listenHost: '127.0.0.1', advertise: '127.0.0.1', backend: 'cpu',
+        coordinator: url,
+        token: TOKEN,
+        listenHost: '127.0.0.1',
+        advertise: '127.0.0.1',
+        backend: 'cpu',
         log: createRootLogger({ runDir: dir, name: 'worker', consoleLevel: 'silent' }),
       });
       ringUrl = `ws://127.0.0.1:${worker.port}/`;
       // The worker is a member of the cluster (so its listener is the one a real predecessor would dial).
-      const realWorkerJoined = (lines: LogLine[]) => lines.some((l) => l.msg === 'worker joined' && !l.workerId?.startsWith('probe'));
-      await waitUntil(async () => realWorkerJoined(await readJsonLines<LogLine>(coordinatorLog)), 'the worker joined', 20_000);
+      const realWorkerJoined = (lines: LogLine[]) =>
+        lines.some((l) => l.msg === 'worker joined' && !l.workerId?.startsWith('probe'));
+      await waitUntil(
+        async () => realWorkerJoined(await readJsonLines<LogLine>(coordinatorLog)),
+        'the worker joined',
+        20_000,
+      );
     });
 
     after(async () => {
@@ -206,7 +255,10 @@ describe('authentication', { timeout: 60_000 }, () => {
 
       const refusals = await refusedLines(workerLog, 'ring');
       assert.equal(refusals.length, 4, 'one log line per refused ring link');
-      const done = await Promise.race([worker.done.then(() => 'ended'), new Promise((resolve) => setImmediate(() => resolve('running')))]);
+      const done = await Promise.race([
+        worker.done.then(() => 'ended'),
+        new Promise((resolve) => setImmediate(() => resolve('running'))),
+      ]);
       assert.equal(done, 'running', 'the worker is still running');
     });
   });

@@ -10,17 +10,26 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { evaluateTargets, renderMarkdown, REPORT_VERSION, type BenchReport } from '../scripts/bench-report.js';
+import { evaluateTargets, renderMarkdown, REPORT_VERSION, type BenchReport } from '../bench/bench-report.js';
 
-const BENCH = fileURLToPath(new URL('../scripts/bench.js', import.meta.url));
+const BENCH = fileURLToPath(new URL('../bench/bench.js', import.meta.url));
 
 function runQuick(outDir: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BENCH, '--quick', '--backend', 'wasm', '--out', outDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BENCH, '--quick', '--backend', 'wasm', '--out', outDir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
-    child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`bench --quick timed out:\n${output}`)); }, 240_000);
+    child.stdout.on('data', (d: Buffer) => {
+      output += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      output += d.toString();
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`bench --quick timed out:\n${output}`));
+    }, 240_000);
     child.once('exit', (code) => {
       clearTimeout(timer);
       if (code === 0) resolve(output);
@@ -29,7 +38,8 @@ function runQuick(outDir: string): Promise<string> {
   });
 }
 
-const finite = (x: unknown, label: string) => assert.ok(typeof x === 'number' && Number.isFinite(x), `${label}: ${String(x)}`);
+const finite = (x: unknown, label: string) =>
+  assert.ok(typeof x === 'number' && Number.isFinite(x), `${label}: ${String(x)}`);
 const positive = (x: unknown, label: string) => assert.ok(typeof x === 'number' && x > 0, `${label}: ${String(x)}`);
 
 function checkShape(r: BenchReport): void {
@@ -42,35 +52,79 @@ function checkShape(r: BenchReport): void {
   const s = r.scaling;
   positive(s.trainer.samplesPerSec, 'trainer samples/s');
   assert.equal(s.trainer.speedup, 1);
-  assert.deepEqual(s.clusters.map((c) => c.processes), [1, 2, 4]);
+  assert.deepEqual(
+    s.clusters.map((c) => c.processes),
+    [1, 2, 4],
+  );
   for (const c of [...s.clusters, s.independent]) {
     positive(c.samplesPerSec, `${c.name} samples/s`);
-    assert.ok(Math.abs(c.speedup - c.samplesPerSec / s.trainer.samplesPerSec) < 1e-9, `${c.name} speed-up against the trainer`);
+    assert.ok(
+      Math.abs(c.speedup - c.samplesPerSec / s.trainer.samplesPerSec) < 1e-9,
+      `${c.name} speed-up against the trainer`,
+    );
     assert.ok(Math.abs(c.efficiency - c.speedup / c.processes) < 1e-9, `${c.name} efficiency`);
     assert.equal(c.runs.length, s.repeats);
   }
-  for (const c of s.clusters) for (const k of ['computeMs', 'allreduceMs', 'applyMs'] as const) finite(c.phaseMeanMs?.[k], `${c.name} ${k}`);
+  for (const c of s.clusters)
+    for (const k of ['computeMs', 'allreduceMs', 'applyMs'] as const) finite(c.phaseMeanMs?.[k], `${c.name} ${k}`);
   for (const c of s.clusters) {
-    assert.deepEqual(c.cpuBusy?.map((b) => b.role), ['coordinator', ...new Array<string>(c.processes).fill('worker')], `${c.name}: CPU of every process`);
-    for (const b of c.cpuBusy ?? []) assert.ok(b.share >= 0 && b.share <= os.cpus().length, `${c.name} ${b.role} CPU share ${b.share}`);
+    assert.deepEqual(
+      c.cpuBusy?.map((b) => b.role),
+      ['coordinator', ...new Array<string>(c.processes).fill('worker')],
+      `${c.name}: CPU of every process`,
+    );
+    for (const b of c.cpuBusy ?? [])
+      assert.ok(b.share >= 0 && b.share <= os.cpus().length, `${c.name} ${b.role} CPU share ${b.share}`);
   }
-  assert.deepEqual(s.independent.cpuBusy?.map((b) => b.role), ['trainer', 'trainer']);
+  assert.deepEqual(
+    s.independent.cpuBusy?.map((b) => b.role),
+    ['trainer', 'trainer'],
+  );
 
   const a = r.allreduce;
-  assert.deepEqual(a.link.map((l) => l.bytes), a.sizes);
-  for (const l of a.link) { positive(l.mbPerSec, 'link one way'); positive(l.duplexMbPerSec, 'link both ways'); }
-  assert.deepEqual(a.rows.map((x) => `${x.workers}/${x.bytes}`), [2, 3, 4].flatMap((n) => a.sizes.map((b) => `${n}/${b}`)));
-  assert.deepEqual(a.fp16Rows.map((x) => `${x.workers}/${x.bytes}`), a.sizes.map((b) => `2/${b}`));
+  assert.deepEqual(
+    a.link.map((l) => l.bytes),
+    a.sizes,
+  );
+  for (const l of a.link) {
+    positive(l.mbPerSec, 'link one way');
+    positive(l.duplexMbPerSec, 'link both ways');
+  }
+  assert.deepEqual(
+    a.rows.map((x) => `${x.workers}/${x.bytes}`),
+    [2, 3, 4].flatMap((n) => a.sizes.map((b) => `${n}/${b}`)),
+  );
+  assert.deepEqual(
+    a.fp16Rows.map((x) => `${x.workers}/${x.bytes}`),
+    a.sizes.map((b) => `2/${b}`),
+  );
   for (const x of [...a.rows, ...a.fp16Rows]) {
-    assert.equal(x.verified, true, `allreduce of ${x.bytes} bytes on ${x.workers} workers gave exact, identical results`);
+    assert.equal(
+      x.verified,
+      true,
+      `allreduce of ${x.bytes} bytes on ${x.workers} workers gave exact, identical results`,
+    );
     positive(x.ms, 'allreduce time');
-    assert.ok(Math.abs(x.algbwMbPerSec - x.bytes / 1e6 / (x.ms / 1000)) < 1e-6 * x.algbwMbPerSec, 'algbw = bytes / time');
-    assert.ok(Math.abs(x.busbwMbPerSec - (x.algbwMbPerSec * 2 * (x.workers - 1)) / x.workers) < 1e-9 * x.busbwMbPerSec, 'busbw = algbw * 2(n-1)/n');
+    assert.ok(
+      Math.abs(x.algbwMbPerSec - x.bytes / 1e6 / (x.ms / 1000)) < 1e-6 * x.algbwMbPerSec,
+      'algbw = bytes / time',
+    );
+    assert.ok(
+      Math.abs(x.busbwMbPerSec - (x.algbwMbPerSec * 2 * (x.workers - 1)) / x.workers) < 1e-9 * x.busbwMbPerSec,
+      'busbw = algbw * 2(n-1)/n',
+    );
     assert.ok(Math.abs(x.ratio - x.busbwMbPerSec / x.linkMbPerSec) < 1e-9, 'ratio = busbw / link');
   }
 
   const t = r.timeToAccuracy;
-  assert.deepEqual(t.rows.map((x) => [x.workers, x.compression]), [[1, 'none'], [2, 'none'], [2, 'fp16']]);
+  assert.deepEqual(
+    t.rows.map((x) => [x.workers, x.compression]),
+    [
+      [1, 'none'],
+      [2, 'none'],
+      [2, 'fp16'],
+    ],
+  );
   for (const x of t.rows) {
     positive(x.seconds, `${x.name} seconds`);
     assert.equal(x.history.length, x.epochs);
@@ -78,21 +132,42 @@ function checkShape(r: BenchReport): void {
   }
 
   const m = r.memory;
-  assert.deepEqual(m.processes.map((p) => p.role), ['coordinator', 'worker', 'worker']);
+  assert.deepEqual(
+    m.processes.map((p) => p.role),
+    ['coordinator', 'worker', 'worker'],
+  );
   assert.equal(m.soak.workers, 2);
   positive(m.soak.stepsPerWorker, 'long-run steps');
-  assert.deepEqual(m.peaks.map((p) => `${p.run}/${p.role}`), [
-    '1 worker/coordinator', '1 worker/worker', '2 workers/coordinator', '2 workers/worker', '2 workers/worker',
-    '2 workers, fp16/coordinator', '2 workers, fp16/worker', '2 workers, fp16/worker',
-  ]);
+  assert.deepEqual(
+    m.peaks.map((p) => `${p.run}/${p.role}`),
+    [
+      '1 worker/coordinator',
+      '1 worker/worker',
+      '2 workers/coordinator',
+      '2 workers/worker',
+      '2 workers/worker',
+      '2 workers, fp16/coordinator',
+      '2 workers, fp16/worker',
+      '2 workers, fp16/worker',
+    ],
+  );
   for (const p of [...m.processes, ...m.peaks]) {
     positive(p.peakRssMiB, `${p.run} ${p.role} peak RSS`);
-    assert.ok(p.rssEndMiB <= p.peakRssMiB + 1e-9 && p.rssMidMiB <= p.peakRssMiB + 1e-9, `${p.run} ${p.role}: quarter tops within the peak`);
+    assert.ok(
+      p.rssEndMiB <= p.peakRssMiB + 1e-9 && p.rssMidMiB <= p.peakRssMiB + 1e-9,
+      `${p.run} ${p.role}: quarter tops within the peak`,
+    );
     const growth = p.rssEndMiB / p.rssMidMiB - 1;
-    assert.ok(Number.isNaN(growth) ? Number.isNaN(p.growth) : Math.abs(p.growth - growth) < 1e-9, 'growth = last quarter / second quarter - 1');
+    assert.ok(
+      Number.isNaN(growth) ? Number.isNaN(p.growth) : Math.abs(p.growth - growth) < 1e-9,
+      'growth = last quarter / second quarter - 1',
+    );
   }
   assert.ok(m.tensors.samples.length >= 2);
-  assert.equal(m.tensors.flat, m.tensors.samples.every((x) => x.numTensors === m.tensors.tensorsStart));
+  assert.equal(
+    m.tensors.flat,
+    m.tensors.samples.every((x) => x.numTensors === m.tensors.tensorsStart),
+  );
   assert.equal(m.tensors.flat, true, 'the training step leaks no tensors');
 
   assert.equal(r.steps.lenet5.model, 'lenet5');
@@ -103,8 +178,14 @@ function checkShape(r: BenchReport): void {
     assert.ok((st.kernels ?? []).length > 0, `${st.model} kernel profile`);
   }
 
-  assert.deepEqual(r.targets.map((x) => x.id), ['scaling-2', 'allreduce-busbw', 'time-to-accuracy', 'keras-cnn', 'memory-flat']);
-  assert.ok(r.targets.every((x) => x.met === null), 'a quick run judges no target');
+  assert.deepEqual(
+    r.targets.map((x) => x.id),
+    ['scaling-2', 'allreduce-busbw', 'time-to-accuracy', 'keras-cnn', 'memory-flat'],
+  );
+  assert.ok(
+    r.targets.every((x) => x.met === null),
+    'a quick run judges no target',
+  );
 }
 
 test('bench --quick writes a Markdown and a JSON report with every section', { timeout: 300_000 }, async () => {
@@ -118,7 +199,15 @@ test('bench --quick writes a Markdown and a JSON report with every section', { t
     checkShape(report);
     const markdown = await fs.readFile(path.join(out, 'latest.md'), 'utf8');
     assert.equal(markdown, renderMarkdown(report));
-    for (const heading of ['## Targets', '## Scaling', '## Allreduce', '## Time to 50.0% test accuracy', '## Memory', '## Single-process step speed', '## Reproduce']) {
+    for (const heading of [
+      '## Targets',
+      '## Scaling',
+      '## Allreduce',
+      '## Time to 50.0% test accuracy',
+      '## Memory',
+      '## Single-process step speed',
+      '## Reproduce',
+    ]) {
       assert.ok(markdown.includes(heading), heading);
     }
     assert.match(printed, /report: .*\.md/);
@@ -134,21 +223,73 @@ test('the targets are judged on a full run: each passes or fails on its threshol
     mutate(r);
     return Object.fromEntries(evaluateTargets(r).map((t) => [t.id, t.met]));
   };
-  assert.deepEqual(judged(() => undefined), { 'scaling-2': true, 'allreduce-busbw': true, 'time-to-accuracy': true, 'keras-cnn': true, 'memory-flat': true });
-  assert.equal(judged((r) => { r.scaling.clusters[1]!.speedup = 1.89; })['scaling-2'], false);
-  assert.equal(judged((r) => { r.allreduce.rows[1]!.ratio = 0.79; })['allreduce-busbw'], false);
-  assert.equal(judged((r) => { r.allreduce.rows[0]!.ratio = 0.1; })['allreduce-busbw'], true, 'sizes below 4 MB do not count');
-  assert.equal(judged((r) => { r.timeToAccuracy.rows[1]!.seconds = 61; })['time-to-accuracy'], false);
-  assert.equal(judged((r) => { r.timeToAccuracy.rows[1]!.reached = false; })['time-to-accuracy'], false);
-  assert.equal(judged((r) => { r.steps.kerasCnn.samplesPerSec = 199; })['keras-cnn'], false);
-  assert.equal(judged((r) => { r.memory.tensors.flat = false; })['memory-flat'], false);
-  assert.equal(judged((r) => { r.memory.processes[0]!.growth = 0.2; })['memory-flat'], false);
-  assert.ok(judged((r) => { r.mode = 'quick'; })['scaling-2'] === null);
+  assert.deepEqual(
+    judged(() => undefined),
+    { 'scaling-2': true, 'allreduce-busbw': true, 'time-to-accuracy': true, 'keras-cnn': true, 'memory-flat': true },
+  );
+  assert.equal(
+    judged((r) => {
+      r.scaling.clusters[1]!.speedup = 1.89;
+    })['scaling-2'],
+    false,
+  );
+  assert.equal(
+    judged((r) => {
+      r.allreduce.rows[1]!.ratio = 0.79;
+    })['allreduce-busbw'],
+    false,
+  );
+  assert.equal(
+    judged((r) => {
+      r.allreduce.rows[0]!.ratio = 0.1;
+    })['allreduce-busbw'],
+    true,
+    'sizes below 4 MB do not count',
+  );
+  assert.equal(
+    judged((r) => {
+      r.timeToAccuracy.rows[1]!.seconds = 61;
+    })['time-to-accuracy'],
+    false,
+  );
+  assert.equal(
+    judged((r) => {
+      r.timeToAccuracy.rows[1]!.reached = false;
+    })['time-to-accuracy'],
+    false,
+  );
+  assert.equal(
+    judged((r) => {
+      r.steps.kerasCnn.samplesPerSec = 199;
+    })['keras-cnn'],
+    false,
+  );
+  assert.equal(
+    judged((r) => {
+      r.memory.tensors.flat = false;
+    })['memory-flat'],
+    false,
+  );
+  assert.equal(
+    judged((r) => {
+      r.memory.processes[0]!.growth = 0.2;
+    })['memory-flat'],
+    false,
+  );
+  assert.ok(
+    judged((r) => {
+      r.mode = 'quick';
+    })['scaling-2'] === null,
+  );
 });
 
-test('the scaling table shows each process\'s share of a core and their sum against the machine', () => {
+test("the scaling table shows each process's share of a core and their sum against the machine", () => {
   const base = syntheticReport();
-  base.scaling.clusters[1]!.cpuBusy = [{ role: 'coordinator', share: 0.06 }, { role: 'worker', share: 0.91 }, { role: 'worker', share: 0.9 }];
+  base.scaling.clusters[1]!.cpuBusy = [
+    { role: 'coordinator', share: 0.06 },
+    { role: 'worker', share: 0.91 },
+    { role: 'worker', share: 0.9 },
+  ];
   const markdown = renderMarkdown({ ...base, targets: evaluateTargets(base) });
   assert.match(markdown, /\| 2 \| 2 \| .* \| 91, 90 \+ coordinator 6 = 187% \|/);
   assert.match(markdown, /the machine has 200%/);
@@ -157,24 +298,119 @@ test('the scaling table shows each process\'s share of a core and their sum agai
 /** A minimal full-mode report that meets every target. */
 function syntheticReport(): Omit<BenchReport, 'targets'> {
   const MB = 1024 * 1024;
-  const scalingRow = (processes: number, speedup: number) => ({ name: `${processes}`, processes, samplesPerSec: 1000 * speedup, runs: [1000 * speedup], speedup, efficiency: speedup / processes, testAccuracy: 0.9 });
-  const allreduceRow = (bytes: number, ratio: number) => ({
-    workers: 2, bytes, iterations: 2, ms: 1, algbwMbPerSec: 1, busbwMbPerSec: 1, linkMbPerSec: 1, ratio, linkDuplexMbPerSec: 1, ratioDuplex: ratio,
-    verified: true, cpuPerRank: 1, faultsPerMiB: 0,
+  const scalingRow = (processes: number, speedup: number) => ({
+    name: `${processes}`,
+    processes,
+    samplesPerSec: 1000 * speedup,
+    runs: [1000 * speedup],
+    speedup,
+    efficiency: speedup / processes,
+    testAccuracy: 0.9,
   });
-  const tta = (workers: number, seconds: number) => ({ name: `${workers}`, workers, compression: 'none' as const, scaleLr: workers > 1, warmupEpochs: 1, seconds, trainSeconds: seconds, epochs: 3, reached: true, finalAccuracy: 0.991, history: [] });
-  const step = (model: string, samplesPerSec: number) => ({ model, backend: 'wasm', batchSize: 64, steps: 1, samplesPerSec, msPerStep: 1 });
+  const allreduceRow = (bytes: number, ratio: number) => ({
+    workers: 2,
+    bytes,
+    iterations: 2,
+    ms: 1,
+    algbwMbPerSec: 1,
+    busbwMbPerSec: 1,
+    linkMbPerSec: 1,
+    ratio,
+    linkDuplexMbPerSec: 1,
+    ratioDuplex: ratio,
+    verified: true,
+    cpuPerRank: 1,
+    faultsPerMiB: 0,
+  });
+  const tta = (workers: number, seconds: number) => ({
+    name: `${workers}`,
+    workers,
+    compression: 'none' as const,
+    scaleLr: workers > 1,
+    warmupEpochs: 1,
+    seconds,
+    trainSeconds: seconds,
+    epochs: 3,
+    reached: true,
+    finalAccuracy: 0.991,
+    history: [],
+  });
+  const step = (model: string, samplesPerSec: number) => ({
+    model,
+    backend: 'wasm',
+    batchSize: 64,
+    steps: 1,
+    samplesPerSec,
+    msPerStep: 1,
+  });
   return {
-    version: REPORT_VERSION, mode: 'full', startedAt: '', finishedAt: '', durationSeconds: 1,
-    machine: { cores: 2, cpuModel: 'x', memoryGiB: 1, node: '20', platform: 'linux', loadAverageStart: [0, 0, 0], loadAverageEnd: [0, 0, 0] },
-    backend: 'wasm', commit: 'x',
-    scaling: { model: 'lenet5', batchSize: 64, trainSamples: 1, epochs: 1, repeats: 1, trainer: scalingRow(1, 1), clusters: [scalingRow(1, 0.98), scalingRow(2, 1.9), scalingRow(4, 1.5)], independent: scalingRow(2, 1.95) },
-    allreduce: { sizes: [MB, 4 * MB, 64 * MB], rounds: 1, segmentBytes: MB, link: [], rows: [allreduceRow(MB, 0.5), allreduceRow(4 * MB, 0.8), allreduceRow(64 * MB, 0.9)], fp16Rows: [] },
-    timeToAccuracy: { target: 0.99, maxEpochs: 10, trainSamples: 60000, testSamples: 10000, rows: [tta(1, 100), tta(2, 60)] },
+    version: REPORT_VERSION,
+    mode: 'full',
+    startedAt: '',
+    finishedAt: '',
+    durationSeconds: 1,
+    machine: {
+      cores: 2,
+      cpuModel: 'x',
+      memoryGiB: 1,
+      node: '20',
+      platform: 'linux',
+      loadAverageStart: [0, 0, 0],
+      loadAverageEnd: [0, 0, 0],
+    },
+    backend: 'wasm',
+    commit: 'x',
+    scaling: {
+      model: 'lenet5',
+      batchSize: 64,
+      trainSamples: 1,
+      epochs: 1,
+      repeats: 1,
+      trainer: scalingRow(1, 1),
+      clusters: [scalingRow(1, 0.98), scalingRow(2, 1.9), scalingRow(4, 1.5)],
+      independent: scalingRow(2, 1.95),
+    },
+    allreduce: {
+      sizes: [MB, 4 * MB, 64 * MB],
+      rounds: 1,
+      segmentBytes: MB,
+      link: [],
+      rows: [allreduceRow(MB, 0.5), allreduceRow(4 * MB, 0.8), allreduceRow(64 * MB, 0.9)],
+      fp16Rows: [],
+    },
+    timeToAccuracy: {
+      target: 0.99,
+      maxEpochs: 10,
+      trainSamples: 60000,
+      testSamples: 10000,
+      rows: [tta(1, 100), tta(2, 60)],
+    },
     memory: {
       soak: { workers: 2, epochs: 10, trainSamples: 12800, stepsPerWorker: 1000, seconds: 60 },
-      processes: [{ run: '1', role: 'worker', peakRssMiB: 100, rssMidMiB: 100, rssEndMiB: 105, samples: 10, cpuSeconds: 1, cpuMidShare: 0.9, growth: 0.05 }], peaks: [],
-      tensors: { backend: 'wasm', model: 'lenet5', steps: 10, samples: [], tensorsStart: 64, tensorsEnd: 64, flat: true } },
+      processes: [
+        {
+          run: '1',
+          role: 'worker',
+          peakRssMiB: 100,
+          rssMidMiB: 100,
+          rssEndMiB: 105,
+          samples: 10,
+          cpuSeconds: 1,
+          cpuMidShare: 0.9,
+          growth: 0.05,
+        },
+      ],
+      peaks: [],
+      tensors: {
+        backend: 'wasm',
+        model: 'lenet5',
+        steps: 10,
+        samples: [],
+        tensorsStart: 64,
+        tensorsEnd: 64,
+        flat: true,
+      },
+    },
     steps: { lenet5: step('lenet5', 3000), kerasCnn: step('keras-cnn', 200) },
   };
 }

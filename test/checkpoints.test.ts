@@ -50,13 +50,23 @@ function arrays(seed: number, weights = 1000, optimizer = 2000): { w: Float32Arr
 }
 
 function sameBits(a: Float32Array, b: Float32Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  return (
+    a.length === b.length &&
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+  );
 }
 
 /** A logger whose records are kept in memory for assertions. */
 function capturingLogger(): { log: Logger; records: Array<Record<string, unknown>> } {
   const records: Array<Record<string, unknown>> = [];
-  const log: Logger = pino({ level: 'trace' }, { write: (line: string) => { records.push(JSON.parse(line)); } });
+  const log: Logger = pino(
+    { level: 'trace' },
+    {
+      write: (line: string) => {
+        records.push(JSON.parse(line));
+      },
+    },
+  );
   return { log, records };
 }
 
@@ -116,7 +126,12 @@ test('round trip: arrays are bitwise equal, meta is equal, file layout is as doc
     const header = JSON.parse(bytes.subarray(12, 12 + headerLength).toString('utf8'));
     assert.equal(header.weightsLength, withNaN.length);
     assert.equal(header.optimizerLength, optimizer.length);
-    assert.equal(header.sha256, createHash('sha256').update(bytes.subarray(12 + headerLength)).digest('hex'));
+    assert.equal(
+      header.sha256,
+      createHash('sha256')
+        .update(bytes.subarray(12 + headerLength))
+        .digest('hex'),
+    );
     assert.equal(bytes.readFloatLE(12 + headerLength + 8), 1.5);
   });
 });
@@ -145,11 +160,17 @@ test('retention keeps the newest N, and never the file just written', async () =
       const { w, o } = arrays(step);
       await store.save(metaAt(step), w, o);
     }
-    assert.deepEqual((await store.list()).map((f) => path.basename(f)), [checkpointFileName(5), checkpointFileName(4)]);
+    assert.deepEqual(
+      (await store.list()).map((f) => path.basename(f)),
+      [checkpointFileName(5), checkpointFileName(4)],
+    );
     // A resumed run that writes an older step than a newer (say corrupt) file still keeps what it just wrote.
     const { w, o } = arrays(3);
     await store.save(metaAt(3), w, o);
-    assert.deepEqual((await store.list()).map((f) => path.basename(f)), [checkpointFileName(5), checkpointFileName(3)]);
+    assert.deepEqual(
+      (await store.list()).map((f) => path.basename(f)),
+      [checkpointFileName(5), checkpointFileName(3)],
+    );
     assert.throws(() => new CheckpointStore(dir, { keep: 0 }), RangeError);
   });
 });
@@ -226,7 +247,10 @@ test('a flipped digit in the meta fails the meta checksum and falls back', async
 });
 
 test('a garbage file under a checkpoint name falls back', async () => {
-  await expectFallback((file) => fs.writeFile(file, Buffer.from('this is not a checkpoint at all, just some text\n')), /bad magic/);
+  await expectFallback(
+    (file) => fs.writeFile(file, Buffer.from('this is not a checkpoint at all, just some text\n')),
+    /bad magic/,
+  );
 });
 
 test('trailing bytes are rejected', async () => {
@@ -237,34 +261,74 @@ test('verification names each kind of problem', async () => {
   await withTempDir(async (dir) => {
     const file = path.join(dir, 'x.rtckpt');
     const cases: Array<[string, () => Promise<void>, RegExp]> = [
-      ['wrong magic', () => fs.writeFile(file, Buffer.concat([Buffer.from('RTCKPT02'), Buffer.alloc(40)])), /bad magic "RTCKPT02"/],
+      [
+        'wrong magic',
+        () => fs.writeFile(file, Buffer.concat([Buffer.from('RTCKPT02'), Buffer.alloc(40)])),
+        /bad magic "RTCKPT02"/,
+      ],
       ['short file', () => fs.writeFile(file, Buffer.from('RTCK')), /shorter than the 12-byte preamble/],
       ['empty file', () => fs.writeFile(file, Buffer.alloc(0)), /0 bytes/],
-      ['huge header length', async () => {
-        const b = Buffer.alloc(64);
-        b.write('RTCKPT01');
-        b.writeUInt32LE(0xffffffff, 8);
-        await fs.writeFile(file, b);
-      }, /header length 4294967295 is not sane/],
-      ['header not JSON', async () => {
-        const b = Buffer.alloc(20, 0x41);
-        b.write('RTCKPT01');
-        b.writeUInt32LE(8, 8);
-        await fs.writeFile(file, b);
-      }, /not valid UTF-8 JSON/],
-      ['meta field of the wrong type', () => {
-        const meta = { ...metaAt(1), step: '1', createdAt: new Date().toISOString() };
-        return writeRawCheckpoint(file, { meta, weightsLength: 0, optimizerLength: 0, metaSha256: metaSha(meta) }, Buffer.alloc(0));
-      }, /meta\.step is not a non-negative integer/],
-      ['missing config', () => {
-        const meta = { ...metaAt(1), config: null, createdAt: new Date().toISOString() };
-        return writeRawCheckpoint(file, { meta, weightsLength: 0, optimizerLength: 0, metaSha256: metaSha(meta) }, Buffer.alloc(0));
-      }, /meta\.config is not an object/],
-      ['negative length', () => {
-        const meta = { ...metaAt(1), createdAt: new Date().toISOString() };
-        return writeRawCheckpoint(file, { meta, weightsLength: -1, optimizerLength: 0, metaSha256: metaSha(meta) }, Buffer.alloc(0));
-      }, /weightsLength/],
-      ['header is an array', () => writeRawCheckpoint(file, [] as unknown as Record<string, unknown>, Buffer.alloc(0)), /not a JSON object|meta is not an object/],
+      [
+        'huge header length',
+        async () => {
+          const b = Buffer.alloc(64);
+          b.write('RTCKPT01');
+          b.writeUInt32LE(0xffffffff, 8);
+          await fs.writeFile(file, b);
+        },
+        /header length 4294967295 is not sane/,
+      ],
+      [
+        'header not JSON',
+        async () => {
+          const b = Buffer.alloc(20, 0x41);
+          b.write('RTCKPT01');
+          b.writeUInt32LE(8, 8);
+          await fs.writeFile(file, b);
+        },
+        /not valid UTF-8 JSON/,
+      ],
+      [
+        'meta field of the wrong type',
+        () => {
+          const meta = { ...metaAt(1), step: '1', createdAt: new Date().toISOString() };
+          return writeRawCheckpoint(
+            file,
+            { meta, weightsLength: 0, optimizerLength: 0, metaSha256: metaSha(meta) },
+            Buffer.alloc(0),
+          );
+        },
+        /meta\.step is not a non-negative integer/,
+      ],
+      [
+        'missing config',
+        () => {
+          const meta = { ...metaAt(1), config: null, createdAt: new Date().toISOString() };
+          return writeRawCheckpoint(
+            file,
+            { meta, weightsLength: 0, optimizerLength: 0, metaSha256: metaSha(meta) },
+            Buffer.alloc(0),
+          );
+        },
+        /meta\.config is not an object/,
+      ],
+      [
+        'negative length',
+        () => {
+          const meta = { ...metaAt(1), createdAt: new Date().toISOString() };
+          return writeRawCheckpoint(
+            file,
+            { meta, weightsLength: -1, optimizerLength: 0, metaSha256: metaSha(meta) },
+            Buffer.alloc(0),
+          );
+        },
+        /weightsLength/,
+      ],
+      [
+        'header is an array',
+        () => writeRawCheckpoint(file, [] as unknown as Record<string, unknown>, Buffer.alloc(0)),
+        /not a JSON object|meta is not an object/,
+      ],
     ];
     for (const [name, write, problem] of cases) {
       await write();
@@ -296,7 +360,10 @@ test('save rejects meta that could not be read back', async () => {
     const { w, o } = arrays(1);
     await assert.rejects(store.save({ ...metaAt(1), step: -1 }, w, o), TypeError);
     await assert.rejects(store.save({ ...metaAt(1), consumed: NaN }, w, o), TypeError);
-    await assert.rejects(store.save({ ...metaAt(1), config: [] as unknown as Record<string, unknown> }, w, o), TypeError);
+    await assert.rejects(
+      store.save({ ...metaAt(1), config: [] as unknown as Record<string, unknown> }, w, o),
+      TypeError,
+    );
     assert.deepEqual(await fs.readdir(dir), []);
   });
 });
@@ -332,7 +399,10 @@ test('concurrent saves do not corrupt each other', async () => {
       other.save(metaAt(300), inputs[3].w, inputs[3].o), // same step from two saves at once: one whole file wins
     ]);
     assert.deepEqual((await fs.readdir(dir)).sort(), [100, 200, 300].map(checkpointFileName));
-    for (const [i, step] of [[0, 100], [1, 200]] as const) {
+    for (const [i, step] of [
+      [0, 100],
+      [1, 200],
+    ] as const) {
       const cp = await CheckpointStore.read(files[i]);
       assert.equal(cp.meta.step, step);
       assert.ok(sameBits(cp.weights, inputs[i].w) && sameBits(cp.optimizer, inputs[i].o));
@@ -374,9 +444,15 @@ test('a process killed while saving leaves only verifiable checkpoints; its temp
         }
       });
     });
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['ignore', 'ignore', 'inherit'] });
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
-    const early = exited.then(() => { throw new Error('child exited before its second save'); });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.once('exit', (_code, signal) => resolve(signal)),
+    );
+    const early = exited.then(() => {
+      throw new Error('child exited before its second save');
+    });
     try {
       await Promise.race([secondTemp, early]);
     } finally {
@@ -392,6 +468,9 @@ test('a process killed while saving leaves only verifiable checkpoints; its temp
     assert.deepEqual(skipped, []);
     assert.ok(checkpoint && checkpoint.weights[123] === 123 && checkpoint.optimizer[456] === -456);
     await store.save({ ...checkpoint.meta, step: checkpoint.meta.step + 1 }, checkpoint.weights, checkpoint.optimizer);
-    assert.deepEqual((await fs.readdir(dir)).filter((name) => name.endsWith('.tmp')), []);
+    assert.deepEqual(
+      (await fs.readdir(dir)).filter((name) => name.endsWith('.tmp')),
+      [],
+    );
   });
 });

@@ -8,9 +8,28 @@ import { after, describe, test } from 'node:test';
 import { defaultMnistDir } from '../shared/data/mnist.js';
 import { killAll, readJsonLines, runCli, tempDir } from './helpers/procs.js';
 
-interface MetricLine { rank: number; step: number; epoch: number; paramHash?: string; loss: number }
+interface MetricLine {
+  rank: number;
+  step: number;
+  epoch: number;
+  paramHash?: string;
+  loss: number;
+}
 
-const QUICK = ['--model', 'mlp', '--train-limit', '1024', '--test-limit', '1000', '--batch-size', '32', '--epochs', '2', '--backend', 'cpu'];
+const QUICK = [
+  '--model',
+  'mlp',
+  '--train-limit',
+  '1024',
+  '--test-limit',
+  '1000',
+  '--batch-size',
+  '32',
+  '--epochs',
+  '2',
+  '--backend',
+  'cpu',
+];
 
 describe('cluster (real processes)', { timeout: 240_000 }, () => {
   after(killAll);
@@ -18,7 +37,20 @@ describe('cluster (real processes)', { timeout: 240_000 }, () => {
   test('launch -np 2: every step leaves both replicas bitwise identical', async () => {
     const dir = await tempDir('launch');
     const summaryFile = path.join(dir, 'summary.json');
-    const launch = runCli(['launch', '-np', '2', ...QUICK, '--check-every', '1', '--report-every', '4', '--run-dir', dir, '--summary-json', summaryFile]);
+    const launch = runCli([
+      'launch',
+      '-np',
+      '2',
+      ...QUICK,
+      '--check-every',
+      '1',
+      '--report-every',
+      '4',
+      '--run-dir',
+      dir,
+      '--summary-json',
+      summaryFile,
+    ]);
     assert.equal(await launch.exited(180_000), 0, launch.output());
     const summary = JSON.parse(await fs.readFile(summaryFile, 'utf8'));
     assert.equal(summary.workers, 2);
@@ -45,16 +77,43 @@ describe('cluster (real processes)', { timeout: 240_000 }, () => {
       hashesSeen.add(ranks.get(0)!);
     }
     assert.equal(hashesSeen.size, 32, 'parameters changed at every step');
-    for (const f of ['coordinator.log.jsonl', 'worker-0.log.jsonl', 'worker-1.log.jsonl']) await fs.access(path.join(dir, f));
+    for (const f of ['coordinator.log.jsonl', 'worker-0.log.jsonl', 'worker-1.log.jsonl'])
+      await fs.access(path.join(dir, f));
   });
 
   test('a worker with its own data and one fed over the wire train identical replicas', async () => {
     const dir = await tempDir('mixed');
     const summaryFile = path.join(dir, 'summary.json');
-    const coord = runCli(['coordinator', '--host', '127.0.0.1', '--port', '0', '--min-workers', '2', ...QUICK.slice(0, -2),
-      '--epochs', '1', '--check-every', '1', '--run-dir', dir, '--summary-json', summaryFile]);
+    const coord = runCli([
+      'coordinator',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--min-workers',
+      '2',
+      ...QUICK.slice(0, -2),
+      '--epochs',
+      '1',
+      '--check-every',
+      '1',
+      '--run-dir',
+      dir,
+      '--summary-json',
+      summaryFile,
+    ]);
     const [, port] = await coord.waitFor(/coordinator ws:\/\/[^:]+:(\d+)/);
-    const common = ['worker', '--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0', '--advertise', '127.0.0.1', '--backend', 'cpu'];
+    const common = [
+      'worker',
+      '--coordinator',
+      `ws://127.0.0.1:${port}`,
+      '--listen',
+      '127.0.0.1:0',
+      '--advertise',
+      '127.0.0.1',
+      '--backend',
+      'cpu',
+    ];
     const withData = runCli([...common, '--data-dir', defaultMnistDir()]);
     const withoutData = runCli(common);
     assert.equal(await coord.exited(), 0, coord.output());
@@ -67,9 +126,29 @@ describe('cluster (real processes)', { timeout: 240_000 }, () => {
 
   test('too few workers: the rendezvous times out with a clear message and a non-zero exit', async () => {
     const dir = await tempDir('rdzv');
-    const coord = runCli(['coordinator', '--host', '127.0.0.1', '--port', '0', '--min-workers', '2', '--rendezvous-timeout', '1500', '--run-dir', dir]);
+    const coord = runCli([
+      'coordinator',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--min-workers',
+      '2',
+      '--rendezvous-timeout',
+      '1500',
+      '--run-dir',
+      dir,
+    ]);
     const [, port] = await coord.waitFor(/coordinator ws:\/\/[^:]+:(\d+)/);
-    const worker = runCli(['worker', '--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0', '--backend', 'cpu']);
+    const worker = runCli([
+      'worker',
+      '--coordinator',
+      `ws://127.0.0.1:${port}`,
+      '--listen',
+      '127.0.0.1:0',
+      '--backend',
+      'cpu',
+    ]);
     assert.equal(await coord.exited(30_000), 1);
     assert.match(coord.output(), /only 1 of 2 workers joined within 1500 ms/);
     assert.notEqual(await worker.exited(30_000), 0);

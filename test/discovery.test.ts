@@ -7,8 +7,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { ConfigError } from '../shared/errors.js';
-import { DiscoveryPoller, HostBlacklist, planPlacement, runDiscoveryScript } from '../scripts/cli/discovery.js';
-import { parseHostLines, slotName, type WorkerSlot } from '../scripts/cli/hosts.js';
+import { DiscoveryPoller, HostBlacklist, planPlacement, runDiscoveryScript } from '../launcher/discovery.js';
+import { parseHostLines, slotName, type WorkerSlot } from '../launcher/hosts.js';
 import { tempDir } from './helpers/procs.js';
 
 const none = () => false;
@@ -23,15 +23,31 @@ describe('placement', () => {
 
   test('nothing changes when the hosts and the workers agree', () => {
     const hosts = parseHostLines('a:2\nb:1');
-    const p = planPlacement(hosts, [{ host: 'a', slot: 0 }, { host: 'b', slot: 0 }, { host: 'a', slot: 1 }], { cap: Infinity, excluded: none });
+    const p = planPlacement(
+      hosts,
+      [
+        { host: 'a', slot: 0 },
+        { host: 'b', slot: 0 },
+        { host: 'a', slot: 1 },
+      ],
+      { cap: Infinity, excluded: none },
+    );
     assert.deepEqual(p, { start: [], stop: [] });
   });
 
   test('a new host gets workers; a vanished host has its workers stopped; fewer slots stop the highest ones', () => {
-    const running = [{ host: 'a', slot: 0 }, { host: 'a', slot: 1 }, { host: 'a', slot: 2 }, { host: 'b', slot: 0 }];
+    const running = [
+      { host: 'a', slot: 0 },
+      { host: 'a', slot: 1 },
+      { host: 'a', slot: 2 },
+      { host: 'b', slot: 0 },
+    ];
     const p = planPlacement(parseHostLines('a:1\nc:2@10.0.0.3'), running, { cap: Infinity, excluded: none });
     assert.deepEqual(names(p.stop).sort(), ['a:1', 'a:2', 'b:0']);
-    assert.deepEqual(p.start, [{ host: 'c', slot: 0, advertise: '10.0.0.3' }, { host: 'c', slot: 1, advertise: '10.0.0.3' }]);
+    assert.deepEqual(p.start, [
+      { host: 'c', slot: 0, advertise: '10.0.0.3' },
+      { host: 'c', slot: 1, advertise: '10.0.0.3' },
+    ]);
   });
 
   test('the cap limits the total; free slots are filled first-listed-first', () => {
@@ -44,7 +60,12 @@ describe('placement', () => {
 
   test('above the cap, the workers furthest down the list stop', () => {
     const hosts = parseHostLines('a:2\nb:2');
-    const running = [{ host: 'b', slot: 1 }, { host: 'a', slot: 0 }, { host: 'b', slot: 0 }, { host: 'a', slot: 1 }];
+    const running = [
+      { host: 'b', slot: 1 },
+      { host: 'a', slot: 0 },
+      { host: 'b', slot: 0 },
+      { host: 'a', slot: 1 },
+    ];
     const p = planPlacement(hosts, running, { cap: 2, excluded: none });
     assert.deepEqual(names(p.stop), ['b:1', 'b:0']);
     assert.deepEqual(p.start, []);
@@ -109,13 +130,19 @@ describe('discovery script', () => {
   test('its host:slots lines are parsed', async () => {
     const dir = await tempDir('discovery');
     const file = await script(dir, 'hosts.sh', `printf 'h1:2\\n# h2 is down\\nh3:1@10.0.0.3\\n'`);
-    assert.deepEqual(await runDiscoveryScript(file, 5000), [{ host: 'h1', slots: 2 }, { host: 'h3', slots: 1, advertise: '10.0.0.3' }]);
+    assert.deepEqual(await runDiscoveryScript(file, 5000), [
+      { host: 'h1', slots: 2 },
+      { host: 'h3', slots: 1, advertise: '10.0.0.3' },
+    ]);
   });
 
   test('a failing, hanging or garbled script is an error naming it', async () => {
     const dir = await tempDir('discovery');
     const failing = await script(dir, 'fail.sh', 'echo "inventory unavailable" >&2; exit 3');
-    await assert.rejects(runDiscoveryScript(failing, 5000), (e: unknown) => e instanceof ConfigError && /fail\.sh failed: .*inventory unavailable/.test(e.message));
+    await assert.rejects(
+      runDiscoveryScript(failing, 5000),
+      (e: unknown) => e instanceof ConfigError && /fail\.sh failed: .*inventory unavailable/.test(e.message),
+    );
     const hanging = await script(dir, 'hang.sh', 'exec sleep 30');
     await assert.rejects(runDiscoveryScript(hanging, 200), /hang\.sh failed: timed out after 200 ms/);
     const garbled = await script(dir, 'garbled.sh', 'echo "h1:many"');
@@ -148,12 +175,18 @@ describe('poller', () => {
     t.mock.timers.tick(999);
     await settle();
     assert.equal(calls, 1, 'not before the interval');
-    for (let i = 0; i < 3; i++) { t.mock.timers.tick(1000); await settle(); }
+    for (let i = 0; i < 3; i++) {
+      t.mock.timers.tick(1000);
+      await settle();
+    }
     assert.equal(calls, 4);
     assert.deepEqual(seen, [['a:1'], ['a:1', 'b:2'], ['a:1', 'b:2']]);
     assert.deepEqual(errors, ['script failed']);
     poller.stop();
-    for (let i = 0; i < 3; i++) { t.mock.timers.tick(1000); await settle(); }
+    for (let i = 0; i < 3; i++) {
+      t.mock.timers.tick(1000);
+      await settle();
+    }
     assert.equal(calls, 4, 'a stopped poller runs no more');
   });
 });

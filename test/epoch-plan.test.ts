@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { planFrom, positionAt, epochTrained } from '../coordinator/epoch-plan.js';
-import { batchIndices, shardForRank } from '../shared/sampler.js';
+import { batchIndices, shardForRank } from '../shared/data/sampler.js';
 
 test('a plan from the start of an epoch runs ceil(ceil(N/W)/B) steps and ends with the epoch consumed', () => {
   const plan = planFrom({ epoch: 2, consumed: 0, step: 100 }, 1000, 3, 64);
@@ -19,13 +19,16 @@ test('after k steps, exactly the first consumed samples of the epoch order were 
       for (const B of [1, 4, 8]) {
         const plan = planFrom({ epoch: 0, consumed: 0, step: 0 }, N, W, B);
         const order = shardForRank({ datasetSize: N, worldSize: 1, rank: 0, seed: 9, epoch: 0 });
-        const shards = Array.from({ length: W }, (_, rank) => shardForRank({ datasetSize: N, worldSize: W, rank, seed: 9, epoch: 0 }));
+        const shards = Array.from({ length: W }, (_, rank) =>
+          shardForRank({ datasetSize: N, worldSize: W, rank, seed: 9, epoch: 0 }),
+        );
         const seen = new Set<number>();
         for (let k = 1; k <= plan.steps; k++) {
           for (const s of shards) for (const i of batchIndices(s, k - 1, B)) seen.add(i);
           const { consumed } = positionAt(plan, k);
           const prefix = new Set(order.subarray(0, consumed));
-          for (const i of prefix) assert.ok(seen.has(i), `N=${N} W=${W} B=${B} k=${k}: sample ${i} of the prefix was trained`);
+          for (const i of prefix)
+            assert.ok(seen.has(i), `N=${N} W=${W} B=${B} k=${k}: sample ${i} of the prefix was trained`);
         }
         assert.equal(seen.size, N, 'the whole epoch was trained');
       }
@@ -47,7 +50,10 @@ test('a re-plan after a membership change trains exactly the rest of the epoch',
     assert.equal(shard.length, Math.ceil((N - 45) / 2));
     for (const i of shard) rest.add(i);
   }
-  assert.deepEqual([...rest].sort((a, b) => a - b), [...order.subarray(45)].sort((a, b) => a - b));
+  assert.deepEqual(
+    [...rest].sort((a, b) => a - b),
+    [...order.subarray(45)].sort((a, b) => a - b),
+  );
   assert.equal(positionAt(second, second.firstStep + second.steps).consumed, N);
 });
 

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { createInMemoryRing } from '../shared/allreduce-memory.js';
+import { createInMemoryRing } from '../shared/ring/allreduce-memory.js';
 import { limitSplit, loadMnist, type MnistSplit } from '../shared/data/mnist.js';
-import { batchIndices, shardForRank } from '../shared/sampler.js';
+import { batchIndices, shardForRank } from '../shared/data/sampler.js';
 import { BatchLoader } from '../shared/train/batches.js';
 import { buildModel } from '../shared/train/models.js';
 import { Replica } from '../shared/train/replica.js';
@@ -34,10 +34,18 @@ function sgdReplica(): Replica {
 test(`2 workers at batch ${B} for ${K} SGD steps == 1 process at batch ${2 * B}`, async () => {
   // Reference: one process, batch 2B, world size 1.
   const single = sgdReplica();
-  const singleShard = shardForRank({ datasetSize: train.count, worldSize: 1, rank: 0, seed: SEED, epoch: 0, shuffle: true });
+  const singleShard = shardForRank({
+    datasetSize: train.count,
+    worldSize: 1,
+    rank: 0,
+    seed: SEED,
+    epoch: 0,
+    shuffle: true,
+  });
   const soloRing = { rank: 0, worldSize: 1, gen: 1, links: createInMemoryRing(1)[0]! };
   const singleLoader = new BatchLoader(train, 2 * B);
-  for (let s = 0; s < K; s++) await trainStep(single, singleLoader, batchIndices(singleShard, s, 2 * B), soloRing, s, 0);
+  for (let s = 0; s < K; s++)
+    await trainStep(single, singleLoader, batchIndices(singleShard, s, 2 * B), soloRing, s, 0);
 
   // Cluster: two replicas from the same start, each on its DistributedSampler shard at batch B.
   const links = createInMemoryRing(2);
@@ -69,9 +77,11 @@ test(`2 workers at batch ${B} for ${K} SGD steps == 1 process at batch ${2 * B}`
   assert.ok(moved > 1e-3, `weights moved by ${moved}`);
 });
 
-test('the union of the two workers\' batches is exactly the single process\'s batch', () => {
+test("the union of the two workers' batches is exactly the single process's batch", () => {
   const single = shardForRank({ datasetSize: train.count, worldSize: 1, rank: 0, seed: SEED, epoch: 0, shuffle: true });
-  const shards = [0, 1].map((rank) => shardForRank({ datasetSize: train.count, worldSize: 2, rank, seed: SEED, epoch: 0, shuffle: true }));
+  const shards = [0, 1].map((rank) =>
+    shardForRank({ datasetSize: train.count, worldSize: 2, rank, seed: SEED, epoch: 0, shuffle: true }),
+  );
   for (let s = 0; s < K; s++) {
     const union = [...batchIndices(shards[0]!, s, B), ...batchIndices(shards[1]!, s, B)].sort((x, y) => x - y);
     const ref = [...batchIndices(single, s, 2 * B)].sort((x, y) => x - y);

@@ -8,21 +8,65 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { killAll, readJsonLines, runCli, tempDir, waitForLines, waitUntil, type Proc } from './helpers/procs.js';
 
-interface MetricLine { rank: number; gen: number; step: number; paramHash?: string }
+interface MetricLine {
+  rank: number;
+  gen: number;
+  step: number;
+  paramHash?: string;
+}
 
-const TRAIN = ['--model', 'lenet5', '--train-limit', '6000', '--test-limit', '2000', '--batch-size', '32', '--backend', 'wasm'];
+const TRAIN = [
+  '--model',
+  'lenet5',
+  '--train-limit',
+  '6000',
+  '--test-limit',
+  '2000',
+  '--batch-size',
+  '32',
+  '--backend',
+  'wasm',
+];
 const FAST_LIVENESS = ['--heartbeat-ms', '300', '--heartbeat-misses', '5'];
 
 async function coordinator(dir: string, extra: string[]): Promise<{ proc: Proc; port: number; summary: string }> {
   const summary = path.join(dir, 'summary.json');
-  const proc = runCli(['coordinator', '--host', '127.0.0.1', '--port', '0', '--run-dir', dir, '--summary-json', summary,
-    '--check-every', '1', '--report-every', '2', ...FAST_LIVENESS, ...TRAIN.filter((a) => a !== '--backend' && a !== 'wasm'), ...extra]);
+  const proc = runCli([
+    'coordinator',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--run-dir',
+    dir,
+    '--summary-json',
+    summary,
+    '--check-every',
+    '1',
+    '--report-every',
+    '2',
+    ...FAST_LIVENESS,
+    ...TRAIN.filter((a) => a !== '--backend' && a !== 'wasm'),
+    ...extra,
+  ]);
   const [, port] = await proc.waitFor(/coordinator ws:\/\/[^:]+:(\d+)/);
   return { proc, port: Number(port), summary };
 }
 
 function worker(port: number, extra: string[] = []): Proc {
-  return runCli(['worker', '--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0', '--advertise', '127.0.0.1', '--backend', 'wasm', ...FAST_LIVENESS, ...extra]);
+  return runCli([
+    'worker',
+    '--coordinator',
+    `ws://127.0.0.1:${port}`,
+    '--listen',
+    '127.0.0.1:0',
+    '--advertise',
+    '127.0.0.1',
+    '--backend',
+    'wasm',
+    ...FAST_LIVENESS,
+    ...extra,
+  ]);
 }
 
 /** Steps every rank of generation `gen` reported (the replicas of a generation all apply the same steps). */
@@ -58,7 +102,11 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
     const workers = [worker(c.port), worker(c.port), worker(c.port)];
     // Only start once all three are in: --min-workers 2 would start with two, so wait for the 3-worker generation.
     const metrics = path.join(dir, 'metrics.jsonl');
-    const before = await waitForLines<MetricLine>(metrics, (ls) => ls.some((l) => l.rank === 2 && l.step >= 15), 120_000);
+    const before = await waitForLines<MetricLine>(
+      metrics,
+      (ls) => ls.some((l) => l.rank === 2 && l.step >= 15),
+      120_000,
+    );
     const gen = Math.max(...before.map((l) => l.gen));
     workers[1]!.child.kill('SIGKILL');
     assert.equal(await c.proc.exited(240_000), 0, c.proc.output());
@@ -128,9 +176,13 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
   async function killAndResume(corruptNewest: boolean): Promise<void> {
     const dir = await tempDir(corruptNewest ? 'corrupt' : 'resume');
     const c = await coordinator(dir, ['--min-workers', '2', '--epochs', '1', '--checkpoint-every', '8']);
-    const workers = [worker(c.port, ['--coordinator-retry-ms', '60000']), worker(c.port, ['--coordinator-retry-ms', '60000'])];
+    const workers = [
+      worker(c.port, ['--coordinator-retry-ms', '60000']),
+      worker(c.port, ['--coordinator-retry-ms', '60000']),
+    ];
     const ckptDir = path.join(dir, 'checkpoints');
-    const checkpoints = async () => (await fs.readdir(ckptDir).catch(() => [] as string[])).filter((f) => f.endsWith('.rtckpt')).sort();
+    const checkpoints = async () =>
+      (await fs.readdir(ckptDir).catch(() => [] as string[])).filter((f) => f.endsWith('.rtckpt')).sort();
     await waitUntil(async () => (await checkpoints()).length >= 2, 'two checkpoints', 120_000);
     c.proc.child.kill('SIGKILL');
     await c.proc.exited(10_000);
@@ -143,10 +195,26 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
       await fs.writeFile(file, bytes.subarray(0, bytes.length - 100));
     }
     const expected = Number((corruptNewest ? previous : newest).match(/(\d+)/)![1]);
-    const resumed = runCli(['coordinator', '--host', '127.0.0.1', '--port', String(c.port), '--run-dir', dir, '--resume',
-      '--summary-json', c.summary, '--min-workers', '2', ...FAST_LIVENESS]);
+    const resumed = runCli([
+      'coordinator',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(c.port),
+      '--run-dir',
+      dir,
+      '--resume',
+      '--summary-json',
+      c.summary,
+      '--min-workers',
+      '2',
+      ...FAST_LIVENESS,
+    ]);
     assert.equal(await resumed.exited(240_000), 0, resumed.output());
-    const log = (await fs.readFile(path.join(dir, 'coordinator.log.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const log = (await fs.readFile(path.join(dir, 'coordinator.log.jsonl'), 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     const resumeLine = log.find((l) => l.msg === 'resuming from checkpoint');
     assert.ok(resumeLine, 'the resumed coordinator logged its checkpoint');
     assert.equal(resumeLine.step, expected, `resumed from step ${resumeLine.step}`);
@@ -158,10 +226,14 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
     assert.equal(summary.outcome, 'finished');
     assert.equal(summary.epochs, 1);
     const lines = await readJsonLines<MetricLine>(path.join(dir, 'metrics.jsonl'));
-    assert.ok(lines.some((l) => l.step === expected), `training continued at step ${expected}`);
+    assert.ok(
+      lines.some((l) => l.step === expected),
+      `training continued at step ${expected}`,
+    );
     for (const w of workers) assert.equal(await w.exited(30_000), 0, w.output());
   }
 
-  test('(d) the coordinator killed and restarted with --resume continues from its checkpoint', () => killAndResume(false));
+  test('(d) the coordinator killed and restarted with --resume continues from its checkpoint', () =>
+    killAndResume(false));
   test('(e) a corrupt newest checkpoint is reported and the previous one is used', () => killAndResume(true));
 });

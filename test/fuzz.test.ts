@@ -14,14 +14,34 @@ import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
-import { Phase, type ChunkHeader } from '../shared/allreduce.js';
-import { checkpointFileName, decodeCheckpoint, encodeCheckpoint, type Checkpoint, type CheckpointMeta } from '../coordinator/checkpoints.js';
-import { parseIdx, writeIdx, type IdxArray } from '../shared/data/idx.js';
-import { CheckpointCorruptError, DataCorruptError, ProtocolError, ProtocolVersionError, RingtrainError } from '../shared/errors.js';
+import { Phase, type ChunkHeader } from '../shared/ring/allreduce.js';
 import {
-  decodeChunkFrame, decodeFrame, decodeMessage, encodeChunkFrame, encodeMessage, float32ToBytes, FrameKind, MessageType,
-  PROTOCOL_VERSION, type Message,
-} from '../shared/protocol.js';
+  checkpointFileName,
+  decodeCheckpoint,
+  encodeCheckpoint,
+  type Checkpoint,
+  type CheckpointMeta,
+} from '../coordinator/checkpoints.js';
+import { parseIdx, writeIdx, type IdxArray } from '../shared/data/idx.js';
+import {
+  CheckpointCorruptError,
+  DataCorruptError,
+  ProtocolError,
+  ProtocolVersionError,
+  RingtrainError,
+} from '../shared/errors.js';
+import {
+  decodeChunkFrame,
+  decodeFrame,
+  decodeMessage,
+  encodeChunkFrame,
+  encodeMessage,
+  float32ToBytes,
+  FrameKind,
+  MessageType,
+  PROTOCOL_VERSION,
+  type Message,
+} from '../shared/wire/protocol.js';
 import { normalize, sampleMessages as samples } from './helpers/messages.js';
 
 const SCALE = Math.max(1, Number(process.env.RINGTRAIN_FUZZ_SCALE ?? 1));
@@ -43,7 +63,9 @@ function typedOutcome<T>(decode: () => T, allowed: readonly ErrorClass[]): T | u
       return undefined;
     }
     const e = err as Error;
-    assert.fail(`expected ${allowed.map((c) => c.name).join(' or ')}, got ${e?.name ?? typeof err}: ${e?.message ?? String(err)}`);
+    assert.fail(
+      `expected ${allowed.map((c) => c.name).join(' or ')}, got ${e?.name ?? typeof err}: ${e?.message ?? String(err)}`,
+    );
   }
 }
 
@@ -52,7 +74,10 @@ const PROTOCOL_ERRORS = [ProtocolError, ProtocolVersionError] as const;
 // ---------------------------------------------------------------------------------------------------------------
 // Byte-level mutations
 
-const INTERESTING_U32 = [0, 1, 2, 3, 4, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
+const INTERESTING_U32 = [
+  0, 1, 2, 3, 4, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xfffffffe,
+  0xffffffff,
+];
 
 type Mutation =
   | { kind: 'flip'; at: number; bit: number }
@@ -67,12 +92,22 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }),
   fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
   fc.record({ kind: fc.constant('extend' as const), bytes: fc.uint8Array({ minLength: 1, maxLength: 64 }) }),
-  fc.record({ kind: fc.constant('replace' as const), at: fc.nat(), value: fc.oneof(fc.integer({ min: 0, max: 255 }), fc.constantFrom(0x00, 0x7f, 0x80, 0xc1, 0xff)) }),
   fc.record({
-    kind: fc.constant('word' as const), at: fc.nat(), value: fc.oneof(fc.constantFrom(...INTERESTING_U32), fc.nat({ max: 0xffffffff })),
+    kind: fc.constant('replace' as const),
+    at: fc.nat(),
+    value: fc.oneof(fc.integer({ min: 0, max: 255 }), fc.constantFrom(0x00, 0x7f, 0x80, 0xc1, 0xff)),
+  }),
+  fc.record({
+    kind: fc.constant('word' as const),
+    at: fc.nat(),
+    value: fc.oneof(fc.constantFrom(...INTERESTING_U32), fc.nat({ max: 0xffffffff })),
     littleEndian: fc.boolean(),
   }),
-  fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), bytes: fc.uint8Array({ minLength: 1, maxLength: 8 }) }),
+  fc.record({
+    kind: fc.constant('insert' as const),
+    at: fc.nat(),
+    bytes: fc.uint8Array({ minLength: 1, maxLength: 8 }),
+  }),
   fc.record({ kind: fc.constant('remove' as const), at: fc.nat(), length: fc.integer({ min: 1, max: 8 }) }),
 );
 const mutationsArb = fc.array(mutationArb, { minLength: 1, maxLength: 4 });
@@ -114,7 +149,10 @@ function applyMutations(input: Uint8Array, mutations: readonly Mutation[]): Uint
 function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;
-  for (const p of parts) { out.set(p, offset); offset += p.length; }
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
   return out;
 }
 
@@ -137,13 +175,62 @@ const sampleFrames = samples.map((m) => encodeMessage(m));
 
 // An independent statement of the field types, so an accepted message is checked by something other than the decoder.
 const INT_FIELDS = new Set([
-  'gen', 'rank', 'step', 'epoch', 'worldSize', 'predecessorRank', 'port', 'ringPort', 'pid', 'protocolVersion', 'correct', 'total',
-  'steps', 'exitCode', 'firstStep', 'epochSamples', 'offset', 'testStart', 'testEnd', 'samples', 'peerRank',
+  'gen',
+  'rank',
+  'step',
+  'epoch',
+  'worldSize',
+  'predecessorRank',
+  'port',
+  'ringPort',
+  'pid',
+  'protocolVersion',
+  'correct',
+  'total',
+  'steps',
+  'exitCode',
+  'firstStep',
+  'epochSamples',
+  'offset',
+  'testStart',
+  'testEnd',
+  'samples',
+  'peerRank',
 ]);
-const FINITE_FIELDS = new Set(['waitingMs', 'trainMs', 'dataMs', 'computeMs', 'allreduceMs', 'applyMs', 'reduceScatterMs', 'startedAt']);
+const FINITE_FIELDS = new Set([
+  'waitingMs',
+  'trainMs',
+  'dataMs',
+  'computeMs',
+  'allreduceMs',
+  'applyMs',
+  'reduceScatterMs',
+  'startedAt',
+]);
 const NUMBER_FIELDS = new Set(['loss', 'lossSum']);
-const BYTE_FIELDS = new Set(['auth', 'nonce', 'weights', 'optimizer', 'indices', 'images', 'labels', 'testImages', 'testLabels']);
-const STRING_FIELDS = new Set(['type', 'workerId', 'host', 'ringHost', 'backend', 'code', 'message', 'runId', 'reason', 'paramHash']);
+const BYTE_FIELDS = new Set([
+  'auth',
+  'nonce',
+  'weights',
+  'optimizer',
+  'indices',
+  'images',
+  'labels',
+  'testImages',
+  'testLabels',
+]);
+const STRING_FIELDS = new Set([
+  'type',
+  'workerId',
+  'host',
+  'ringHost',
+  'backend',
+  'code',
+  'message',
+  'runId',
+  'reason',
+  'paramHash',
+]);
 const BOOLEAN_FIELDS = new Set(['hasData', 'hasState', 'nonFinite']);
 
 /** Every field of an accepted message has the type the application relies on (the free-form `config` excepted). */
@@ -152,10 +239,13 @@ function assertWellTyped(value: Record<string, unknown>, path: string): void {
   for (const [key, v] of Object.entries(value)) {
     const where = `${path}.${key}`;
     if (key === 'config') assert.ok(v !== null && typeof v === 'object' && !Array.isArray(v), `${where} is a map`);
-    else if (key === 'records') (v as Record<string, unknown>[]).forEach((r, i) => assertWellTyped(r, `${where}[${i}]`));
+    else if (key === 'records')
+      (v as Record<string, unknown>[]).forEach((r, i) => assertWellTyped(r, `${where}[${i}]`));
     else if (key === 'successor') assertWellTyped(v as Record<string, unknown>, where);
-    else if (INT_FIELDS.has(key)) assert.ok(Number.isSafeInteger(v) && (v as number) >= -1, `${where} is an integer: ${String(v)}`);
-    else if (FINITE_FIELDS.has(key)) assert.ok(Number.isFinite(v) && (v as number) >= 0, `${where} is a finite duration: ${String(v)}`);
+    else if (INT_FIELDS.has(key))
+      assert.ok(Number.isSafeInteger(v) && (v as number) >= -1, `${where} is an integer: ${String(v)}`);
+    else if (FINITE_FIELDS.has(key))
+      assert.ok(Number.isFinite(v) && (v as number) >= 0, `${where} is a finite duration: ${String(v)}`);
     else if (NUMBER_FIELDS.has(key)) assert.equal(typeof v, 'number', where);
     else if (BYTE_FIELDS.has(key)) assert.ok(v instanceof Uint8Array, `${where} is bytes`);
     else if (STRING_FIELDS.has(key)) assert.equal(typeof v, 'string', where);
@@ -193,7 +283,11 @@ function checkProtocolDecoders(bytes: Uint8Array): void {
   const message = typedOutcome(() => decodeMessage(bytes), PROTOCOL_ERRORS);
   const chunk = typedOutcome(() => decodeChunkFrame(bytes), PROTOCOL_ERRORS);
   assert.ok(!(message && chunk), 'a frame is never both a message and a chunk');
-  assert.equal(frame !== undefined, message !== undefined || chunk !== undefined, 'decodeFrame agrees with the specific decoders');
+  assert.equal(
+    frame !== undefined,
+    message !== undefined || chunk !== undefined,
+    'decodeFrame agrees with the specific decoders',
+  );
   if (message) {
     assertSaneMessage(message);
     assert.equal(frame?.kind, 'control');
@@ -212,13 +306,47 @@ const recordPackr = new Packr({ useRecords: true, moreTypes: true, structuredClo
 
 const anyValue: fc.Arbitrary<unknown> = fc.oneof(
   fc.anything({
-    maxDepth: 2, withBigInt: true, withDate: true, withMap: true, withSet: true, withTypedArray: true, withNullPrototype: true,
-    withBoxedValues: true, withSparseArray: true, withObjectString: true,
+    maxDepth: 2,
+    withBigInt: true,
+    withDate: true,
+    withMap: true,
+    withSet: true,
+    withTypedArray: true,
+    withNullPrototype: true,
+    withBoxedValues: true,
+    withSparseArray: true,
+    withObjectString: true,
   }),
   fc.constantFrom<unknown>(
-    Number.NaN, Infinity, -Infinity, -1, -0, 0.5, 2 ** 31, 2 ** 32, 2 ** 53, -(2 ** 53), Number.MAX_VALUE, '', '1', 'hello', true, false,
-    null, undefined, new Uint8Array(0), new Uint8Array(3), new Uint8Array(4), new Float32Array(2), [], [1], {}, { type: 'ready' },
-    new Date(0), 1n, 2n ** 70n,
+    Number.NaN,
+    Infinity,
+    -Infinity,
+    -1,
+    -0,
+    0.5,
+    2 ** 31,
+    2 ** 32,
+    2 ** 53,
+    -(2 ** 53),
+    Number.MAX_VALUE,
+    '',
+    '1',
+    'hello',
+    true,
+    false,
+    null,
+    undefined,
+    new Uint8Array(0),
+    new Uint8Array(3),
+    new Uint8Array(4),
+    new Float32Array(2),
+    [],
+    [1],
+    {},
+    { type: 'ready' },
+    new Date(0),
+    1n,
+    2n ** 70n,
   ),
 );
 
@@ -231,9 +359,24 @@ type FieldEdit =
   | { op: 'body'; value: unknown };
 
 const fieldEditArb: fc.Arbitrary<FieldEdit> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('replace' as const), pick: fc.nat(), nested: fc.boolean(), value: anyValue }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      op: fc.constant('replace' as const),
+      pick: fc.nat(),
+      nested: fc.boolean(),
+      value: anyValue,
+    }),
+  },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('delete' as const), pick: fc.nat(), nested: fc.boolean() }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('add' as const), key: fc.oneof(fc.constantFrom(...KEY_NAMES), fc.string()), value: anyValue }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant('add' as const),
+      key: fc.oneof(fc.constantFrom(...KEY_NAMES), fc.string()),
+      value: anyValue,
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('body' as const), value: anyValue }) },
 );
 
@@ -285,36 +428,59 @@ describe('fuzz: wire protocol decoders', () => {
   });
 
   test('random bytes: a sane frame or a protocol error', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), shiftArb, (bytes, shift) => checkProtocolDecoders(placed(bytes, shift))), runs(1500));
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), shiftArb, (bytes, shift) =>
+        checkProtocolDecoders(placed(bytes, shift)),
+      ),
+      runs(1500),
+    );
   });
 
   test('random bodies behind a valid prefix: a sane frame or a protocol error', () => {
-    const prefixed = fc.tuple(fc.constantFrom<number>(FrameKind.control, FrameKind.chunk, 0, 3, 255), fc.uint8Array({ maxLength: 300 }));
-    fc.assert(fc.property(prefixed, shiftArb, ([kind, body], shift) => {
-      checkProtocolDecoders(placed(concat(Uint8Array.of(kind, PROTOCOL_VERSION), body), shift));
-    }), runs(1500));
+    const prefixed = fc.tuple(
+      fc.constantFrom<number>(FrameKind.control, FrameKind.chunk, 0, 3, 255),
+      fc.uint8Array({ maxLength: 300 }),
+    );
+    fc.assert(
+      fc.property(prefixed, shiftArb, ([kind, body], shift) => {
+        checkProtocolDecoders(placed(concat(Uint8Array.of(kind, PROTOCOL_VERSION), body), shift));
+      }),
+      runs(1500),
+    );
   });
 
   test('mutated valid control messages: a sane frame or a protocol error', () => {
-    fc.assert(fc.property(fc.nat({ max: samples.length - 1 }), mutationsArb, shiftArb, (index, mutations, shift) => {
-      const bytes = applyMutations(sampleFrames[index]!, mutations);
-      checkProtocolDecoders(placed(bytes, shift));
-    }), runs(2000));
+    fc.assert(
+      fc.property(fc.nat({ max: samples.length - 1 }), mutationsArb, shiftArb, (index, mutations, shift) => {
+        const bytes = applyMutations(sampleFrames[index]!, mutations);
+        checkProtocolDecoders(placed(bytes, shift));
+      }),
+      runs(2000),
+    );
   });
 
   test('msgpack bodies with a field replaced, removed or added: a sane message or a protocol error', () => {
-    fc.assert(fc.property(fc.nat({ max: samples.length - 1 }), fieldEditArb, fc.boolean(), (index, edit, records) => {
-      const frame = controlFrameOf(applyFieldEdit(samples[index]!, edit), records ? recordPackr : plainPackr);
-      if (frame) checkProtocolDecoders(frame);
-    }), runs(1500));
+    fc.assert(
+      fc.property(fc.nat({ max: samples.length - 1 }), fieldEditArb, fc.boolean(), (index, edit, records) => {
+        const frame = controlFrameOf(applyFieldEdit(samples[index]!, edit), records ? recordPackr : plainPackr);
+        if (frame) checkProtocolDecoders(frame);
+      }),
+      runs(1500),
+    );
   });
 
   test('mutated valid chunk frames: a frame that re-encodes identically, or a protocol error', () => {
-    fc.assert(fc.property(chunkArb, mutationsArb, shiftArb, (c, mutations, shift) => {
-      const valid = encodeChunkFrame({ phase: c.phase, generation: c.generation, step: c.step, chunk: c.chunk, count: c.data.length }, c.data);
-      checkProtocolDecoders(placed(valid, shift)); // the unmutated frame, at any offset
-      checkProtocolDecoders(placed(applyMutations(valid, mutations), shift));
-    }), runs(1200));
+    fc.assert(
+      fc.property(chunkArb, mutationsArb, shiftArb, (c, mutations, shift) => {
+        const valid = encodeChunkFrame(
+          { phase: c.phase, generation: c.generation, step: c.step, chunk: c.chunk, count: c.data.length },
+          c.data,
+        );
+        checkProtocolDecoders(placed(valid, shift)); // the unmutated frame, at any offset
+        checkProtocolDecoders(placed(applyMutations(valid, mutations), shift));
+      }),
+      runs(1200),
+    );
   });
 });
 
@@ -324,15 +490,18 @@ describe('fuzz: wire protocol decoders', () => {
 const CHECKPOINT_ERRORS = [CheckpointCorruptError] as const;
 const PREAMBLE = 12;
 
-const metaArb: fc.Arbitrary<CheckpointMeta> = fc.record({
-  runId: fc.string({ maxLength: 12 }),
-  step: fc.nat({ max: 1_000_000 }),
-  epoch: fc.nat({ max: 100 }),
-  consumed: fc.nat({ max: 60_000 }),
-  generation: fc.nat({ max: 50 }),
-  config: fc.dictionary(fc.string({ maxLength: 6 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }),
-  createdAt: fc.date({ min: new Date(0), max: new Date(4e12), noInvalidDate: true }).map((d) => d.toISOString()),
-}, { requiredKeys: ['runId', 'step', 'epoch', 'consumed', 'generation', 'config', 'createdAt'] });
+const metaArb: fc.Arbitrary<CheckpointMeta> = fc.record(
+  {
+    runId: fc.string({ maxLength: 12 }),
+    step: fc.nat({ max: 1_000_000 }),
+    epoch: fc.nat({ max: 100 }),
+    consumed: fc.nat({ max: 60_000 }),
+    generation: fc.nat({ max: 50 }),
+    config: fc.dictionary(fc.string({ maxLength: 6 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }),
+    createdAt: fc.date({ min: new Date(0), max: new Date(4e12), noInvalidDate: true }).map((d) => d.toISOString()),
+  },
+  { requiredKeys: ['runId', 'step', 'epoch', 'consumed', 'generation', 'config', 'createdAt'] },
+);
 
 const checkpointArb = fc.record({
   meta: metaArb,
@@ -384,7 +553,20 @@ const jsonEditArb = fc.record({
   remove: fc.boolean(),
   value: fc.oneof(
     fc.jsonValue({ maxDepth: 2 }),
-    fc.constantFrom<unknown>(-1, 1.5, 2 ** 53, 1e300, '', '0', 'not a date', null, [], {}, '0'.repeat(64), 'F'.repeat(64)),
+    fc.constantFrom<unknown>(
+      -1,
+      1.5,
+      2 ** 53,
+      1e300,
+      '',
+      '0',
+      'not a date',
+      null,
+      [],
+      {},
+      '0'.repeat(64),
+      'F'.repeat(64),
+    ),
   ),
   rehashMeta: fc.boolean(),
 });
@@ -397,47 +579,77 @@ describe('fuzz: checkpoint decoder', () => {
       head.writeUInt32LE(length, 8);
       return Buffer.concat([head, rest]);
     });
-    const bytesArb = fc.oneof(fc.uint8Array({ maxLength: 400 }).map((b) => Buffer.from(b)), withMagic);
-    fc.assert(fc.property(bytesArb, (bytes) => {
-      assert.equal(typedOutcome(() => decodeCheckpoint('/ckpt/random.rtckpt', bytes), CHECKPOINT_ERRORS), undefined);
-    }), runs(1500));
+    const bytesArb = fc.oneof(
+      fc.uint8Array({ maxLength: 400 }).map((b) => Buffer.from(b)),
+      withMagic,
+    );
+    fc.assert(
+      fc.property(bytesArb, (bytes) => {
+        assert.equal(
+          typedOutcome(() => decodeCheckpoint('/ckpt/random.rtckpt', bytes), CHECKPOINT_ERRORS),
+          undefined,
+        );
+      }),
+      runs(1500),
+    );
   });
 
   test('mutated valid checkpoints: the original contents or CheckpointCorruptError', () => {
-    fc.assert(fc.property(checkpointArb, mutationsArb, shiftArb, (c, mutations, shift) => {
-      const valid = Buffer.concat(encodeCheckpoint(c.meta, c.weights, c.optimizer));
-      const file = fileFor(c);
-      const original = typedOutcome(() => decodeCheckpoint(file, placed(valid, shift)), CHECKPOINT_ERRORS);
-      assert.equal(original === undefined, c.naming === 'other step', 'an intact checkpoint decodes unless misnamed');
-      const mutated = placed(applyMutations(valid, mutations), shift);
-      const decoded = typedOutcome(() => decodeCheckpoint(file, mutated), CHECKPOINT_ERRORS);
-      if (decoded) assertSaneCheckpoint(decoded, c, file);
-    }), runs(800));
+    fc.assert(
+      fc.property(checkpointArb, mutationsArb, shiftArb, (c, mutations, shift) => {
+        const valid = Buffer.concat(encodeCheckpoint(c.meta, c.weights, c.optimizer));
+        const file = fileFor(c);
+        const original = typedOutcome(() => decodeCheckpoint(file, placed(valid, shift)), CHECKPOINT_ERRORS);
+        assert.equal(original === undefined, c.naming === 'other step', 'an intact checkpoint decodes unless misnamed');
+        const mutated = placed(applyMutations(valid, mutations), shift);
+        const decoded = typedOutcome(() => decodeCheckpoint(file, mutated), CHECKPOINT_ERRORS);
+        if (decoded) assertSaneCheckpoint(decoded, c, file);
+      }),
+      runs(800),
+    );
   });
 
   test('a header field replaced by any JSON value, correctly framed: the original contents or CheckpointCorruptError', () => {
-    fc.assert(fc.property(checkpointArb, jsonEditArb, (c, edit) => {
-      const header = headerOf(Buffer.concat(encodeCheckpoint(c.meta, c.weights, c.optimizer)));
-      const target = edit.inMeta ? header.meta as Record<string, unknown> : header;
-      const keys = Object.keys(target);
-      const key = keys[edit.pick % keys.length]!;
-      if (edit.remove) delete target[key];
-      else target[key] = edit.value;
-      // Re-hashing the edited meta gets the edit past the meta checksum, to the checks behind it.
-      if (edit.rehashMeta && header.meta !== undefined) header.metaSha256 = sha256Hex(JSON.stringify(header.meta) ?? '');
-      const file = fileFor(c);
-      const decoded = typedOutcome(() => decodeCheckpoint(file, frameCheckpoint(JSON.stringify(header), payloadOf(c.weights, c.optimizer))), CHECKPOINT_ERRORS);
-      if (decoded) assert.deepEqual(payloadOf(decoded.weights, decoded.optimizer), payloadOf(c.weights, c.optimizer));
-    }), runs(1000));
+    fc.assert(
+      fc.property(checkpointArb, jsonEditArb, (c, edit) => {
+        const header = headerOf(Buffer.concat(encodeCheckpoint(c.meta, c.weights, c.optimizer)));
+        const target = edit.inMeta ? (header.meta as Record<string, unknown>) : header;
+        const keys = Object.keys(target);
+        const key = keys[edit.pick % keys.length]!;
+        if (edit.remove) delete target[key];
+        else target[key] = edit.value;
+        // Re-hashing the edited meta gets the edit past the meta checksum, to the checks behind it.
+        if (edit.rehashMeta && header.meta !== undefined)
+          header.metaSha256 = sha256Hex(JSON.stringify(header.meta) ?? '');
+        const file = fileFor(c);
+        const decoded = typedOutcome(
+          () => decodeCheckpoint(file, frameCheckpoint(JSON.stringify(header), payloadOf(c.weights, c.optimizer))),
+          CHECKPOINT_ERRORS,
+        );
+        if (decoded) assert.deepEqual(payloadOf(decoded.weights, decoded.optimizer), payloadOf(c.weights, c.optimizer));
+      }),
+      runs(1000),
+    );
   });
 
   test('regression: a consistent header whose meta nests deeper than the stack is CheckpointCorruptError, not RangeError', () => {
     const weights = new Float32Array([1, 2]);
     const optimizer = new Float32Array([3]);
-    const meta: CheckpointMeta = { runId: 'r', step: 1, epoch: 0, consumed: 0, generation: 1, config: {}, createdAt: new Date(0).toISOString() };
+    const meta: CheckpointMeta = {
+      runId: 'r',
+      step: 1,
+      epoch: 0,
+      consumed: 0,
+      generation: 1,
+      config: {},
+      createdAt: new Date(0).toISOString(),
+    };
     const header = headerOf(Buffer.concat(encodeCheckpoint(meta, weights, optimizer)));
     const depth = 200_000; // 400 KB of brackets: inside the 1 MiB header limit, far beyond JSON.stringify's recursion
-    const json = JSON.stringify(header).replace('"config":{}', `"config":{"deep":${'['.repeat(depth)}${']'.repeat(depth)}}`);
+    const json = JSON.stringify(header).replace(
+      '"config":{}',
+      `"config":{"deep":${'['.repeat(depth)}${']'.repeat(depth)}}`,
+    );
     const bytes = frameCheckpoint(json, payloadOf(weights, optimizer));
     assert.throws(() => decodeCheckpoint('/ckpt/deep.rtckpt', bytes), CheckpointCorruptError);
   });
@@ -476,9 +688,15 @@ const OVERFLOW_THEN_ZERO = [...new Array<number>(35).fill(0xffffffff), 0];
 
 describe('fuzz: IDX decoder', () => {
   test('random bytes, with and without the ubyte magic: a consistent array or DataCorruptError', () => {
-    const withMagic = fc.tuple(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 200 }))
+    const withMagic = fc
+      .tuple(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 200 }))
       .map(([ndims, rest]) => concat(Uint8Array.of(0, 0, 0x08, ndims), rest));
-    fc.assert(fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }), withMagic), shiftArb, (bytes, shift) => checkIdx(placed(bytes, shift))), runs(1500));
+    fc.assert(
+      fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }), withMagic), shiftArb, (bytes, shift) =>
+        checkIdx(placed(bytes, shift)),
+      ),
+      runs(1500),
+    );
   });
 
   test('mutated valid files: a consistent array or DataCorruptError', () => {
@@ -486,22 +704,34 @@ describe('fuzz: IDX decoder', () => {
       const elements = dims.reduce((p, d) => p * d, 1);
       return fc.uint8Array({ minLength: elements, maxLength: elements }).map((data) => writeIdx(dims, data));
     });
-    fc.assert(fc.property(valid, mutationsArb, shiftArb, (bytes, mutations, shift) => {
-      checkIdx(placed(bytes, shift));
-      checkIdx(placed(applyMutations(bytes, mutations), shift));
-    }), runs(1000));
+    fc.assert(
+      fc.property(valid, mutationsArb, shiftArb, (bytes, mutations, shift) => {
+        checkIdx(placed(bytes, shift));
+        checkIdx(placed(applyMutations(bytes, mutations), shift));
+      }),
+      runs(1000),
+    );
   });
 
   test('headers of boundary dimensions and any payload length: a consistent array or DataCorruptError', () => {
-    const dimsArb = fc.array(fc.oneof(fc.constantFrom(...INTERESTING_U32), fc.nat({ max: 8 })), { minLength: 1, maxLength: 60 });
-    fc.assert(fc.property(dimsArb, fc.uint8Array({ maxLength: 64 }), (dims, payload) => checkIdx(idxWithDims(dims, payload))), {
-      ...runs(1500),
-      examples: [[OVERFLOW_THEN_ZERO, new Uint8Array(10)]],
+    const dimsArb = fc.array(fc.oneof(fc.constantFrom(...INTERESTING_U32), fc.nat({ max: 8 })), {
+      minLength: 1,
+      maxLength: 60,
     });
+    fc.assert(
+      fc.property(dimsArb, fc.uint8Array({ maxLength: 64 }), (dims, payload) => checkIdx(idxWithDims(dims, payload))),
+      {
+        ...runs(1500),
+        examples: [[OVERFLOW_THEN_ZERO, new Uint8Array(10)]],
+      },
+    );
   });
 
   test('regression: dimensions whose product overflows before a zero do not hide trailing bytes', () => {
-    assert.throws(() => parseIdx(idxWithDims(OVERFLOW_THEN_ZERO, new Uint8Array(10)), 'overflow-ubyte'), DataCorruptError);
+    assert.throws(
+      () => parseIdx(idxWithDims(OVERFLOW_THEN_ZERO, new Uint8Array(10)), 'overflow-ubyte'),
+      DataCorruptError,
+    );
     const empty = parseIdx(idxWithDims(OVERFLOW_THEN_ZERO, new Uint8Array(0)), 'overflow-ubyte');
     assert.equal(empty.data.length, 0);
     assert.deepEqual(empty.dims, OVERFLOW_THEN_ZERO);

@@ -75,21 +75,35 @@ describe('parseIdx errors', () => {
   const good = writeIdx(dims, data);
 
   test('truncated payload', () => {
-    assertCorrupt(() => parseIdx(good.subarray(0, good.length - 1), 'imgs'), 'imgs',
-      new RegExp(`truncated: expected ${good.length} bytes, got ${good.length - 1}$`));
+    assertCorrupt(
+      () => parseIdx(good.subarray(0, good.length - 1), 'imgs'),
+      'imgs',
+      new RegExp(`truncated: expected ${good.length} bytes, got ${good.length - 1}$`),
+    );
   });
 
   test('truncated header', () => {
-    assertCorrupt(() => parseIdx(good.subarray(0, 10), 'imgs'), 'imgs', /truncated: expected 16 header bytes .* got 10/);
-    assertCorrupt(() => parseIdx(good.subarray(0, 3), 'imgs'), 'imgs', /truncated: expected at least 4 header bytes, got 3/);
+    assertCorrupt(
+      () => parseIdx(good.subarray(0, 10), 'imgs'),
+      'imgs',
+      /truncated: expected 16 header bytes .* got 10/,
+    );
+    assertCorrupt(
+      () => parseIdx(good.subarray(0, 3), 'imgs'),
+      'imgs',
+      /truncated: expected at least 4 header bytes, got 3/,
+    );
     assertCorrupt(() => parseIdx(new Uint8Array(0), 'imgs'), 'imgs', /truncated/);
   });
 
   test('trailing bytes', () => {
     const longer = new Uint8Array(good.length + 3);
     longer.set(good);
-    assertCorrupt(() => parseIdx(longer, 'imgs'), 'imgs',
-      new RegExp(`trailing bytes: expected ${good.length} bytes, got ${good.length + 3} \\(3 extra\\)`));
+    assertCorrupt(
+      () => parseIdx(longer, 'imgs'),
+      'imgs',
+      new RegExp(`trailing bytes: expected ${good.length} bytes, got ${good.length + 3} \\(3 extra\\)`),
+    );
   });
 
   test('wrong magic number', () => {
@@ -119,8 +133,12 @@ describe('readIdxFile', () => {
   const { dims, data } = sample();
   const raw = writeIdx(dims, data);
 
-  before(async () => { dir = await mkdtemp(join(tmpdir(), 'ringtrain-idx-')); });
-  after(async () => { await rm(dir, { recursive: true, force: true }); });
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ringtrain-idx-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
 
   test('reads a raw file', async () => {
     const file = join(dir, 'raw-idx3-ubyte');
@@ -162,7 +180,10 @@ describe('readIdxFile', () => {
     await writeFile(file, gzipSync(raw.subarray(0, raw.length - 5)));
     await assert.rejects(readIdxFile(file), (err: unknown) => {
       assert.ok(err instanceof DataCorruptError);
-      assert.match(err.message, new RegExp(`^${file}: truncated: expected ${raw.length} bytes, got ${raw.length - 5}$`));
+      assert.match(
+        err.message,
+        new RegExp(`^${file}: truncated: expected ${raw.length} bytes, got ${raw.length - 5}$`),
+      );
       return true;
     });
   });

@@ -13,7 +13,7 @@ import { describe, test } from 'node:test';
 import { Command } from 'commander';
 import { parseAllDocuments } from 'yaml';
 import { coordinatorCommand } from '../coordinator/cli.js';
-import { parseHostPort, readBackend, readTrainConfig } from '../shared/cli-options.js';
+import { parseHostPort, readBackend, readTrainConfig } from '../shared/cli/options.js';
 import { workerCommand } from '../worker/cli.js';
 import { tempDir } from './helpers/procs.js';
 
@@ -21,8 +21,16 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const K8S = path.join(ROOT, 'deploy', 'k8s');
 
 /** Manifests are untyped YAML; the assertions check their shape. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed YAML of any shape
 type Doc = Record<string, any>;
-interface Container { name: string; image: string; command?: string[]; args: string[]; env?: Array<{ name: string; value?: string; valueFrom?: Doc }>; ports?: Array<{ name: string; containerPort: number }> }
+interface Container {
+  name: string;
+  image: string;
+  command?: string[];
+  args: string[];
+  env?: Array<{ name: string; value?: string; valueFrom?: Doc }>;
+  ports?: Array<{ name: string; containerPort: number }>;
+}
 
 async function loadDir(): Promise<{ files: string[]; docs: Doc[] }> {
   const files = (await fs.readdir(K8S)).filter((f) => f.endsWith('.yaml')).sort();
@@ -51,11 +59,13 @@ function onlyContainer(deployment: Doc): Container {
 /** Kubernetes expands $(VAR) in args from the container's env; every reference must be declared. */
 function expand(c: Container, values: Record<string, string>): string[] {
   const declared = new Set((c.env ?? []).map((e) => e.name));
-  return c.args.map((a) => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_m, name: string) => {
-    assert.ok(declared.has(name), `$(${name}) in ${c.name}'s args is declared in its env`);
-    assert.ok(name in values, `a test value for ${name}`);
-    return values[name]!;
-  }));
+  return c.args.map((a) =>
+    a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_m, name: string) => {
+      assert.ok(declared.has(name), `$(${name}) in ${c.name}'s args is declared in its env`);
+      assert.ok(name in values, `a test value for ${name}`);
+      return values[name]!;
+    }),
+  );
 }
 
 /** Parse `args` with one of the real subcommands, its action replaced: throws on anything the CLI would reject. */
@@ -63,7 +73,9 @@ async function parsedBy(make: () => Command, args: string[]): Promise<Record<str
   const cmd = make();
   let opts: Record<string, unknown> | undefined;
   cmd.exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
-  cmd.action((o: Record<string, unknown>) => { opts = o; });
+  cmd.action((o: Record<string, unknown>) => {
+    opts = o;
+  });
   await cmd.parseAsync(args, { from: 'user' });
   assert.ok(opts, 'the action ran');
   return opts;
@@ -82,8 +94,13 @@ describe('Kubernetes manifests', () => {
     for (const d of docs) assert.ok(d.apiVersion && d.kind, `${d.__file}: apiVersion and kind`);
     const kustomization = docs.find((d) => d.kind === 'Kustomization');
     assert.ok(kustomization);
-    assert.deepEqual([...kustomization.resources].sort(), files.filter((f) => f !== kustomization.__file));
-    const images = new Set(docs.filter((d) => d.kind === 'Deployment').map((d) => onlyContainer(d).image.split(':')[0]));
+    assert.deepEqual(
+      [...kustomization.resources].sort(),
+      files.filter((f) => f !== kustomization.__file),
+    );
+    const images = new Set(
+      docs.filter((d) => d.kind === 'Deployment').map((d) => onlyContainer(d).image.split(':')[0]),
+    );
     assert.deepEqual([...images], [kustomization.images[0].name]);
   });
 
@@ -93,9 +110,13 @@ describe('Kubernetes manifests', () => {
     const workers = find(docs, 'Deployment', 'ringtrain-worker');
     const service = find(docs, 'Service', 'ringtrain-coordinator');
     const podLabels = coord.spec.template.metadata.labels as Record<string, string>;
-    for (const [k, v] of Object.entries(service.spec.selector as Record<string, string>)) assert.equal(podLabels[k], v, `selector ${k}`);
+    for (const [k, v] of Object.entries(service.spec.selector as Record<string, string>))
+      assert.equal(podLabels[k], v, `selector ${k}`);
     const workerLabels = workers.spec.template.metadata.labels as Record<string, string>;
-    assert.ok(Object.entries(service.spec.selector as Record<string, string>).some(([k, v]) => workerLabels[k] !== v), 'the Service does not select workers');
+    assert.ok(
+      Object.entries(service.spec.selector as Record<string, string>).some(([k, v]) => workerLabels[k] !== v),
+      'the Service does not select workers',
+    );
     const port = service.spec.ports[0];
     const coordContainer = onlyContainer(coord);
     assert.equal(coordContainer.ports!.find((p) => p.name === port.targetPort)!.containerPort, port.port);
@@ -107,24 +128,37 @@ describe('Kubernetes manifests', () => {
     assert.deepEqual(secretRef(coordContainer), secretRef(onlyContainer(workers)));
   });
 
-  test('the coordinator\'s arguments are accepted by `ringtrain coordinator`, as the entry script extends them', async () => {
+  test("the coordinator's arguments are accepted by `ringtrain coordinator`, as the entry script extends them", async () => {
     const { docs } = await loadDir();
     const c = onlyContainer(find(docs, 'Deployment', 'ringtrain-coordinator'));
     const args = expand(c, {});
     assert.equal(args[0], 'coordinator');
     for (const extra of [[], ['--resume']]) {
-      const opts = await parsedBy(coordinatorCommand, [...args.slice(1), '--run-dir', '/runs/mnist', '--summary-json', '/runs/mnist/summary.json', ...extra]);
+      const opts = await parsedBy(coordinatorCommand, [
+        ...args.slice(1),
+        '--run-dir',
+        '/runs/mnist',
+        '--summary-json',
+        '/runs/mnist/summary.json',
+        ...extra,
+      ]);
       readTrainConfig(opts);
       assert.equal(opts.port, 29500);
-      assert.ok(Number(opts.minWorkers) >= 1 && Number(opts.minWorkers) <= Number(opts.maxWorkers), 'min <= max workers');
+      assert.ok(
+        Number(opts.minWorkers) >= 1 && Number(opts.minWorkers) <= Number(opts.maxWorkers),
+        'min <= max workers',
+      );
       assert.equal(opts.host, '0.0.0.0');
     }
     const runDir = c.env!.find((e) => e.name === 'RINGTRAIN_RUN_DIR')!.value!;
     const mounts = (c as Doc).volumeMounts as Array<{ mountPath: string }>;
-    assert.ok(mounts.some((m) => runDir.startsWith(`${m.mountPath}/`)), 'the run folder is on a volume');
+    assert.ok(
+      mounts.some((m) => runDir.startsWith(`${m.mountPath}/`)),
+      'the run folder is on a volume',
+    );
   });
 
-  test('the workers\' arguments are accepted by `ringtrain worker`; each advertises its pod IP', async () => {
+  test("the workers' arguments are accepted by `ringtrain worker`; each advertises its pod IP", async () => {
     const { docs } = await loadDir();
     const c = onlyContainer(find(docs, 'Deployment', 'ringtrain-worker'));
     const args = expand(c, { POD_IP: '10.42.0.7' });
@@ -141,12 +175,15 @@ describe('Kubernetes manifests', () => {
   test('the parsers used here do reject what the CLI rejects', async () => {
     await assert.rejects(parsedBy(workerCommand, ['--coordinator', 'ws://x:1', '--no-such-option']), /unknown option/);
     await assert.rejects(parsedBy(coordinatorCommand, ['--port', 'http']), /--port must be a non-negative integer/);
-    await assert.rejects(parsedBy(workerCommand, ['--listen', '0.0.0.0:1']), /required option '--coordinator <url>' not specified/);
+    await assert.rejects(
+      parsedBy(workerCommand, ['--listen', '0.0.0.0:1']),
+      /required option '--coordinator <url>' not specified/,
+    );
   });
 });
 
 describe('container image', () => {
-  test('the Dockerfile\'s entrypoint is the ringtrain CLI the entry script runs; its user is the pods\' uid', async () => {
+  test("the Dockerfile's entrypoint is the ringtrain CLI the entry script runs; its user is the pods' uid", async () => {
     const dockerfile = await fs.readFile(path.join(ROOT, 'Dockerfile'), 'utf8');
     assert.match(dockerfile, /^ENTRYPOINT \["node", "\/app\/dist\/scripts\/ringtrain\.js"\]$/m);
     assert.match(dockerfile, /^FROM \$\{NODE_IMAGE\} AS build$/m);
@@ -177,15 +214,29 @@ describe('the coordinator entry script', () => {
 
   function run(s: { script: string; runDir: string; cli: string }, args: string[]) {
     const child = spawn('/bin/sh', [s.script, ...args], {
-      env: { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`, RINGTRAIN_RUN_DIR: s.runDir, RINGTRAIN_CLI: s.cli },
+      env: {
+        PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`,
+        RINGTRAIN_RUN_DIR: s.runDir,
+        RINGTRAIN_CLI: s.cli,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     const waiters: Array<() => void> = [];
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); waiters.forEach((w) => w()); });
-    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      waiters.forEach((w) => w());
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     const code = new Promise<number | null>((resolve) => child.once('close', resolve));
-    const waitFor = (re: RegExp) => new Promise<void>((resolve) => { const check = () => re.test(out) && resolve(); waiters.push(check); check(); });
+    const waitFor = (re: RegExp) =>
+      new Promise<void>((resolve) => {
+        const check = () => re.test(out) && resolve();
+        waiters.push(check);
+        check();
+      });
     return { child, code, out: () => out, waitFor };
   }
 
@@ -195,7 +246,15 @@ describe('the coordinator entry script', () => {
     const s = await setup();
     const fresh = run(s, ['coordinator', '--epochs', '2']);
     assert.equal(await fresh.code, 0, fresh.out());
-    assert.deepEqual(argsOf(fresh.out()), ['coordinator', '--epochs', '2', '--run-dir', s.runDir, '--summary-json', `${s.runDir}/summary.json`]);
+    assert.deepEqual(argsOf(fresh.out()), [
+      'coordinator',
+      '--epochs',
+      '2',
+      '--run-dir',
+      s.runDir,
+      '--summary-json',
+      `${s.runDir}/summary.json`,
+    ]);
     await fs.mkdir(path.join(s.runDir, 'checkpoints'));
     await fs.writeFile(path.join(s.runDir, 'checkpoints', 'step-00000200.rtckpt'), 'x');
     await fs.writeFile(path.join(s.runDir, 'summary.json'), JSON.stringify({ outcome: 'interrupted' }, null, 2));
@@ -206,7 +265,10 @@ describe('the coordinator entry script', () => {
 
   test('after a finished run it stays idle (a Deployment must not train again) and ends on SIGTERM', async () => {
     const s = await setup();
-    await fs.writeFile(path.join(s.runDir, 'summary.json'), JSON.stringify({ outcome: 'finished', epochs: 8 }, null, 2));
+    await fs.writeFile(
+      path.join(s.runDir, 'summary.json'),
+      JSON.stringify({ outcome: 'finished', epochs: 8 }, null, 2),
+    );
     const idle = run(s, ['coordinator']);
     await idle.waitFor(/ringtrain: idle/);
     assert.doesNotMatch(idle.out(), /^ARGS /m);

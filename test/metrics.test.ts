@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { allreduceBytesPerWorker, createMetrics } from '../coordinator/dashboard/metrics.js';
 import type { RunEvent, RunObserver, WorkerView } from '../coordinator/events.js';
-import type { StepRecord } from '../shared/protocol.js';
+import type { StepRecord } from '../shared/wire/protocol.js';
 
 const T0 = 1_700_000_000_000;
 const PARAMS = 101_770;
@@ -14,7 +14,15 @@ function worker(rank: number, state: WorkerView['state'] = 'joined'): WorkerView
 
 function records(from: number, count: number, computeMs: number): StepRecord[] {
   return Array.from({ length: count }, (_, i) => ({
-    epoch: 0, step: from + i, loss: 0.5, samples: 32, dataMs: 2, computeMs, allreduceMs: 20, reduceScatterMs: 8, applyMs: 3,
+    epoch: 0,
+    step: from + i,
+    loss: 0.5,
+    samples: 32,
+    dataMs: 2,
+    computeMs,
+    allreduceMs: 20,
+    reduceScatterMs: 8,
+    applyMs: 3,
     startedAt: T0 + (from + i) * 100,
   }));
 }
@@ -31,7 +39,10 @@ function feedRun(observe: RunObserver): void {
   emit({ kind: 'workerLeft', worker: worker(2, 'lost'), reason: 'close code 1006' });
   emit({ kind: 'ringFormed', gen: 2, workers: [worker(0), worker(1)] });
   emit({ kind: 'notice', level: 'info', message: 'checkpoint written', fields: { step: 9 } });
-  emit({ kind: 'epochFinished', outcome: { epoch: 1, testAccuracy: 0.93, testLoss: 0.25, trainLoss: 0.4, trainSeconds: 2, samples: 640 } });
+  emit({
+    kind: 'epochFinished',
+    outcome: { epoch: 1, testAccuracy: 0.93, testLoss: 0.25, trainLoss: 0.4, trainSeconds: 2, samples: 640 },
+  });
 }
 
 /** The value of one sample line, e.g. `ringtrain_samples_total` or `ringtrain_train_loss{rank="0"}`. */
@@ -99,7 +110,22 @@ test('the metrics count what the run did', async () => {
   assert.equal(sample(training, 'ringtrain_run_state{state="training"}'), 1);
   assert.equal(sample(training, 'ringtrain_run_state{state="recovering"}'), 0);
   assert.equal(sample(training, 'ringtrain_epoch'), 2);
-  metrics.observe({ kind: 'runEnded', summary: { outcome: 'failed', epochs: 1, steps: 10, testAccuracy: 0.93, samplesPerSec: 320, wallSeconds: 3, workers: 2, error: 'x' } }, T0);
+  metrics.observe(
+    {
+      kind: 'runEnded',
+      summary: {
+        outcome: 'failed',
+        epochs: 1,
+        steps: 10,
+        testAccuracy: 0.93,
+        samplesPerSec: 320,
+        wallSeconds: 3,
+        workers: 2,
+        error: 'x',
+      },
+    },
+    T0,
+  );
   const after = await metrics.registry.metrics();
   assert.equal(sample(after, 'ringtrain_run_state{state="failed"}'), 1);
   assert.equal(sample(after, 'ringtrain_run_state{state="training"}'), 0);

@@ -7,8 +7,14 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { writeIdx } from '../shared/data/idx.js';
 import {
-  defaultMnistDir, gatherLabels, limitSplit, loadMnist, sliceSplit, toFloatImages,
-  type MnistDataset, type MnistSplit,
+  defaultMnistDir,
+  gatherLabels,
+  limitSplit,
+  loadMnist,
+  sliceSplit,
+  toFloatImages,
+  type MnistDataset,
+  type MnistSplit,
 } from '../shared/data/mnist.js';
 import { DataCorruptError, DataNotFoundError, LayoutMismatchError } from '../shared/errors.js';
 
@@ -24,7 +30,10 @@ function classCounts(labels: Uint8Array): number[] {
 /** A synthetic split whose pixel bytes encode (sample, pixel) so layout mistakes show. */
 function syntheticSplit(count: number, rows: number, cols: number, seed: number): MnistSplit {
   const pixels = rows * cols;
-  const images = Uint8Array.from({ length: count * pixels }, (_, i) => (seed + Math.floor(i / pixels) * 16 + (i % pixels)) % 256);
+  const images = Uint8Array.from(
+    { length: count * pixels },
+    (_, i) => (seed + Math.floor(i / pixels) * 16 + (i % pixels)) % 256,
+  );
   const labels = Uint8Array.from({ length: count }, (_, i) => (i + seed) % 10);
   return { images, labels, count, rows, cols };
 }
@@ -52,7 +61,9 @@ type Spelling = 'dash' | 'dot';
 
 /** Write the four files into a fresh subdirectory of `root`, with the chosen spelling and compression. */
 async function writeDataDir(
-  root: string, name: string, opts: { spelling?: Spelling; gzip?: boolean; files?: Partial<FixtureFiles>; omit?: keyof FixtureFiles } = {},
+  root: string,
+  name: string,
+  opts: { spelling?: Spelling; gzip?: boolean; files?: Partial<FixtureFiles>; omit?: keyof FixtureFiles } = {},
 ): Promise<string> {
   const dir = join(root, name);
   await mkdir(dir);
@@ -94,7 +105,10 @@ describe('embedded MNIST', () => {
     t.diagnostic(`embedded MNIST loaded in ${loadMs.toFixed(1)} ms`);
     assert.equal(data.source, defaultMnistDir());
     assert.ok(existsSync(join(data.source, 'train-images-idx3-ubyte')));
-    for (const [split, count] of [[data.train, 60000], [data.test, 10000]] as const) {
+    for (const [split, count] of [
+      [data.train, 60000],
+      [data.test, 10000],
+    ] as const) {
       assert.equal(split.count, count);
       assert.equal(split.rows, 28);
       assert.equal(split.cols, 28);
@@ -123,8 +137,12 @@ describe('embedded MNIST', () => {
 
 describe('loadMnist from a directory', () => {
   let root = '';
-  before(async () => { root = await mkdtemp(join(tmpdir(), 'ringtrain-mnist-')); });
-  after(async () => { await rm(root, { recursive: true, force: true }); });
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'ringtrain-mnist-'));
+  });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
 
   test('loads raw files with the standard names', async () => {
     const dir = await writeDataDir(root, 'raw');
@@ -154,7 +172,12 @@ describe('loadMnist from a directory', () => {
     const dir = await writeDataDir(root, 'missing', { omit: 'testLabels' });
     await assert.rejects(loadMnist(dir), (err: unknown) => {
       assert.ok(err instanceof DataNotFoundError, String(err));
-      for (const name of ['t10k-labels-idx1-ubyte', 't10k-labels-idx1-ubyte.gz', 't10k-labels.idx1-ubyte', 't10k-labels.idx1-ubyte.gz']) {
+      for (const name of [
+        't10k-labels-idx1-ubyte',
+        't10k-labels-idx1-ubyte.gz',
+        't10k-labels.idx1-ubyte',
+        't10k-labels.idx1-ubyte.gz',
+      ]) {
         assert.ok(err.message.includes(name), err.message);
       }
       assert.ok(err.message.startsWith(dir), err.message);
@@ -164,7 +187,13 @@ describe('loadMnist from a directory', () => {
   });
 
   /** Load a directory with one file replaced and expect a DataCorruptError naming that file. */
-  async function expectCorrupt(name: string, files: Partial<FixtureFiles>, fileName: string, detail: RegExp, gzip = false): Promise<void> {
+  async function expectCorrupt(
+    name: string,
+    files: Partial<FixtureFiles>,
+    fileName: string,
+    detail: RegExp,
+    gzip = false,
+  ): Promise<void> {
     const dir = await writeDataDir(root, name, { files, gzip });
     await assert.rejects(loadMnist(dir), (err: unknown) => {
       assert.ok(err instanceof DataCorruptError, String(err));
@@ -176,8 +205,12 @@ describe('loadMnist from a directory', () => {
 
   test('a truncated file names the file and the sizes', async () => {
     const full = fixtureFiles().trainImages;
-    await expectCorrupt('truncated', { trainImages: full.subarray(0, full.length - 4) }, 'train-images-idx3-ubyte',
-      new RegExp(`truncated: expected ${full.length} bytes, got ${full.length - 4}`));
+    await expectCorrupt(
+      'truncated',
+      { trainImages: full.subarray(0, full.length - 4) },
+      'train-images-idx3-ubyte',
+      new RegExp(`truncated: expected ${full.length} bytes, got ${full.length - 4}`),
+    );
   });
 
   test('trailing bytes, wrong magic and wrong type code', async () => {
@@ -206,24 +239,44 @@ describe('loadMnist from a directory', () => {
   });
 
   test('mismatched image and label counts', async () => {
-    await expectCorrupt('counts', { trainLabels: writeIdx([11], TRAIN.labels.subarray(0, 11)) }, 'train-labels-idx1-ubyte',
-      /holds 11 labels but .*train-images-idx3-ubyte holds 12 images/);
+    await expectCorrupt(
+      'counts',
+      { trainLabels: writeIdx([11], TRAIN.labels.subarray(0, 11)) },
+      'train-labels-idx1-ubyte',
+      /holds 11 labels but .*train-images-idx3-ubyte holds 12 images/,
+    );
   });
 
   test('a label of 10 or more', async () => {
     const labels = TEST.labels.slice();
     labels[3] = 10;
-    await expectCorrupt('label', { testLabels: writeIdx([TEST.count], labels) }, 't10k-labels-idx1-ubyte',
-      /label 10 at index 3 is out of range 0\.\.9/);
+    await expectCorrupt(
+      'label',
+      { testLabels: writeIdx([TEST.count], labels) },
+      't10k-labels-idx1-ubyte',
+      /label 10 at index 3 is out of range 0\.\.9/,
+    );
   });
 
   test('images that are not 3-D, labels that are not 1-D, and train/test shape mismatch', async () => {
-    await expectCorrupt('images2d', { trainImages: writeIdx([12, 12], TRAIN.images) }, 'train-images-idx3-ubyte',
-      /expected 3 dimensions/);
-    await expectCorrupt('labels2d', { trainLabels: writeIdx([12, 1], TRAIN.labels) }, 'train-labels-idx1-ubyte',
-      /expected 1 dimension/);
-    await expectCorrupt('shape', { testImages: writeIdx([TEST.count, 3, 4], TEST.images) }, 't10k-images-idx3-ubyte',
-      /test images are 3x4 but training images are 4x3/);
+    await expectCorrupt(
+      'images2d',
+      { trainImages: writeIdx([12, 12], TRAIN.images) },
+      'train-images-idx3-ubyte',
+      /expected 3 dimensions/,
+    );
+    await expectCorrupt(
+      'labels2d',
+      { trainLabels: writeIdx([12, 1], TRAIN.labels) },
+      'train-labels-idx1-ubyte',
+      /expected 1 dimension/,
+    );
+    await expectCorrupt(
+      'shape',
+      { testImages: writeIdx([TEST.count, 3, 4], TEST.images) },
+      't10k-images-idx3-ubyte',
+      /test images are 3x4 but training images are 4x3/,
+    );
   });
 });
 
@@ -242,7 +295,13 @@ describe('sample helpers', () => {
         assert.ok(floats[i * pixels + p] >= 0 && floats[i * pixels + p] <= 1);
       }
     });
-    const extremes: MnistSplit = { images: Uint8Array.of(0, 255), labels: Uint8Array.of(0), count: 1, rows: 1, cols: 2 };
+    const extremes: MnistSplit = {
+      images: Uint8Array.of(0, 255),
+      labels: Uint8Array.of(0),
+      count: 1,
+      rows: 1,
+      cols: 2,
+    };
     assert.deepEqual([...toFloatImages(extremes, [0])], [0, 1]);
   });
 
@@ -275,10 +334,17 @@ describe('sample helpers', () => {
     assert.equal(shard.count, 2);
     assert.equal(shard.rows, split.rows);
     assert.equal(shard.cols, split.cols);
-    assert.deepEqual([...shard.images], [...split.images.subarray(7 * pixels, 8 * pixels), ...split.images.subarray(2 * pixels, 3 * pixels)]);
+    assert.deepEqual(
+      [...shard.images],
+      [...split.images.subarray(7 * pixels, 8 * pixels), ...split.images.subarray(2 * pixels, 3 * pixels)],
+    );
     assert.deepEqual([...shard.labels], [split.labels[7], split.labels[2]]);
     assert.notEqual(shard.images.buffer, split.images.buffer);
-    assert.equal(shard.images.byteLength, shard.images.buffer.byteLength, 'a shard owns its whole buffer, so it can be transferred');
+    assert.equal(
+      shard.images.byteLength,
+      shard.images.buffer.byteLength,
+      'a shard owns its whole buffer, so it can be transferred',
+    );
   });
 
   test('limitSplit keeps the first n samples and clamps to the count', () => {

@@ -15,8 +15,18 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI, readJsonLines, TEST_TOKEN, tempDir, waitForLines } from './helpers/procs.js';
 
-interface MetricLine { rank: number; gen: number; step: number }
-interface Summary { outcome: string; workers: number; hashMismatches: number; hashChecks: number; steps: number }
+interface MetricLine {
+  rank: number;
+  gen: number;
+  step: number;
+}
+interface Summary {
+  outcome: string;
+  workers: number;
+  hashMismatches: number;
+  hashChecks: number;
+  steps: number;
+}
 
 const RUN = `rt-${process.pid}`;
 const NS = [0, 1, 2, 3].map((i) => `${RUN}-${i}`);
@@ -27,11 +37,27 @@ const workerIp = (k: number) => `${SUBNET}.${10 + k}`;
 /** The bridge in namespace 0 and each worker namespace's link to it share this name, for --network-interface. */
 const IFACE = 'rt0';
 const NS_LAUNCHER = 'ip netns exec {host} {command}';
-const TRAIN = ['--backend', 'wasm', '--model', 'mlp', '--test-limit', '500', '--batch-size', '32', '--check-every', '1', '--report-every', '2', '--quiet'];
+const TRAIN = [
+  '--backend',
+  'wasm',
+  '--model',
+  'mlp',
+  '--test-limit',
+  '500',
+  '--batch-size',
+  '32',
+  '--check-every',
+  '1',
+  '--report-every',
+  '2',
+  '--quiet',
+];
 
 function ip(args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile('ip', args, (err, stdout, stderr) => (err ? reject(new Error(`ip ${args.join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout)));
+    execFile('ip', args, (err, stdout, stderr) =>
+      err ? reject(new Error(`ip ${args.join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout),
+    );
   });
 }
 
@@ -54,12 +80,22 @@ async function wireNamespaces(): Promise<void> {
 async function removeNamespaces(created: string[]): Promise<void> {
   for (const ns of created) {
     const pids = (await ip(['netns', 'pids', ns]).catch(() => '')).split(/\s+/).filter(Boolean).map(Number);
-    for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ } }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
   }
   for (const ns of created) await ip(['netns', 'del', ns]).catch(() => undefined);
 }
 
-interface Launch { child: ChildProcess; output(): string; exited(timeoutMs: number): Promise<number | null> }
+interface Launch {
+  child: ChildProcess;
+  output(): string;
+  exited(timeoutMs: number): Promise<number | null>;
+}
 
 const launches = new Set<ChildProcess>();
 
@@ -68,22 +104,50 @@ function startLaunch(args: string[], netns?: string): Launch {
   const command = netns ? 'ip' : process.execPath;
   const argv = netns ? ['netns', 'exec', netns, process.execPath, CLI, 'launch', ...args] : [CLI, 'launch', ...args];
   // The workers' script runs `node` from PATH: make it this node.
-  const env = { ...process.env, RINGTRAIN_TOKEN: TEST_TOKEN, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+  const env = {
+    ...process.env,
+    RINGTRAIN_TOKEN: TEST_TOKEN,
+    PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`,
+  };
   const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
   launches.add(child);
   let out = '';
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
-  const exit = new Promise<number | null>((resolve) => child.once('close', (code) => { launches.delete(child); resolve(code); }));
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const exit = new Promise<number | null>((resolve) =>
+    child.once('close', (code) => {
+      launches.delete(child);
+      resolve(code);
+    }),
+  );
   return {
     child,
     output: () => out,
-    exited: (timeoutMs) => Promise.race([exit, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`launch did not exit in ${timeoutMs} ms; output:\n${out}`)), timeoutMs).unref())]),
+    exited: (timeoutMs) =>
+      Promise.race([
+        exit,
+        new Promise<never>((_, reject) =>
+          setTimeout(
+            () => reject(new Error(`launch did not exit in ${timeoutMs} ms; output:\n${out}`)),
+            timeoutMs,
+          ).unref(),
+        ),
+      ]),
   };
 }
 
 function killLaunches(): void {
-  for (const c of launches) { try { process.kill(-c.pid!, 'SIGKILL'); } catch { /* gone */ } }
+  for (const c of launches) {
+    try {
+      process.kill(-c.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
   launches.clear();
 }
 
@@ -95,75 +159,134 @@ function count(text: string, needle: string): number {
   return text.split(needle).length - 1;
 }
 
-describe('launch -H across network namespaces (real addresses, ip netns exec instead of ssh)', { timeout: 180_000 }, () => {
-  let skipReason: string | undefined;
-  const created: string[] = [];
-  const hostList = `${NS[1]}:1@${workerIp(1)},${NS[2]}:1@${workerIp(2)},${NS[3]}:1`;
+describe(
+  'launch -H across network namespaces (real addresses, ip netns exec instead of ssh)',
+  { timeout: 180_000 },
+  () => {
+    let skipReason: string | undefined;
+    const created: string[] = [];
+    const hostList = `${NS[1]}:1@${workerIp(1)},${NS[2]}:1@${workerIp(2)},${NS[3]}:1`;
 
-  before(async () => {
-    try {
-      await ip(['netns', 'add', NS[0]!]);
-    } catch (err) {
-      skipReason = `network namespaces cannot be created here (needs root and iproute2): ${(err as Error).message}`;
-      return;
-    }
-    created.push(NS[0]!);
-    for (const ns of NS.slice(1)) { await ip(['netns', 'add', ns]); created.push(ns); }
-    await wireNamespaces();
-  });
+    before(async () => {
+      try {
+        await ip(['netns', 'add', NS[0]!]);
+      } catch (err) {
+        skipReason = `network namespaces cannot be created here (needs root and iproute2): ${(err as Error).message}`;
+        return;
+      }
+      created.push(NS[0]!);
+      for (const ns of NS.slice(1)) {
+        await ip(['netns', 'add', ns]);
+        created.push(ns);
+      }
+      await wireNamespaces();
+    });
 
-  after(async () => {
-    killLaunches();
-    await removeNamespaces(created);
-  });
+    after(async () => {
+      killLaunches();
+      await removeNamespaces(created);
+    });
 
-  test('3 workers on 3 addresses train to the end; the coordinator is dialed at its interface address', async (t) => {
-    if (skipReason) return t.skip(skipReason);
-    const dir = await tempDir('multihost');
-    const summary = path.join(dir, 'summary.json');
-    // ns3's worker has no @address: it looks up its own address on the 'rt0' interface inside its namespace.
-    const launch = startLaunch(['-H', hostList, '--network-interface', IFACE, '--launcher-command', NS_LAUNCHER, ...TRAIN,
-      '--train-limit', '1536', '--epochs', '2', '--run-dir', dir, '--remote-run-dir', path.join(dir, 'workers'), '--summary-json', summary], NS[0]);
-    assert.equal(await launch.exited(90_000), 0, launch.output());
-    const s = await readSummary(summary);
-    assert.equal(s.outcome, 'finished');
-    assert.equal(s.workers, 3);
-    assert.equal(s.hashMismatches, 0);
-    assert.equal(s.steps, 32, '1536 samples / 3 workers / batch 32 = 16 steps per epoch, 2 epochs');
-    assert.ok(s.hashChecks >= 30, `hash checks ${s.hashChecks}`);
-    assert.match(launch.output(), new RegExp(`coordinator ws://${COORDINATOR_IP.replace(/\./g, '\\.')}:\\d+`));
-    for (const k of [1, 2, 3]) assert.match(launch.output(), new RegExp(`started worker ${NS[k]}:0`));
-    const logs = (await fs.readdir(path.join(dir, 'workers'))).sort();
-    assert.deepEqual(logs, [1, 2, 3].map((k) => `worker-${NS[k]}_0.log.jsonl`));
-  });
+    test('3 workers on 3 addresses train to the end; the coordinator is dialed at its interface address', async (t) => {
+      if (skipReason) return t.skip(skipReason);
+      const dir = await tempDir('multihost');
+      const summary = path.join(dir, 'summary.json');
+      // ns3's worker has no @address: it looks up its own address on the 'rt0' interface inside its namespace.
+      const launch = startLaunch(
+        [
+          '-H',
+          hostList,
+          '--network-interface',
+          IFACE,
+          '--launcher-command',
+          NS_LAUNCHER,
+          ...TRAIN,
+          '--train-limit',
+          '1536',
+          '--epochs',
+          '2',
+          '--run-dir',
+          dir,
+          '--remote-run-dir',
+          path.join(dir, 'workers'),
+          '--summary-json',
+          summary,
+        ],
+        NS[0],
+      );
+      assert.equal(await launch.exited(90_000), 0, launch.output());
+      const s = await readSummary(summary);
+      assert.equal(s.outcome, 'finished');
+      assert.equal(s.workers, 3);
+      assert.equal(s.hashMismatches, 0);
+      assert.equal(s.steps, 32, '1536 samples / 3 workers / batch 32 = 16 steps per epoch, 2 epochs');
+      assert.ok(s.hashChecks >= 30, `hash checks ${s.hashChecks}`);
+      assert.match(launch.output(), new RegExp(`coordinator ws://${COORDINATOR_IP.replace(/\./g, '\\.')}:\\d+`));
+      for (const k of [1, 2, 3]) assert.match(launch.output(), new RegExp(`started worker ${NS[k]}:0`));
+      const logs = (await fs.readdir(path.join(dir, 'workers'))).sort();
+      assert.deepEqual(
+        logs,
+        [1, 2, 3].map((k) => `worker-${NS[k]}_0.log.jsonl`),
+      );
+    });
 
-  test('one worker\'s link cut mid-run: it is evicted, the other two finish, the cut-off worker is torn down', async (t) => {
-    if (skipReason) return t.skip(skipReason);
-    const dir = await tempDir('multihost-cut');
-    const summary = path.join(dir, 'summary.json');
-    const launch = startLaunch(['-H', hostList, '--network-interface', IFACE, '--launcher-command', NS_LAUNCHER, ...TRAIN,
-      '--min-workers', '2', '--heartbeat-ms', '300', '--heartbeat-misses', '5', '--shutdown-grace-ms', '2000',
-      '--train-limit', '6000', '--epochs', '3', '--run-dir', dir, '--summary-json', summary], NS[0]);
-    const metrics = path.join(dir, 'metrics.jsonl');
-    // Training may start with two workers; wait for the generation with all three (a rank 2 exists only there).
-    const before3 = await waitForLines<MetricLine>(metrics, (ls) => ls.some((l) => l.rank === 2), 60_000);
-    const cutGen = Math.max(...before3.filter((l) => l.rank === 2).map((l) => l.gen));
-    await ip(['-n', NS[0]!, 'link', 'set', 'v3', 'down']);
-    assert.equal(await launch.exited(90_000), 0, launch.output());
-    const s = await readSummary(summary);
-    assert.equal(s.outcome, 'finished');
-    assert.equal(s.workers, 2);
-    assert.equal(s.hashMismatches, 0);
-    const lines = await readJsonLines<MetricLine>(metrics);
-    const later = lines.filter((l) => l.gen > cutGen);
-    assert.ok(later.length > 0, `a generation after ${cutGen} trained`);
-    assert.deepEqual([...new Set(later.map((l) => l.rank))].sort(), [0, 1], 'the later generation has two ranks');
-    const out = launch.output();
-    assert.match(out, new RegExp(`^\\[${NS[3]}:0\\] WARN `, 'm'), 'the cut-off worker\'s output streams with its host:slot prefix');
-    assert.match(out, new RegExp(`stopping worker ${NS[3]}:0: still running after the coordinator ended`));
-    assert.equal((await ip(['netns', 'pids', NS[3]!])).trim(), '', 'nothing is left running on the cut-off host');
-  });
-});
+    test("one worker's link cut mid-run: it is evicted, the other two finish, the cut-off worker is torn down", async (t) => {
+      if (skipReason) return t.skip(skipReason);
+      const dir = await tempDir('multihost-cut');
+      const summary = path.join(dir, 'summary.json');
+      const launch = startLaunch(
+        [
+          '-H',
+          hostList,
+          '--network-interface',
+          IFACE,
+          '--launcher-command',
+          NS_LAUNCHER,
+          ...TRAIN,
+          '--min-workers',
+          '2',
+          '--heartbeat-ms',
+          '300',
+          '--heartbeat-misses',
+          '5',
+          '--shutdown-grace-ms',
+          '2000',
+          '--train-limit',
+          '6000',
+          '--epochs',
+          '3',
+          '--run-dir',
+          dir,
+          '--summary-json',
+          summary,
+        ],
+        NS[0],
+      );
+      const metrics = path.join(dir, 'metrics.jsonl');
+      // Training may start with two workers; wait for the generation with all three (a rank 2 exists only there).
+      const before3 = await waitForLines<MetricLine>(metrics, (ls) => ls.some((l) => l.rank === 2), 60_000);
+      const cutGen = Math.max(...before3.filter((l) => l.rank === 2).map((l) => l.gen));
+      await ip(['-n', NS[0]!, 'link', 'set', 'v3', 'down']);
+      assert.equal(await launch.exited(90_000), 0, launch.output());
+      const s = await readSummary(summary);
+      assert.equal(s.outcome, 'finished');
+      assert.equal(s.workers, 2);
+      assert.equal(s.hashMismatches, 0);
+      const lines = await readJsonLines<MetricLine>(metrics);
+      const later = lines.filter((l) => l.gen > cutGen);
+      assert.ok(later.length > 0, `a generation after ${cutGen} trained`);
+      assert.deepEqual([...new Set(later.map((l) => l.rank))].sort(), [0, 1], 'the later generation has two ranks');
+      const out = launch.output();
+      assert.match(
+        out,
+        new RegExp(`^\\[${NS[3]}:0\\] WARN `, 'm'),
+        "the cut-off worker's output streams with its host:slot prefix",
+      );
+      assert.match(out, new RegExp(`stopping worker ${NS[3]}:0: still running after the coordinator ended`));
+      assert.equal((await ip(['netns', 'pids', NS[3]!])).trim(), '', 'nothing is left running on the cut-off host');
+    });
+  },
+);
 
 describe('elastic host discovery (this machine, every host through the launcher command)', { timeout: 180_000 }, () => {
   after(killLaunches);
@@ -181,9 +304,33 @@ describe('elastic host discovery (this machine, every host through the launcher 
     await setHosts(['h1', 'bad', 'h2']);
     const summary = path.join(dir, 'summary.json');
     // Every host is this machine; the host named 'bad' cannot be reached (its transport fails at once).
-    const launch = startLaunch(['--host-discovery-script', script, '--discovery-interval-ms', '200', '--host-failure-limit', '2',
-      '--launcher-command', `[ {host} != bad ] && {command}`, '--coordinator-address', '127.0.0.1', '--min-workers', '2', '--max-workers', '3',
-      ...TRAIN, '--train-limit', '6000', '--epochs', '3', '--shutdown-grace-ms', '2000', '--run-dir', dir, '--summary-json', summary]);
+    const launch = startLaunch([
+      '--host-discovery-script',
+      script,
+      '--discovery-interval-ms',
+      '200',
+      '--host-failure-limit',
+      '2',
+      '--launcher-command',
+      `[ {host} != bad ] && {command}`,
+      '--coordinator-address',
+      '127.0.0.1',
+      '--min-workers',
+      '2',
+      '--max-workers',
+      '3',
+      ...TRAIN,
+      '--train-limit',
+      '6000',
+      '--epochs',
+      '3',
+      '--shutdown-grace-ms',
+      '2000',
+      '--run-dir',
+      dir,
+      '--summary-json',
+      summary,
+    ]);
     const metrics = path.join(dir, 'metrics.jsonl');
     await waitForLines<MetricLine>(metrics, (ls) => ls.length > 4, 60_000);
     assert.match(launch.output(), /host bad blacklisted until/);
@@ -197,10 +344,17 @@ describe('elastic host discovery (this machine, every host through the launcher 
     assert.equal(s.workers, 2);
     assert.equal(s.hashMismatches, 0);
     const out = launch.output();
-    assert.equal(count(out, 'started worker bad:0'), 2, 'the failing host was tried up to the failure limit, then left alone');
+    assert.equal(
+      count(out, 'started worker bad:0'),
+      2,
+      'the failing host was tried up to the failure limit, then left alone',
+    );
     assert.equal(count(out, 'started worker h3:0'), 1, out);
     assert.match(out, /stopping worker h1:0: its host left the host list/);
     const lines = await readJsonLines<MetricLine>(metrics);
-    assert.ok(lines.some((l) => l.gen > gen3), 'a generation after h1 left trained');
+    assert.ok(
+      lines.some((l) => l.gen > gen3),
+      'a generation after h1 left trained',
+    );
   });
 });

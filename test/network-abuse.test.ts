@@ -12,18 +12,23 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Packr } from 'msgpackr';
-import WebSocket from 'ws';
 import { COORDINATOR_DEFAULTS, startCoordinator, type CoordinatorHandle } from '../coordinator/start.js';
 import { ADMISSION_DEFAULTS } from '../shared/admission.js';
-import { Phase } from '../shared/allreduce.js';
+import { Phase } from '../shared/ring/allreduce.js';
 import { authAnswer } from '../shared/auth.js';
 import { validateTrainConfig } from '../shared/config.js';
 import { CLOSE_CODES, type RingtrainError } from '../shared/errors.js';
 import { createRootLogger } from '../shared/log.js';
-import { createProgressView } from '../shared/progress.js';
-import { decodeMessage, encodeChunkFrame, encodeMessage, FrameKind, PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol.js';
-import { rawToBytes } from '../shared/ws-util.js';
+import { createProgressView } from '../shared/cli/progress.js';
+import {
+  decodeMessage,
+  encodeChunkFrame,
+  encodeMessage,
+  FrameKind,
+  PROTOCOL_VERSION,
+  type Message,
+  type MessageOf,
+} from '../shared/wire/protocol.js';
 import { RingTransport } from '../worker/ring-transport.js';
 import { challengeOf, controlFrame, probe, type Probe } from './helpers/probe.js';
 import { killAll, readJsonLines, runCli, tempDir, TEST_TOKEN, waitUntil } from './helpers/procs.js';
@@ -35,7 +40,11 @@ const MAX_PENDING = 32;
 const AUTH_TIMEOUT_MS = 2_000;
 const FLOOD = 200;
 
-interface LogLine { level: number; msg: string; link?: string }
+interface LogLine {
+  level: number;
+  msg: string;
+  link?: string;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Raw WebSocket clients
@@ -46,13 +55,24 @@ function typesOf(p: Probe): string[] {
 
 function hello(auth: Uint8Array, workerId = 'abuser'): MessageOf<'hello'> {
   return {
-    type: 'hello', protocolVersion: PROTOCOL_VERSION, workerId, host: 'abuser-host', ringHost: '127.0.0.1', ringPort: 1,
-    hasData: false, backend: 'cpu', pid: process.pid, auth,
+    type: 'hello',
+    protocolVersion: PROTOCOL_VERSION,
+    workerId,
+    host: 'abuser-host',
+    ringHost: '127.0.0.1',
+    ringPort: 1,
+    hasData: false,
+    backend: 'cpu',
+    pid: process.pid,
+    auth,
   };
 }
 
 const chunk = (generation: number, values: number[]) =>
-  encodeChunkFrame({ generation, step: 0, phase: Phase.reduceScatter, chunk: 0, count: values.length }, new Float32Array(values));
+  encodeChunkFrame(
+    { generation, step: 0, phase: Phase.reduceScatter, chunk: 0, count: values.length },
+    new Float32Array(values),
+  );
 
 /** Frames that are not a handshake: each must get the link refused. */
 function notHandshakes(): Array<[string, Uint8Array | string]> {
@@ -67,7 +87,10 @@ function notHandshakes(): Array<[string, Uint8Array | string]> {
     ['a hello with wrong field types', controlFrame({ ...hello(new Uint8Array(32)), ringPort: 'http', pid: -1.5 })],
     ['a gradient chunk', chunk(1, [1, 2, 3])],
     ["a 'ready' instead of the answer", encodeMessage({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false })],
-    ["a 'welcome' (the wrong direction)", encodeMessage({ type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'x', runId: 'y' })],
+    [
+      "a 'welcome' (the wrong direction)",
+      encodeMessage({ type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'x', runId: 'y' }),
+    ],
     ['64 KiB of zeros (beyond the handshake limit)', new Uint8Array(ADMISSION_DEFAULTS.maxHandshakeBytes + 1)],
   ];
 }
@@ -81,7 +104,10 @@ async function expectClose(p: Probe, code: number, label: string): Promise<{ cod
 // ---------------------------------------------------------------------------------------------------------------
 // Raw TCP
 
-interface ServerFrame { opcode: number; payload: Buffer }
+interface ServerFrame {
+  opcode: number;
+  payload: Buffer;
+}
 
 /** A TCP client that parses what the server sends: the HTTP response head, then unmasked WebSocket frames. */
 class RawClient {
@@ -95,18 +121,36 @@ class RawClient {
   constructor(port: number) {
     this.socket = net.connect(port, '127.0.0.1');
     this.socket.on('error', () => undefined);
-    this.socket.on('data', (data) => { this.buffer = Buffer.concat([this.buffer, data]); this.parse(); });
-    this.closed = new Promise((resolve) => this.socket.once('close', () => { resolve(); this.notify(); }));
+    this.socket.on('data', (data) => {
+      this.buffer = Buffer.concat([this.buffer, data]);
+      this.parse();
+    });
+    this.closed = new Promise((resolve) =>
+      this.socket.once('close', () => {
+        resolve();
+        this.notify();
+      }),
+    );
   }
 
-  get bytesReceived(): number { return this.socket.bytesRead; }
+  get bytesReceived(): number {
+    return this.socket.bytesRead;
+  }
 
   /** Complete a WebSocket upgrade by hand (nothing in `ws` to keep us from sending broken frames afterwards). */
   async upgrade(): Promise<void> {
-    this.socket.write([
-      'GET / HTTP/1.1', 'Host: 127.0.0.1', 'Upgrade: websocket', 'Connection: Upgrade',
-      `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`, 'Sec-WebSocket-Version: 13', '', '',
-    ].join('\r\n'));
+    this.socket.write(
+      [
+        'GET / HTTP/1.1',
+        'Host: 127.0.0.1',
+        'Upgrade: websocket',
+        'Connection: Upgrade',
+        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
+        'Sec-WebSocket-Version: 13',
+        '',
+        '',
+      ].join('\r\n'),
+    );
     await this.until(() => this.frames.length > 0, 'the challenge');
     assert.match(this.head, /^HTTP\/1\.1 101 /);
     assert.equal(this.frames[0]!.opcode, 0x2, 'a binary challenge');
@@ -121,15 +165,22 @@ class RawClient {
   until(done: () => boolean, what: string): Promise<void> {
     return new Promise((resolve, reject) => {
       const check = () => {
-        if (done()) { this.wake.delete(check); resolve(); }
-        else if (this.socket.destroyed) { this.wake.delete(check); reject(new Error(`socket closed before ${what}`)); }
+        if (done()) {
+          this.wake.delete(check);
+          resolve();
+        } else if (this.socket.destroyed) {
+          this.wake.delete(check);
+          reject(new Error(`socket closed before ${what}`));
+        }
       };
       this.wake.add(check);
       check();
     });
   }
 
-  private notify(): void { for (const w of [...this.wake]) w(); }
+  private notify(): void {
+    for (const w of [...this.wake]) w();
+  }
 
   private parse(): void {
     if (!this.head) {
@@ -142,8 +193,15 @@ class RawClient {
       if (this.buffer.length < 2) break;
       let length = this.buffer[1]! & 0x7f;
       let offset = 2;
-      if (length === 126) { if (this.buffer.length < 4) break; length = this.buffer.readUInt16BE(2); offset = 4; }
-      else if (length === 127) { if (this.buffer.length < 10) break; length = Number(this.buffer.readBigUInt64BE(2)); offset = 10; }
+      if (length === 126) {
+        if (this.buffer.length < 4) break;
+        length = this.buffer.readUInt16BE(2);
+        offset = 4;
+      } else if (length === 127) {
+        if (this.buffer.length < 10) break;
+        length = Number(this.buffer.readBigUInt64BE(2));
+        offset = 10;
+      }
       if (this.buffer.length < offset + length) break;
       this.frames.push({ opcode: this.buffer[0]! & 0x0f, payload: this.buffer.subarray(offset, offset + length) });
       this.buffer = this.buffer.subarray(offset + length);
@@ -153,12 +211,20 @@ class RawClient {
 }
 
 /** A client-to-server frame header (+ masked payload); `announced` lets the header lie about the length. */
-function clientFrame(opts: { opcode: number; payload: Buffer; fin?: boolean; masked?: boolean; announced?: number }): Buffer {
+function clientFrame(opts: {
+  opcode: number;
+  payload: Buffer;
+  fin?: boolean;
+  masked?: boolean;
+  announced?: number;
+}): Buffer {
   const length = opts.announced ?? opts.payload.length;
   const first = ((opts.fin ?? true) ? 0x80 : 0) | opts.opcode;
   const maskBit = (opts.masked ?? true) ? 0x80 : 0;
-  const head = length < 126 ? Buffer.from([first, maskBit | length])
-    : Buffer.from([first, maskBit | 126, length >> 8, length & 0xff]);
+  const head =
+    length < 126
+      ? Buffer.from([first, maskBit | length])
+      : Buffer.from([first, maskBit | 126, length >> 8, length & 0xff]);
   if (!(opts.masked ?? true)) return Buffer.concat([head, opts.payload]);
   const mask = randomBytes(4);
   const body = Buffer.from(opts.payload.map((b, i) => b ^ mask[i % 4]!));
@@ -179,8 +245,14 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
     logFile = path.join(dir, 'coordinator.log.jsonl');
     coordinator = await startCoordinator({
       ...COORDINATOR_DEFAULTS,
-      host: '127.0.0.1', port: 0, token: TEST_TOKEN, runDir: dir, minWorkers: 1,
-      maxPayloadBytes: MAX_PAYLOAD, maxPendingAuth: MAX_PENDING, authTimeoutMs: AUTH_TIMEOUT_MS,
+      host: '127.0.0.1',
+      port: 0,
+      token: TEST_TOKEN,
+      runDir: dir,
+      minWorkers: 1,
+      maxPayloadBytes: MAX_PAYLOAD,
+      maxPendingAuth: MAX_PENDING,
+      authTimeoutMs: AUTH_TIMEOUT_MS,
       train: validateTrainConfig({ model: 'mlp', epochs: 1, batchSize: 32, trainLimit: 256, testLimit: 100 }),
       log: createRootLogger({ runDir: dir, name: 'coordinator', consoleLevel: 'silent' }),
       progress: createProgressView({ quiet: true }),
@@ -231,16 +303,49 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
     const cases: Array<[string, (a: MessageOf<'assign'>) => Uint8Array | string]> = [
       ['random bytes', () => randomBytes(100)],
       ['a text frame', () => 'not a binary frame'],
-      ['a truncated ready', (a) => encodeMessage({ type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false }).subarray(0, 9)],
-      ['a ready with wrong field types', (a) => controlFrame({ type: 'ready', gen: String(a.gen), rank: [a.rank], step: null, hasState: 'yes' })],
+      [
+        'a truncated ready',
+        (a) => encodeMessage({ type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false }).subarray(0, 9),
+      ],
+      [
+        'a ready with wrong field types',
+        (a) => controlFrame({ type: 'ready', gen: String(a.gen), rank: [a.rank], step: null, hasState: 'yes' }),
+      ],
       ['a gradient chunk', (a) => chunk(a.gen, [0.5])],
       ["'assign' sent by a worker", (a) => encodeMessage({ ...a })],
-      ["'start' sent by a worker", (a) => encodeMessage({ type: 'start', gen: a.gen, epoch: 0, step: 0, weights: new Uint8Array(0), optimizer: new Uint8Array(0) })],
+      [
+        "'start' sent by a worker",
+        (a) =>
+          encodeMessage({
+            type: 'start',
+            gen: a.gen,
+            epoch: 0,
+            step: 0,
+            weights: new Uint8Array(0),
+            optimizer: new Uint8Array(0),
+          }),
+      ],
       ["'requestWeights' sent by a worker", (a) => encodeMessage({ type: 'requestWeights', gen: a.gen })],
-      ["'welcome' sent by a worker", () => encodeMessage({ type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'x', runId: 'y' })],
+      [
+        "'welcome' sent by a worker",
+        () => encodeMessage({ type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'x', runId: 'y' }),
+      ],
       ["'stop' sent by a worker", () => encodeMessage({ type: 'stop', reason: 'you are done', exitCode: 0 })],
-      ["'challenge' sent by a worker", () => encodeMessage({ type: 'challenge', protocolVersion: PROTOCOL_VERSION, nonce: new Uint8Array(32) })],
-      ["'ringHello' on the control link", (a) => encodeMessage({ type: 'ringHello', gen: a.gen, rank: a.rank, protocolVersion: PROTOCOL_VERSION, auth: new Uint8Array(32) })],
+      [
+        "'challenge' sent by a worker",
+        () => encodeMessage({ type: 'challenge', protocolVersion: PROTOCOL_VERSION, nonce: new Uint8Array(32) }),
+      ],
+      [
+        "'ringHello' on the control link",
+        (a) =>
+          encodeMessage({
+            type: 'ringHello',
+            gen: a.gen,
+            rank: a.rank,
+            protocolVersion: PROTOCOL_VERSION,
+            auth: new Uint8Array(32),
+          }),
+      ],
       ['a second hello', () => encodeMessage(hello(new Uint8Array(32)))],
     ];
     for (const [label, frame] of cases) {
@@ -254,10 +359,29 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
   test('messages out of order or of another generation are dropped without harm; the link stays up', async () => {
     const { p, assign: a } = await joined();
     // Epoch 9 never runs in this 1-epoch job, so none of this can leak into the real run's results below.
-    const record = { epoch: 9, step: 3, loss: 1, samples: 0, dataMs: 0, computeMs: 0, allreduceMs: 0, applyMs: 0, reduceScatterMs: 0, startedAt: 0 };
+    const record = {
+      epoch: 9,
+      step: 3,
+      loss: 1,
+      samples: 0,
+      dataMs: 0,
+      computeMs: 0,
+      allreduceMs: 0,
+      applyMs: 0,
+      reduceScatterMs: 0,
+      startedAt: 0,
+    };
     const sequence: Message[] = [
       { type: 'metrics', gen: a.gen, rank: a.rank, records: [record] }, // before 'ready'
-      { type: 'weights', gen: a.gen, rank: a.rank, step: 99, epoch: 9, weights: new Uint8Array(8), optimizer: new Uint8Array(0) }, // never asked for
+      {
+        type: 'weights',
+        gen: a.gen,
+        rank: a.rank,
+        step: 99,
+        epoch: 9,
+        weights: new Uint8Array(8),
+        optimizer: new Uint8Array(0),
+      }, // never asked for
       { type: 'evalResult', gen: a.gen, rank: a.rank, epoch: 9, correct: 1, total: 2, lossSum: 1 }, // before any shard
       { type: 'epochDone', gen: a.gen, rank: a.rank, epoch: 9, steps: 1, trainMs: 0 },
       { type: 'stall', gen: a.gen, rank: a.rank, step: 1, waitingMs: 1e9, peerRank: 0 }, // while not training
@@ -273,7 +397,11 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
     p.ws.send(encodeMessage(hello(new Uint8Array(32))));
     const closed = await expectClose(p, CLOSE_CODES.protocolError, 'the final bad message');
     assert.equal(closed.reason, 'unexpected message');
-    assert.deepEqual(typesOf(p), ['challenge', 'welcome', 'assign', 'requestWeights'], 'the one ready of this generation asked for the weights');
+    assert.deepEqual(
+      typesOf(p),
+      ['challenge', 'welcome', 'assign', 'requestWeights'],
+      'the one ready of this generation asked for the weights',
+    );
   });
 
   test('raw TCP: non-HTTP bytes are dropped; broken WebSocket framing closes only that link', async () => {
@@ -317,7 +445,10 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
   test(`a flood of ${FLOOD} connections that never authenticate: ${MAX_PENDING} are challenged, the rest refused at once`, async () => {
     const flood = Array.from({ length: FLOOD }, () => probe(url));
     const closes = await Promise.all(flood.map((p) => p.closed));
-    assert.ok(closes.every((c) => c.code === CLOSE_CODES.policyViolation), 'every flood link is refused with 1008');
+    assert.ok(
+      closes.every((c) => c.code === CLOSE_CODES.policyViolation),
+      'every flood link is refused with 1008',
+    );
     const challenged = flood.filter((p) => p.received.length > 0);
     const turnedAway = flood.filter((p) => p.received.length === 0);
     assert.equal(challenged.length, MAX_PENDING, 'only maxPendingAuth links wait for an answer at a time');
@@ -332,12 +463,29 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
 
     const lines = await readJsonLines<LogLine>(logFile);
     const floodWarnings = lines.filter((l) => l.msg === 'too many unauthenticated links; refusing').length;
-    assert.ok(floodWarnings >= 1 && floodWarnings <= Math.ceil((FLOOD - MAX_PENDING) / 100), `rate-limited flood warnings: ${floodWarnings}`);
-    assert.equal(lines.filter((l) => l.msg === 'refused a link' && l.link === 'control').length, refused, 'one log line per refused link');
+    assert.ok(
+      floodWarnings >= 1 && floodWarnings <= Math.ceil((FLOOD - MAX_PENDING) / 100),
+      `rate-limited flood warnings: ${floodWarnings}`,
+    );
+    assert.equal(
+      lines.filter((l) => l.msg === 'refused a link' && l.link === 'control').length,
+      refused,
+      'one log line per refused link',
+    );
   });
 
   test('after all that, a real worker process joins and the run finishes', async () => {
-    const worker = runCli(['worker', '--coordinator', url, '--listen', '127.0.0.1:0', '--advertise', '127.0.0.1', '--backend', 'cpu']);
+    const worker = runCli([
+      'worker',
+      '--coordinator',
+      url,
+      '--listen',
+      '127.0.0.1:0',
+      '--advertise',
+      '127.0.0.1',
+      '--backend',
+      'cpu',
+    ]);
     const summary = await coordinator.done;
     assert.equal(summary.outcome, 'finished', summary.error);
     assert.equal(summary.workers, 1);
@@ -357,10 +505,18 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
   let peerPort: number;
   const lost: RingtrainError[] = [];
 
-  const ring = (name: string) => new RingTransport({
-    host: '127.0.0.1', port: 0, token: TEST_TOKEN, maxPayloadBytes: RING_MAX_PAYLOAD, connectTimeoutMs: 10_000,
-    heartbeatMs: 1_000, heartbeatMisses: 5, stallWarnMs: 60_000, log: createRootLogger({ runDir: dir, name, consoleLevel: 'silent' }),
-  });
+  const ring = (name: string) =>
+    new RingTransport({
+      host: '127.0.0.1',
+      port: 0,
+      token: TEST_TOKEN,
+      maxPayloadBytes: RING_MAX_PAYLOAD,
+      connectTimeoutMs: 10_000,
+      heartbeatMs: 1_000,
+      heartbeatMisses: 5,
+      stallWarnMs: 60_000,
+      log: createRootLogger({ runDir: dir, name, consoleLevel: 'silent' }),
+    });
 
   before(async () => {
     dir = await tempDir('ring-abuse');
@@ -381,10 +537,24 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
    * ringHello: the raw client becomes the victim's authenticated inbound link.
    */
   async function adoptedPredecessor(gen: number): Promise<Probe> {
-    const connected = victim.connect({ gen, rank: 1, worldSize: 2, successor: { host: '127.0.0.1', port: peerPort, rank: 0 }, predecessorRank: 0 });
+    const connected = victim.connect({
+      gen,
+      rank: 1,
+      worldSize: 2,
+      successor: { host: '127.0.0.1', port: peerPort, rank: 0 },
+      predecessorRank: 0,
+    });
     const p = probe(victimUrl);
     const nonce = await challengeOf(p);
-    p.ws.send(encodeMessage({ type: 'ringHello', gen, rank: 0, protocolVersion: PROTOCOL_VERSION, auth: authAnswer(TEST_TOKEN, 'ring', nonce) }));
+    p.ws.send(
+      encodeMessage({
+        type: 'ringHello',
+        gen,
+        rank: 0,
+        protocolVersion: PROTOCOL_VERSION,
+        auth: authAnswer(TEST_TOKEN, 'ring', nonce),
+      }),
+    );
     await connected;
     return p;
   }
@@ -393,7 +563,17 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
     const cases: Array<[string, (nonce: Uint8Array) => Uint8Array | string]> = [
       ...notHandshakes().map(([label, frame]): [string, () => Uint8Array | string] => [label, () => frame]),
       ['a control hello with the right proof', (nonce) => encodeMessage(hello(authAnswer(TEST_TOKEN, 'ring', nonce)))],
-      ['a ringHello with a wrong token', (nonce) => encodeMessage({ type: 'ringHello', gen: 1, rank: 0, protocolVersion: 1, auth: authAnswer('not-the-token', 'ring', nonce) })],
+      [
+        'a ringHello with a wrong token',
+        (nonce) =>
+          encodeMessage({
+            type: 'ringHello',
+            gen: 1,
+            rank: 0,
+            protocolVersion: 1,
+            auth: authAnswer('not-the-token', 'ring', nonce),
+          }),
+      ],
     ];
     for (const [label, frame] of cases) {
       const p = probe(victimUrl);
@@ -406,16 +586,30 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
     big.ws.send(Buffer.alloc(RING_MAX_PAYLOAD + 1));
     await expectClose(big, CLOSE_CODES.tooBig, 'oversized before authentication');
 
-    const refusals = (await readJsonLines<LogLine>(path.join(dir, 'victim.log.jsonl'))).filter((l) => l.msg === 'refused a link');
+    const refusals = (await readJsonLines<LogLine>(path.join(dir, 'victim.log.jsonl'))).filter(
+      (l) => l.msg === 'refused a link',
+    );
     assert.equal(refusals.length, cases.length, 'one log line per refused link');
   });
 
   test('on an authenticated predecessor link, bad frames close that link (1002, 4001, 1009) and report the peer lost', async () => {
     const cases: Array<[string, (gen: number) => Uint8Array | string, number]> = [
-      ['a chunk header with phase 7', () => Uint8Array.from([FrameKind.chunk, PROTOCOL_VERSION, 7, 0, ...new Array<number>(16).fill(0)]), CLOSE_CODES.protocolError],
+      [
+        'a chunk header with phase 7',
+        () => Uint8Array.from([FrameKind.chunk, PROTOCOL_VERSION, 7, 0, ...new Array<number>(16).fill(0)]),
+        CLOSE_CODES.protocolError,
+      ],
       ['a truncated chunk', (gen) => chunk(gen, [1, 2, 3]).subarray(0, 26), CLOSE_CODES.protocolError],
-      ["a control message ('ready') on the ring", (gen) => encodeMessage({ type: 'ready', gen, rank: 0, step: 0, hasState: false }), CLOSE_CODES.protocolError],
-      ['random bytes behind a valid prefix', () => Buffer.concat([Buffer.from([FrameKind.control, PROTOCOL_VERSION]), randomBytes(40)]), CLOSE_CODES.protocolError],
+      [
+        "a control message ('ready') on the ring",
+        (gen) => encodeMessage({ type: 'ready', gen, rank: 0, step: 0, hasState: false }),
+        CLOSE_CODES.protocolError,
+      ],
+      [
+        'random bytes behind a valid prefix',
+        () => Buffer.concat([Buffer.from([FrameKind.control, PROTOCOL_VERSION]), randomBytes(40)]),
+        CLOSE_CODES.protocolError,
+      ],
       ['a text frame (its first bytes read as another protocol version)', () => 'garbage', CLOSE_CODES.versionMismatch],
       ['an oversized frame', () => Buffer.alloc(RING_MAX_PAYLOAD + 1), CLOSE_CODES.tooBig],
     ];
@@ -445,7 +639,14 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
   test(`a flood of ${FLOOD} unauthenticated connections: ${ADMISSION_DEFAULTS.maxPending} challenged, the rest refused at once; slots come back`, async () => {
     const flood = Array.from({ length: FLOOD }, () => probe(victimUrl));
     const challenged: Probe[] = [];
-    await Promise.all(flood.map((p) => p.message(0).then(() => challenged.push(p), () => undefined)));
+    await Promise.all(
+      flood.map((p) =>
+        p.message(0).then(
+          () => challenged.push(p),
+          () => undefined,
+        ),
+      ),
+    );
     const turnedAway = flood.filter((p) => !challenged.includes(p));
     assert.equal(challenged.length, ADMISSION_DEFAULTS.maxPending);
     for (const p of turnedAway) assert.equal((await p.closed).code, CLOSE_CODES.policyViolation);
@@ -461,8 +662,20 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
   test('after all that, the two listeners still form a ring and exchange gradient chunks', async () => {
     const gen = 100;
     await Promise.all([
-      victim.connect({ gen, rank: 1, worldSize: 2, successor: { host: '127.0.0.1', port: peerPort, rank: 0 }, predecessorRank: 0 }),
-      peer.connect({ gen, rank: 0, worldSize: 2, successor: { host: '127.0.0.1', port: Number(new URL(victimUrl).port), rank: 1 }, predecessorRank: 1 }),
+      victim.connect({
+        gen,
+        rank: 1,
+        worldSize: 2,
+        successor: { host: '127.0.0.1', port: peerPort, rank: 0 },
+        predecessorRank: 0,
+      }),
+      peer.connect({
+        gen,
+        rank: 0,
+        worldSize: 2,
+        successor: { host: '127.0.0.1', port: Number(new URL(victimUrl).port), rank: 1 },
+        predecessorRank: 1,
+      }),
     ]);
     const header = { generation: gen, step: 0, phase: Phase.reduceScatter, chunk: 0 } as const;
     peer.send({ ...header, count: 3 }, new Float32Array([1.5, -2, 3]));

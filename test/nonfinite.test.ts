@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { createInMemoryRing } from '../shared/allreduce-memory.js';
+import { createInMemoryRing } from '../shared/ring/allreduce-memory.js';
 import type { MnistSplit } from '../shared/data/mnist.js';
 import { BatchLoader } from '../shared/train/batches.js';
 import { buildModel } from '../shared/train/models.js';
@@ -19,8 +19,14 @@ before(async () => {
 
 function split(n: number, seed: number): MnistSplit {
   let s = seed;
-  const next = () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
-  return { images: Uint8Array.from({ length: n * 784 }, () => Math.floor(next() * 256)), labels: Uint8Array.from({ length: n }, () => Math.floor(next() * 10)), count: n, rows: 28, cols: 28 };
+  const next = () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
+  return {
+    images: Uint8Array.from({ length: n * 784 }, () => Math.floor(next() * 256)),
+    labels: Uint8Array.from({ length: n }, () => Math.floor(next() * 10)),
+    count: n,
+    rows: 28,
+    cols: 28,
+  };
 }
 
 /** A loader whose batches hold a NaN pixel: that replica's loss and gradients become NaN. */
@@ -46,8 +52,13 @@ test('skip: every replica skips the poisoned step together and stays identical; 
   const start = workers[0]!.replica.getWeights();
   const loaders = [new PoisonedLoader(workers[0]!.data, 8), new BatchLoader(workers[1]!.data, 8)];
   const idx = Uint32Array.from({ length: 8 }, (_, i) => i);
-  const records = await Promise.all(workers.map((w, i) => trainStep(w.replica, loaders[i]!, idx, w.ring, 0, 0, 'skip')));
-  assert.ok(records.every((r) => r.nonFinite === true), 'both workers flag the step');
+  const records = await Promise.all(
+    workers.map((w, i) => trainStep(w.replica, loaders[i]!, idx, w.ring, 0, 0, 'skip')),
+  );
+  assert.ok(
+    records.every((r) => r.nonFinite === true),
+    'both workers flag the step',
+  );
   for (const w of workers) assert.deepEqual(w.replica.getWeights(), start, 'no update applied');
   const clean = workers.map((w) => new BatchLoader(w.data, 8));
   const next = await Promise.all(workers.map((w, i) => trainStep(w.replica, clean[i]!, idx, w.ring, 1, 0, 'skip')));
@@ -60,7 +71,9 @@ test('abort: every replica stops with a typed error', async () => {
   const workers = twoWorkers();
   const loaders = [new BatchLoader(workers[0]!.data, 8), new PoisonedLoader(workers[1]!.data, 8)];
   const idx = Uint32Array.from({ length: 8 }, (_, i) => i);
-  const results = await Promise.allSettled(workers.map((w, i) => trainStep(w.replica, loaders[i]!, idx, w.ring, 0, 0, 'abort')));
+  const results = await Promise.allSettled(
+    workers.map((w, i) => trainStep(w.replica, loaders[i]!, idx, w.ring, 0, 0, 'abort')),
+  );
   for (const r of results) {
     assert.equal(r.status, 'rejected');
     assert.ok((r as PromiseRejectedResult).reason instanceof NonFiniteGradientError);

@@ -24,7 +24,10 @@ test('config validation names the bad option', () => {
   assert.deepEqual(validateTrainConfig({}), { ...TRAIN_DEFAULTS });
   assert.equal(validateTrainConfig({ optimizer: 'sgd' }).lr, 0.05, 'each optimizer has its own default rate');
   assert.equal(validateTrainConfig({ optimizer: 'sgd', lr: 0.3 }).lr, 0.3);
-  assert.throws(() => validateTrainConfig({ epochs: 0 }), (e: unknown) => e instanceof ConfigError && /epochs/.test(e.message));
+  assert.throws(
+    () => validateTrainConfig({ epochs: 0 }),
+    (e: unknown) => e instanceof ConfigError && /epochs/.test(e.message),
+  );
   assert.throws(() => validateTrainConfig({ batchSize: 2.5 }), /batch-size/);
   assert.throws(() => validateTrainConfig({ targetAccuracy: 2 }), /target-accuracy/);
   assert.throws(() => validateTrainConfig({ model: 'resnet' }), /unknown model 'resnet'/);

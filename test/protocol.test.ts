@@ -1,11 +1,25 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CHUNK_HEADER_BYTES, FrameKind, MessageType, PROTOCOL_VERSION, bytesToFloat32, bytesToUint32, chunkFrameBytes, decodeChunkFrame,
-  decodeChunkValues, decodeFrame, decodeMessage, encodeChunkFrame, encodeMessage, float32ToBytes, uint32ToBytes, writeChunkHeader,
+  CHUNK_HEADER_BYTES,
+  FrameKind,
+  MessageType,
+  PROTOCOL_VERSION,
+  bytesToFloat32,
+  bytesToUint32,
+  chunkFrameBytes,
+  decodeChunkFrame,
+  decodeChunkValues,
+  decodeFrame,
+  decodeMessage,
+  encodeChunkFrame,
+  encodeMessage,
+  float32ToBytes,
+  uint32ToBytes,
+  writeChunkHeader,
   type Message,
-} from '../shared/protocol.js';
-import { Phase, ValueEncoding, type ChunkHeader } from '../shared/allreduce.js';
+} from '../shared/wire/protocol.js';
+import { Phase, ValueEncoding, type ChunkHeader } from '../shared/ring/allreduce.js';
 import { ProtocolError, ProtocolVersionError } from '../shared/errors.js';
 import { createRng } from '../shared/rng.js';
 import { normalize, sampleMessages as samples } from './helpers/messages.js';
@@ -15,32 +29,56 @@ type Plain = null | boolean | number | string | Uint8Array | Plain[] | { [key: s
 
 function mp(value: Plain): number[] {
   const out: number[] = [];
-  const u = (bytes: number, n: number): void => { for (let i = bytes - 1; i >= 0; i--) out.push(Math.floor(n / 2 ** (8 * i)) & 0xff); };
+  const u = (bytes: number, n: number): void => {
+    for (let i = bytes - 1; i >= 0; i--) out.push(Math.floor(n / 2 ** (8 * i)) & 0xff);
+  };
   const write = (v: Plain): void => {
     if (v === null) out.push(0xc0);
     else if (typeof v === 'boolean') out.push(v ? 0xc3 : 0xc2);
     else if (typeof v === 'number') {
       if (Number.isInteger(v) && v >= 0 && v < 128) out.push(v);
-      else if (Number.isInteger(v) && v >= 0 && v <= 0xffffffff) { out.push(0xce); u(4, v); }
-      else if (Number.isInteger(v) && v < 0 && v >= -32) out.push(0x100 + v);
-      else { out.push(0xcb); const b = Buffer.alloc(8); b.writeDoubleBE(v); out.push(...b); }
+      else if (Number.isInteger(v) && v >= 0 && v <= 0xffffffff) {
+        out.push(0xce);
+        u(4, v);
+      } else if (Number.isInteger(v) && v < 0 && v >= -32) out.push(0x100 + v);
+      else {
+        out.push(0xcb);
+        const b = Buffer.alloc(8);
+        b.writeDoubleBE(v);
+        out.push(...b);
+      }
     } else if (typeof v === 'string') {
       const b = Buffer.from(v, 'utf8');
-      if (b.length < 32) out.push(0xa0 | b.length); else { out.push(0xda); u(2, b.length); }
+      if (b.length < 32) out.push(0xa0 | b.length);
+      else {
+        out.push(0xda);
+        u(2, b.length);
+      }
       out.push(...b);
-    } else if (v instanceof Uint8Array) { out.push(0xc6); u(4, v.length); out.push(...v); }
-    else if (Array.isArray(v)) { out.push(0xdc); u(2, v.length); v.forEach(write); }
-    else {
+    } else if (v instanceof Uint8Array) {
+      out.push(0xc6);
+      u(4, v.length);
+      out.push(...v);
+    } else if (Array.isArray(v)) {
+      out.push(0xdc);
+      u(2, v.length);
+      v.forEach(write);
+    } else {
       const entries = Object.entries(v);
-      out.push(0xde); u(2, entries.length);
-      for (const [k, x] of entries) { write(k); write(x); }
+      out.push(0xde);
+      u(2, entries.length);
+      for (const [k, x] of entries) {
+        write(k);
+        write(x);
+      }
     }
   };
   write(value);
   return out;
 }
 
-const controlFrame = (body: Plain, version = PROTOCOL_VERSION): Buffer => Buffer.from([FrameKind.control, version, ...mp(body)]);
+const controlFrame = (body: Plain, version = PROTOCOL_VERSION): Buffer =>
+  Buffer.from([FrameKind.control, version, ...mp(body)]);
 
 function isProtocolFailure(err: unknown): boolean {
   return err instanceof ProtocolError || err instanceof ProtocolVersionError;
@@ -61,20 +99,40 @@ test('every message type round-trips, and the samples cover every type', () => {
 });
 
 test('bodies written by an independent msgpack writer decode; byte fields come back as bytes', () => {
-  const decoded = decodeMessage(controlFrame({ type: 'start', gen: 2, epoch: 1, step: 9, weights: new Uint8Array([0, 0, 128, 63]), optimizer: new Uint8Array(0) }));
+  const decoded = decodeMessage(
+    controlFrame({
+      type: 'start',
+      gen: 2,
+      epoch: 1,
+      step: 9,
+      weights: new Uint8Array([0, 0, 128, 63]),
+      optimizer: new Uint8Array(0),
+    }),
+  );
   assert.equal(decoded.type, 'start');
   if (decoded.type !== 'start') return;
   assert.ok(decoded.weights instanceof Uint8Array);
   assert.deepEqual(Array.from(bytesToFloat32(decoded.weights)), [1]);
   // unknown extra fields are dropped
-  assert.deepEqual(decodeMessage(controlFrame({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false, extra: 'ignored' })), { type: 'ready', gen: 1, rank: 0, step: 0, hasState: false });
+  assert.deepEqual(
+    decodeMessage(controlFrame({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false, extra: 'ignored' })),
+    { type: 'ready', gen: 1, rank: 0, step: 0, hasState: false },
+  );
 });
 
 test('encodeMessage refuses invalid messages', () => {
   assert.throws(() => encodeMessage({ type: 'ready', gen: 0, rank: 1, step: 0, hasState: false }), ProtocolError);
   assert.throws(() => encodeMessage({ type: 'ready', gen: 1, rank: 1.5, step: 0, hasState: false }), ProtocolError);
   assert.throws(() => encodeMessage({ type: 'nope' } as unknown as Message), ProtocolError);
-  const floats = { type: 'weights', gen: 1, rank: 0, step: 0, epoch: 0, weights: new Float32Array(2), optimizer: new Uint8Array(0) };
+  const floats = {
+    type: 'weights',
+    gen: 1,
+    rank: 0,
+    step: 0,
+    epoch: 0,
+    weights: new Float32Array(2),
+    optimizer: new Uint8Array(0),
+  };
   assert.throws(() => encodeMessage(floats as unknown as Message), /weights\.weights: expected bytes/);
   assert.throws(() => encodeMessage({ ...samples[0], protocolVersion: 2 } as Message), ProtocolVersionError);
 });
@@ -97,7 +155,14 @@ test('chunk frames round-trip with the documented layout and a zero-copy payload
   assert.equal(frame.byteOffset % 4, 0);
   const decoded = decodeChunkFrame(frame);
   assert.deepEqual(decoded.header, header);
-  assert.deepEqual(Array.from(decoded.data), [1, -2.5, Math.fround(Math.PI), -0, Math.fround(Number.MAX_VALUE), Math.fround(1e-45)]);
+  assert.deepEqual(Array.from(decoded.data), [
+    1,
+    -2.5,
+    Math.fround(Math.PI),
+    -0,
+    Math.fround(Number.MAX_VALUE),
+    Math.fround(1e-45),
+  ]);
   assert.equal(decoded.data.buffer, frame.buffer, 'aligned payload is a view');
   assert.equal(decoded.data.byteOffset, frame.byteOffset + CHUNK_HEADER_BYTES);
 
@@ -123,7 +188,14 @@ test('encodeChunkFrame checks its header', () => {
 
 test('float16 chunk frames: 2 bytes per value, decoded by decodeChunkValues only', () => {
   const bits = new Uint16Array([0x3c00, 0xc000, 0x7bff, 0x0001, 0x7e01, 0x8000]); // 1, -2, 65504, 2^-24, a NaN, -0
-  const header: ChunkHeader = { generation: 2, step: 9, phase: Phase.reduceScatter, chunk: 5, count: bits.length, encoding: ValueEncoding.float16 };
+  const header: ChunkHeader = {
+    generation: 2,
+    step: 9,
+    phase: Phase.reduceScatter,
+    chunk: 5,
+    count: bits.length,
+    encoding: ValueEncoding.float16,
+  };
   const frame = encodeChunkFrame(header, bits);
   assert.equal(frame.length, CHUNK_HEADER_BYTES + 2 * bits.length);
   assert.equal(chunkFrameBytes(header), frame.length);
@@ -134,7 +206,11 @@ test('float16 chunk frames: 2 bytes per value, decoded by decodeChunkValues only
   assert.ok(raw.values instanceof Uint16Array);
   assert.deepEqual(Array.from(raw.values), Array.from(bits));
   assert.equal(raw.values.buffer, frame.buffer, 'aligned values are a view');
-  assert.deepEqual(new Uint8Array(encodeChunkFrame(raw.header, raw.values)), new Uint8Array(frame), 're-encodes identically');
+  assert.deepEqual(
+    new Uint8Array(encodeChunkFrame(raw.header, raw.values)),
+    new Uint8Array(frame),
+    're-encodes identically',
+  );
   // The general decoders hold every accepted chunk to 4 bytes per value; float16 is the ring transport's business.
   assert.throws(() => decodeChunkFrame(frame), /only decodeChunkValues/);
   assert.throws(() => decodeFrame(frame), ProtocolError);
@@ -198,46 +274,159 @@ test('bad input is rejected with ProtocolError or ProtocolVersionError and a cle
     ['fractional integer', controlFrame({ type: 'ready', gen: 1.5, rank: 0 }), /ready\.gen/],
     ['generation 0', controlFrame({ type: 'ready', gen: 0, rank: 0 }), /ready\.gen/],
     ['negative rank', controlFrame({ type: 'ready', gen: 1, rank: -1 }), /ready\.rank/],
-    ['infinite duration', controlFrame({ type: 'metrics', gen: 1, rank: 0, records: [{ epoch: 0, step: 0, loss: 1, samples: 1, dataMs: Infinity, computeMs: 0, allreduceMs: 0, applyMs: 0 }] }), /records\[0\]\.dataMs/],
+    [
+      'infinite duration',
+      controlFrame({
+        type: 'metrics',
+        gen: 1,
+        rank: 0,
+        records: [
+          { epoch: 0, step: 0, loss: 1, samples: 1, dataMs: Infinity, computeMs: 0, allreduceMs: 0, applyMs: 0 },
+        ],
+      }),
+      /records\[0\]\.dataMs/,
+    ],
     ['records not an array', controlFrame({ type: 'metrics', gen: 1, rank: 0, records: {} }), /metrics\.records/],
     ['record not a map', controlFrame({ type: 'metrics', gen: 1, rank: 0, records: [3] }), /metrics\.records\[0\]/],
-    ['boolean as number', controlFrame({ ...(samples[0] as unknown as Record<string, Plain>), hasData: 1 }), /hello\.hasData/],
-    ['bytes as string', controlFrame({ type: 'start', gen: 1, epoch: 0, step: 0, weights: 'abcd', optimizer: new Uint8Array(0) }), /start\.weights/],
-    ['float bytes not a multiple of 4', controlFrame({ type: 'start', gen: 1, epoch: 0, step: 0, weights: new Uint8Array(3), optimizer: new Uint8Array(0) }), /start\.weights/],
-    ['nested not a map', controlFrame({ type: 'assign', gen: 1, rank: 0, worldSize: 2, successor: 'x', predecessorRank: 1, config: {} }), /assign\.successor/],
-    ['rank beyond world', controlFrame({ type: 'assign', gen: 1, rank: 2, worldSize: 2, successor: { host: 'h', port: 1, rank: 0 }, predecessorRank: 1, config: {} }), /assign\.rank/],
-    ['port out of range', controlFrame({ type: 'assign', gen: 1, rank: 0, worldSize: 2, successor: { host: 'h', port: 70000, rank: 1 }, predecessorRank: 1, config: {} }), /successor\.port/],
-    ['config not a map', controlFrame({ type: 'assign', gen: 1, rank: 0, worldSize: 2, successor: { host: 'h', port: 1, rank: 1 }, predecessorRank: 1, config: [1] }), /assign\.config/],
-    ['null optional', controlFrame({ type: 'shard', gen: 1, epoch: 0, indices: new Uint8Array(0), testStart: 0, testEnd: 0, firstStep: 0, epochSamples: 0, offset: 0, images: null }), /shard\.images/],
-    ['test range reversed', controlFrame({ type: 'shard', gen: 1, epoch: 0, indices: new Uint8Array(0), testStart: 5, testEnd: 4 }), /testEnd/],
-    ['correct > total', controlFrame({ type: 'evalResult', gen: 1, rank: 0, epoch: 0, correct: 6, total: 5, lossSum: 1 }), /exceeds total/],
+    [
+      'boolean as number',
+      controlFrame({ ...(samples[0] as unknown as Record<string, Plain>), hasData: 1 }),
+      /hello\.hasData/,
+    ],
+    [
+      'bytes as string',
+      controlFrame({ type: 'start', gen: 1, epoch: 0, step: 0, weights: 'abcd', optimizer: new Uint8Array(0) }),
+      /start\.weights/,
+    ],
+    [
+      'float bytes not a multiple of 4',
+      controlFrame({
+        type: 'start',
+        gen: 1,
+        epoch: 0,
+        step: 0,
+        weights: new Uint8Array(3),
+        optimizer: new Uint8Array(0),
+      }),
+      /start\.weights/,
+    ],
+    [
+      'nested not a map',
+      controlFrame({ type: 'assign', gen: 1, rank: 0, worldSize: 2, successor: 'x', predecessorRank: 1, config: {} }),
+      /assign\.successor/,
+    ],
+    [
+      'rank beyond world',
+      controlFrame({
+        type: 'assign',
+        gen: 1,
+        rank: 2,
+        worldSize: 2,
+        successor: { host: 'h', port: 1, rank: 0 },
+        predecessorRank: 1,
+        config: {},
+      }),
+      /assign\.rank/,
+    ],
+    [
+      'port out of range',
+      controlFrame({
+        type: 'assign',
+        gen: 1,
+        rank: 0,
+        worldSize: 2,
+        successor: { host: 'h', port: 70000, rank: 1 },
+        predecessorRank: 1,
+        config: {},
+      }),
+      /successor\.port/,
+    ],
+    [
+      'config not a map',
+      controlFrame({
+        type: 'assign',
+        gen: 1,
+        rank: 0,
+        worldSize: 2,
+        successor: { host: 'h', port: 1, rank: 1 },
+        predecessorRank: 1,
+        config: [1],
+      }),
+      /assign\.config/,
+    ],
+    [
+      'null optional',
+      controlFrame({
+        type: 'shard',
+        gen: 1,
+        epoch: 0,
+        indices: new Uint8Array(0),
+        testStart: 0,
+        testEnd: 0,
+        firstStep: 0,
+        epochSamples: 0,
+        offset: 0,
+        images: null,
+      }),
+      /shard\.images/,
+    ],
+    [
+      'test range reversed',
+      controlFrame({ type: 'shard', gen: 1, epoch: 0, indices: new Uint8Array(0), testStart: 5, testEnd: 4 }),
+      /testEnd/,
+    ],
+    [
+      'correct > total',
+      controlFrame({ type: 'evalResult', gen: 1, rank: 0, epoch: 0, correct: 6, total: 5, lossSum: 1 }),
+      /exceeds total/,
+    ],
     ['exit code out of range', controlFrame({ type: 'stop', reason: 'x', exitCode: 256 }), /stop\.exitCode/],
     ['deep nesting', Uint8Array.from([1, 1, ...new Array<number>(200_000).fill(0x91), 0xc0]), /./],
-    ['chunk frame to decodeMessage', encodeChunkFrame({ generation: 1, step: 0, phase: 0, chunk: 0, count: 0 }, new Float32Array(0)), /got a gradient chunk/],
+    [
+      'chunk frame to decodeMessage',
+      encodeChunkFrame({ generation: 1, step: 0, phase: 0, chunk: 0, count: 0 }, new Float32Array(0)),
+      /got a gradient chunk/,
+    ],
   ];
   for (const [label, input, pattern] of protocolError) {
-    assert.throws(() => decodeMessage(input as Uint8Array), (err: unknown) => {
-      assert.ok(err instanceof ProtocolError, `${label}: got ${String(err)}`);
-      if (pattern) assert.match(err.message, pattern, label);
-      return true;
-    }, label);
-    if (label !== 'chunk frame to decodeMessage') assert.throws(() => decodeFrame(input as Uint8Array), ProtocolError, label);
+    assert.throws(
+      () => decodeMessage(input as Uint8Array),
+      (err: unknown) => {
+        assert.ok(err instanceof ProtocolError, `${label}: got ${String(err)}`);
+        if (pattern) assert.match(err.message, pattern, label);
+        return true;
+      },
+      label,
+    );
+    if (label !== 'chunk frame to decodeMessage')
+      assert.throws(() => decodeFrame(input as Uint8Array), ProtocolError, label);
   }
 
   const versionErrors: Array<[string, Uint8Array]> = [
     ['wrong version byte', Uint8Array.from([1, 2, ...valid.slice(2)])],
     ['wrong version byte on a chunk', Uint8Array.from([2, 0, ...new Array<number>(18).fill(0)])],
-    ['hello speaking version 2', controlFrame({ ...(samples[0] as unknown as Record<string, Plain>), protocolVersion: 2 })],
+    [
+      'hello speaking version 2',
+      controlFrame({ ...(samples[0] as unknown as Record<string, Plain>), protocolVersion: 2 }),
+    ],
     ['ringHello speaking version 0', controlFrame({ type: 'ringHello', gen: 1, rank: 0, protocolVersion: 0 })],
   ];
   for (const [label, input] of versionErrors) {
-    assert.throws(() => decodeFrame(input), (err: unknown) => err instanceof ProtocolVersionError && err.code === 'PROTOCOL_VERSION', label);
+    assert.throws(
+      () => decodeFrame(input),
+      (err: unknown) => err instanceof ProtocolVersionError && err.code === 'PROTOCOL_VERSION',
+      label,
+    );
   }
 });
 
 test('bad chunk frames are rejected', () => {
   const good = encodeChunkFrame({ generation: 1, step: 2, phase: 0, chunk: 1, count: 2 }, new Float32Array([1, 2]));
-  const patched = (offset: number, value: number): Uint8Array => { const b = Uint8Array.from(good); b[offset] = value; return b; };
+  const patched = (offset: number, value: number): Uint8Array => {
+    const b = Uint8Array.from(good);
+    b[offset] = value;
+    return b;
+  };
   const cases: Array<[string, Uint8Array, RegExp]> = [
     ['one byte too long', Uint8Array.from([...good, 0]), /must be 28 bytes, got 29/],
     ['one byte too short', good.subarray(0, good.length - 1), /must be 28 bytes, got 27/],
@@ -250,7 +439,11 @@ test('bad chunk frames are rejected', () => {
     ['control frame', encodeMessage({ type: 'requestWeights', gen: 1 }), /got a control message/],
   ];
   for (const [label, input, pattern] of cases) {
-    assert.throws(() => decodeChunkFrame(input), (err: unknown) => err instanceof ProtocolError && pattern.test(err.message), label);
+    assert.throws(
+      () => decodeChunkFrame(input),
+      (err: unknown) => err instanceof ProtocolError && pattern.test(err.message),
+      label,
+    );
   }
   const huge = Uint8Array.from(good);
   huge.set([0xff, 0xff, 0xff, 0xff], 16);
@@ -263,7 +456,10 @@ function checkDecodeIsSafe(input: Uint8Array): 'ok' | 'rejected' {
   try {
     frame = decodeFrame(input);
   } catch (err) {
-    assert.ok(isProtocolFailure(err), `decode threw ${String(err)} for ${Buffer.from(input).toString('hex').slice(0, 200)}`);
+    assert.ok(
+      isProtocolFailure(err),
+      `decode threw ${String(err)} for ${Buffer.from(input).toString('hex').slice(0, 200)}`,
+    );
     return 'rejected';
   }
   if (frame.kind === 'control') {
@@ -286,7 +482,10 @@ test('fuzz: random bytes and random mutations of valid frames never crash the de
     const length = rng.nextBelow(64);
     const bytes = new Uint8Array(length);
     for (let j = 0; j < length; j++) bytes[j] = rng.nextBelow(256);
-    if (length >= 2 && rng.next() < 0.8) { bytes[0] = 1 + rng.nextBelow(2); bytes[1] = PROTOCOL_VERSION; }
+    if (length >= 2 && rng.next() < 0.8) {
+      bytes[0] = 1 + rng.nextBelow(2);
+      bytes[1] = PROTOCOL_VERSION;
+    }
     outcomes[checkDecodeIsSafe(bytes)]++;
   }
   for (let i = 0; i < 6000; i++) {
@@ -304,11 +503,21 @@ function mutate(base: Uint8Array, rng: ReturnType<typeof createRng>): Uint8Array
   for (let e = 0; e < edits; e++) {
     const at = 2 + rng.nextBelow(Math.max(1, bytes.length - 2));
     switch (rng.nextBelow(5)) {
-      case 0: bytes[at] = rng.nextBelow(256); break; // overwrite
-      case 1: bytes[at] ^= 1 << rng.nextBelow(8); break; // bit flip
-      case 2: bytes.length = at; break; // truncate
-      case 3: bytes.splice(at, 0, rng.nextBelow(256)); break; // insert
-      default: bytes.splice(at, 1 + rng.nextBelow(4)); break; // delete
+      case 0:
+        bytes[at] = rng.nextBelow(256);
+        break; // overwrite
+      case 1:
+        bytes[at] ^= 1 << rng.nextBelow(8);
+        break; // bit flip
+      case 2:
+        bytes.length = at;
+        break; // truncate
+      case 3:
+        bytes.splice(at, 0, rng.nextBelow(256));
+        break; // insert
+      default:
+        bytes.splice(at, 1 + rng.nextBelow(4));
+        break; // delete
     }
   }
   return Uint8Array.from(bytes);

@@ -13,7 +13,7 @@ import type { OptimizerOptions } from '../shared/train/optim.js';
 
 function randomBatch(n: number, seed: number): Batch {
   let s = seed;
-  const next = () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  const next = () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
   const images = Float32Array.from({ length: n * 784 }, next);
   const labels = Int32Array.from({ length: n }, () => Math.floor(next() * 10));
   return { images, labels, n };
@@ -35,7 +35,10 @@ describe('Replica (flat-buffer training step)', () => {
       let offset = 0;
       for (const e of r.layout.entries) {
         assert.equal(e.offset, offset);
-        assert.equal(e.size, e.shape.reduce((a, b) => a * b, 1));
+        assert.equal(
+          e.size,
+          e.shape.reduce((a, b) => a * b, 1),
+        );
         offset += e.size;
       }
       r.dispose();
@@ -65,7 +68,10 @@ describe('Replica (flat-buffer training step)', () => {
     const ref = tf.tidy(() => {
       const x = tf.tensor4d(batch.images, [4, 28, 28, 1]);
       const y = tf.oneHot(tf.tensor1d(batch.labels, 'int32'), 10);
-      const { grads } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y, r.built.logitsModel.apply(x) as tf.Tensor) as tf.Scalar, vars);
+      const { grads } = tf.variableGrads(
+        () => tf.losses.softmaxCrossEntropy(y, r.built.logitsModel.apply(x) as tf.Tensor) as tf.Scalar,
+        vars,
+      );
       return vars.map((v) => grads[v.name]!.dataSync() as Float32Array);
     });
     r.layout.entries.forEach((e, i) => {
@@ -96,7 +102,10 @@ describe('Replica (flat-buffer training step)', () => {
       const a = replica('mlp', opt);
       const fresh = await a.getOptimizerState();
       assert.equal(fresh.length, a.optimizerStateSize);
-      assert.ok(fresh.every((v) => v === 0), 'no step yet: all zeros');
+      assert.ok(
+        fresh.every((v) => v === 0),
+        'no step yet: all zeros',
+      );
       for (let s = 0; s < 3; s++) a.applyGradients(a.computeGradients(randomBatch(8, 10 + s)).gradients);
       const state = await a.getOptimizerState();
       assert.equal(state[0], 3, 'iterations');

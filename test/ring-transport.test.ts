@@ -7,10 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Phase } from '../shared/allreduce.js';
+import { Phase } from '../shared/ring/allreduce.js';
 import { authAnswer } from '../shared/auth.js';
 import { createRootLogger } from '../shared/log.js';
-import { encodeChunkFrame, encodeMessage, PROTOCOL_VERSION } from '../shared/protocol.js';
+import { encodeChunkFrame, encodeMessage, PROTOCOL_VERSION } from '../shared/wire/protocol.js';
 import { RingTransport, type RingAssignment } from '../worker/ring-transport.js';
 import { challengeOf, probe, type Probe } from './helpers/probe.js';
 import { tempDir, TEST_TOKEN } from './helpers/procs.js';
@@ -24,14 +24,28 @@ describe('RingTransport: a ring abandoned and re-formed under the same generatio
 
   before(async () => {
     const dir = await tempDir('ring-transport');
-    const ring = (name: string) => new RingTransport({
-      host: '127.0.0.1', port: 0, token: TEST_TOKEN, maxPayloadBytes: 1024 * 1024, connectTimeoutMs: 3_000,
-      heartbeatMs: 1_000, heartbeatMisses: 5, stallWarnMs: 60_000, log: createRootLogger({ runDir: dir, name, consoleLevel: 'silent' }),
-    });
+    const ring = (name: string) =>
+      new RingTransport({
+        host: '127.0.0.1',
+        port: 0,
+        token: TEST_TOKEN,
+        maxPayloadBytes: 1024 * 1024,
+        connectTimeoutMs: 3_000,
+        heartbeatMs: 1_000,
+        heartbeatMisses: 5,
+        stallWarnMs: 60_000,
+        log: createRootLogger({ runDir: dir, name, consoleLevel: 'silent' }),
+      });
     worker = ring('worker');
     successor = ring('successor'); // only listens: the worker's successor link lands there and is held
     url = `ws://127.0.0.1:${await worker.listen()}/`;
-    assignment = { gen: 1, rank: 1, worldSize: 2, successor: { host: '127.0.0.1', port: await successor.listen(), rank: 0 }, predecessorRank: 0 };
+    assignment = {
+      gen: 1,
+      rank: 1,
+      worldSize: 2,
+      successor: { host: '127.0.0.1', port: await successor.listen(), rank: 0 },
+      predecessorRank: 0,
+    };
   });
 
   after(async () => {
@@ -45,9 +59,20 @@ describe('RingTransport: a ring abandoned and re-formed under the same generatio
     const p = probe(url);
     links.push(p);
     const nonce = await challengeOf(p);
-    p.ws.send(encodeMessage({ type: 'ringHello', gen: 1, rank: 0, protocolVersion: PROTOCOL_VERSION, auth: authAnswer(TEST_TOKEN, 'ring', nonce) }));
+    p.ws.send(
+      encodeMessage({
+        type: 'ringHello',
+        gen: 1,
+        rank: 0,
+        protocolVersion: PROTOCOL_VERSION,
+        auth: authAnswer(TEST_TOKEN, 'ring', nonce),
+      }),
+    );
     // ws handles frames in order and the hello's handling is synchronous: the pong proves the hello was processed.
-    await new Promise<void>((resolve) => { p.ws.once('pong', () => resolve()); p.ws.ping(); });
+    await new Promise<void>((resolve) => {
+      p.ws.once('pong', () => resolve());
+      p.ws.ping();
+    });
     return p;
   }
 

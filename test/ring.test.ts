@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chunkRanges, ownedChunk, predecessor, ringSchedule, successor } from '../shared/ring.js';
+import { chunkRanges, ownedChunk, predecessor, ringSchedule, successor } from '../shared/ring/schedule.js';
 
 test('chunkRanges covers the buffer exactly, contiguously and evenly (lengths 0..30 x world 1..6)', () => {
   for (let length = 0; length <= 30; length++) {
@@ -18,7 +18,12 @@ test('chunkRanges covers the buffer exactly, contiguously and evenly (lengths 0.
       assert.equal(next, length, label);
     }
   }
-  assert.deepEqual(chunkRanges(2, 4), [{ start: 0, end: 1 }, { start: 1, end: 2 }, { start: 2, end: 2 }, { start: 2, end: 2 }]);
+  assert.deepEqual(chunkRanges(2, 4), [
+    { start: 0, end: 1 },
+    { start: 1, end: 2 },
+    { start: 2, end: 2 },
+    { start: 2, end: 2 },
+  ]);
   assert.throws(() => chunkRanges(-1, 2), RangeError);
   assert.throws(() => chunkRanges(3, 0), RangeError);
 });
@@ -34,7 +39,7 @@ test('successor and predecessor close the ring', () => {
   assert.throws(() => successor(4, 4), RangeError);
 });
 
-test('the schedule matches its definition and a send always pairs with the successor\'s receive', () => {
+test("the schedule matches its definition and a send always pairs with the successor's receive", () => {
   for (let n = 1; n <= 8; n++) {
     const schedules = Array.from({ length: n }, (_, r) => ringSchedule(r, n));
     for (let r = 0; r < n; r++) {

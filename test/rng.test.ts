@@ -11,14 +11,23 @@ test('same seed gives the same stream, different seeds differ', () => {
   const b = createRng(42);
   const c = createRng(43);
   const streamA = take(100, () => a.nextUint32());
-  assert.deepEqual(streamA, take(100, () => b.nextUint32()));
-  assert.notDeepEqual(streamA, take(100, () => c.nextUint32()));
+  assert.deepEqual(
+    streamA,
+    take(100, () => b.nextUint32()),
+  );
+  assert.notDeepEqual(
+    streamA,
+    take(100, () => c.nextUint32()),
+  );
 });
 
 test('the stream is pinned: these values must never change across versions or platforms', () => {
   // Checkpoints and multi-host runs rely on every build producing exactly these numbers.
   const rng = createRng(1);
-  assert.deepEqual(take(4, () => rng.nextUint32()), [4074205336, 2883810658, 2814033789, 1940616558]);
+  assert.deepEqual(
+    take(4, () => rng.nextUint32()),
+    [4074205336, 2883810658, 2814033789, 1940616558],
+  );
   assert.deepEqual(Array.from(permutation(10, 7)), [7, 5, 8, 9, 4, 1, 3, 6, 0, 2]);
   assert.equal(mixSeed(1, 0), 257914706);
   assert.equal(mixSeed(1, 1), 1033820827);
@@ -58,7 +67,10 @@ test('state round-trips: a restored generator continues the same stream', () => 
   assert.deepEqual(JSON.parse(JSON.stringify(saved)), saved);
   const expected = take(50, () => rng.next());
   const restored = rngFromState(JSON.parse(JSON.stringify(saved)) as number[]);
-  assert.deepEqual(take(50, () => restored.next()), expected);
+  assert.deepEqual(
+    take(50, () => restored.next()),
+    expected,
+  );
 });
 
 test('rngFromState rejects malformed state', () => {
@@ -83,7 +95,10 @@ test('permutation is a deterministic permutation of 0..n-1', () => {
     const p = permutation(n, 5);
     assert.equal(p.length, n);
     const sorted = Array.from(p).sort((x, y) => x - y);
-    assert.deepEqual(sorted, Array.from({ length: n }, (_, i) => i));
+    assert.deepEqual(
+      sorted,
+      Array.from({ length: n }, (_, i) => i),
+    );
     assert.deepEqual(permutation(n, 5), p);
   }
   assert.notDeepEqual(permutation(1000, 5), permutation(1000, 6));

@@ -1,11 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  batchIndices, epochPermutation, evalShard, shardForRank, shardLength, stepsPerEpoch,
-} from '../shared/sampler.js';
+  batchIndices,
+  epochPermutation,
+  evalShard,
+  shardForRank,
+  shardLength,
+  stepsPerEpoch,
+} from '../shared/data/sampler.js';
 
 function allShards(datasetSize: number, worldSize: number, seed: number, epoch: number, shuffle = true): Uint32Array[] {
-  return Array.from({ length: worldSize }, (_, rank) => shardForRank({ datasetSize, worldSize, rank, seed, epoch, shuffle }));
+  return Array.from({ length: worldSize }, (_, rank) =>
+    shardForRank({ datasetSize, worldSize, rank, seed, epoch, shuffle }),
+  );
 }
 
 /** PyTorch's DistributedSampler, written out the way its source does it, as the reference. */
@@ -45,7 +52,11 @@ test('exhaustive small cases: equal lengths, full coverage, wrap-around padding,
         for (let position = 0; position < datasetSize; position++) {
           const expected = Math.floor((total - 1 - position) / datasetSize) + 1;
           if (total - datasetSize <= datasetSize) assert.equal(expected, position < total - datasetSize ? 2 : 1);
-          assert.equal(counts[order[position]], expected, `size ${datasetSize} world ${worldSize} position ${position}`);
+          assert.equal(
+            counts[order[position]],
+            expected,
+            `size ${datasetSize} world ${worldSize} position ${position}`,
+          );
         }
       }
     }
@@ -55,7 +66,12 @@ test('exhaustive small cases: equal lengths, full coverage, wrap-around padding,
 test('a concrete case: 10 samples on 4 ranks, unshuffled', () => {
   const shards = allShards(10, 4, 0, 0, false).map((s) => Array.from(s));
   // padded order 0..9,0,1; rank r takes r, r+4, r+8
-  assert.deepEqual(shards, [[0, 4, 8], [1, 5, 9], [2, 6, 0], [3, 7, 1]]);
+  assert.deepEqual(shards, [
+    [0, 4, 8],
+    [1, 5, 9],
+    [2, 6, 0],
+    [3, 7, 1],
+  ]);
 });
 
 test('every epoch shuffles differently; the same seed and epoch always give the same shards', () => {
@@ -64,7 +80,10 @@ test('every epoch shuffles differently; the same seed and epoch always give the 
   assert.deepEqual(allShards(1000, 3, 42, 0), epoch0);
   assert.notDeepEqual(epoch0, epoch1);
   assert.notDeepEqual(allShards(1000, 3, 43, 0), epoch0);
-  assert.notDeepEqual(Array.from(epochPermutation(1000, 42, 0)), Array.from({ length: 1000 }, (_, i) => i));
+  assert.notDeepEqual(
+    Array.from(epochPermutation(1000, 42, 0)),
+    Array.from({ length: 1000 }, (_, i) => i),
+  );
 });
 
 test('stepsPerEpoch and batchIndices: equal steps, views, short last batch', () => {

@@ -4,8 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import type { RunEvent, WorkerView } from '../coordinator/events.js';
-import { COORDINATOR_PID, createTimelineWriter, stepSpans, workerPid, type TraceEvent } from '../coordinator/timeline.js';
-import type { StepRecord } from '../shared/protocol.js';
+import {
+  COORDINATOR_PID,
+  createTimelineWriter,
+  stepSpans,
+  workerPid,
+  type TraceEvent,
+} from '../coordinator/timeline.js';
+import type { StepRecord } from '../shared/wire/protocol.js';
 
 const T0 = 1_700_000_000_000;
 const PHASES = ['step', 'data', 'compute', 'allreduce', 'allreduce:reduce-scatter', 'allreduce:allgather', 'apply'];
@@ -19,8 +25,16 @@ function worker(rank: number): WorkerView {
 /** Awkward fractional durations on purpose, so rounding to microseconds is exercised. */
 function record(rank: number, step: number): StepRecord {
   return {
-    epoch: 0, step, loss: 1 / (step + 1), samples: 32, dataMs: 0.3337 + rank, computeMs: 41.23456, allreduceMs: 17.77777,
-    reduceScatterMs: 8.123456, applyMs: 2.0001, startedAt: T0 + step * 70 + rank,
+    epoch: 0,
+    step,
+    loss: 1 / (step + 1),
+    samples: 32,
+    dataMs: 0.3337 + rank,
+    computeMs: 41.23456,
+    allreduceMs: 17.77777,
+    reduceScatterMs: 8.123456,
+    applyMs: 2.0001,
+    startedAt: T0 + step * 70 + rank,
   };
 }
 
@@ -39,10 +53,22 @@ test('the timeline is valid trace-event JSON with every phase of every step of e
   emit({ kind: 'ringFormed', gen: 1, workers: ranks.map(worker) });
   emit({ kind: 'epochStarted', epoch: 0, epochs: 1, samples: 960 });
   for (let step = 0; step < 10; step += 5) {
-    for (const rank of ranks) emit({ kind: 'steps', gen: 1, rank, records: [0, 1, 2, 3, 4].map((i) => record(rank, step + i)) });
+    for (const rank of ranks)
+      emit({ kind: 'steps', gen: 1, rank, records: [0, 1, 2, 3, 4].map((i) => record(rank, step + i)) });
   }
   emit({ kind: 'notice', level: 'warn', message: 'slow step', fields: {} });
-  emit({ kind: 'runEnded', summary: { outcome: 'finished', epochs: 1, steps: 10, testAccuracy: 0.9, samplesPerSec: 1, wallSeconds: 1, workers: 3 } });
+  emit({
+    kind: 'runEnded',
+    summary: {
+      outcome: 'finished',
+      epochs: 1,
+      steps: 10,
+      testAccuracy: 0.9,
+      samplesPerSec: 1,
+      wallSeconds: 1,
+      workers: 3,
+    },
+  });
   await timeline.close();
   await timeline.close(); // idempotent
 
@@ -50,7 +76,9 @@ test('the timeline is valid trace-event JSON with every phase of every step of e
   for (const rank of ranks) {
     const pid = workerPid(rank);
     assert.ok(pid > 0, 'pid 0 is the idle task to Perfetto');
-    const names = events.filter((e) => e.ph === 'M' && e.pid === pid && e.name === 'process_name').map((e) => e.args?.name);
+    const names = events
+      .filter((e) => e.ph === 'M' && e.pid === pid && e.name === 'process_name')
+      .map((e) => e.args?.name);
     assert.deepEqual(names, [`worker ${rank}`]);
     const spans = events.filter((e) => e.ph === 'X' && e.pid === pid);
     for (const phase of PHASES) assert.equal(spans.filter((e) => e.name === phase).length, 10, `rank ${rank} ${phase}`);
@@ -58,7 +86,13 @@ test('the timeline is valid trace-event JSON with every phase of every step of e
     assert.equal(labels?.args?.labels, `host-${rank}`);
   }
   const coordinator = events.filter((e) => e.pid === COORDINATOR_PID && e.ph === 'i').map((e) => e.name);
-  assert.deepEqual(coordinator, ['run started', 'ring formed (generation 1)', 'epoch 1 started', 'slow step', 'run finished']);
+  assert.deepEqual(coordinator, [
+    'run started',
+    'ring formed (generation 1)',
+    'epoch 1 started',
+    'slow step',
+    'run finished',
+  ]);
   for (const e of events.filter((x) => x.ph === 'X')) {
     assert.ok(Number.isInteger(e.ts) && Number.isInteger(e.dur) && e.dur! >= 0, 'whole microseconds');
   }

@@ -48,7 +48,12 @@ function assertClose(actual: Float32Array, expected: Float32Array, what: string)
   assert.ok(maxDiff <= 1e-4 * Math.max(1, maxAbs), `${what}: max |diff| ${maxDiff} (max |expected| ${maxAbs})`);
 }
 
-interface ConvCase { x: Shape4D; filter: Shape4D; strides: number | [number, number]; pad: Pad }
+interface ConvCase {
+  x: Shape4D;
+  filter: Shape4D;
+  strides: number | [number, number];
+  pad: Pad;
+}
 
 function describeCase(c: ConvCase): string {
   return `x=[${c.x}] f=[${c.filter}] strides=${JSON.stringify(c.strides)} pad=${JSON.stringify(c.pad)}`;
@@ -98,9 +103,29 @@ const EXTRA_CASES: ConvCase[] = [
   // Ho*Wo*N = 1024 and 16 output channels: the filter gradient takes its path that pads N against cache thrashing.
   { x: [4, 18, 18, 2], filter: [3, 3, 2, 16], strides: 1, pad: 'valid' },
   { x: [2, 9, 8, 3], filter: [3, 3, 3, 4], strides: 1, pad: 1 },
-  { x: [2, 9, 8, 3], filter: [3, 3, 3, 4], strides: [2, 1], pad: [[0, 0], [0, 2], [1, 0], [0, 0]] },
+  {
+    x: [2, 9, 8, 3],
+    filter: [3, 3, 3, 4],
+    strides: [2, 1],
+    pad: [
+      [0, 0],
+      [0, 2],
+      [1, 0],
+      [0, 0],
+    ],
+  },
   // Padding wider than the kernel reach: the gradient convolutions must crop instead of pad.
-  { x: [1, 6, 7, 2], filter: [3, 3, 2, 3], strides: 2, pad: [[0, 0], [3, 1], [0, 4], [0, 0]] },
+  {
+    x: [1, 6, 7, 2],
+    filter: [3, 3, 2, 3],
+    strides: 2,
+    pad: [
+      [0, 0],
+      [3, 1],
+      [0, 4],
+      [0, 0],
+    ],
+  },
   { x: [2, 10, 11, 2], filter: [2, 4, 2, 5], strides: [3, 2], pad: 'same' },
 ];
 
@@ -141,10 +166,16 @@ describe('wasm convolution gradients match the cpu backend', () => {
           const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC' as const };
           const dW = tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy }, { ...attrs, filterShape: c.filter });
           const dx = tf.engine().runKernel(tf.Conv2DBackpropInput, { dy, filter: f }, { ...attrs, inputShape: c.x });
-          assertClose(conv2dBackpropFilterViaConv(x, dy, c.filter, attrs).dataSync() as Float32Array,
-            (dW as tf.Tensor).dataSync() as Float32Array, `helper dW ${describeCase(c)}`);
-          assertClose(conv2dBackpropInputViaConv(c.x, dy, f, attrs).dataSync() as Float32Array,
-            (dx as tf.Tensor).dataSync() as Float32Array, `helper dx ${describeCase(c)}`);
+          assertClose(
+            conv2dBackpropFilterViaConv(x, dy, c.filter, attrs).dataSync() as Float32Array,
+            (dW as tf.Tensor).dataSync() as Float32Array,
+            `helper dW ${describeCase(c)}`,
+          );
+          assertClose(
+            conv2dBackpropInputViaConv(c.x, dy, f, attrs).dataSync() as Float32Array,
+            (dx as tf.Tensor).dataSync() as Float32Array,
+            `helper dx ${describeCase(c)}`,
+          );
         });
       }
     } finally {
@@ -160,14 +191,43 @@ describe('unsupported configurations throw KernelUnsupportedError', () => {
     const dy = tf.zeros([1, 3, 3, 3]);
     const filter = tf.zeros([3, 3, 2, 3]);
     const dyOfDilated = tf.zeros([1, 1, 1, 3]);
-    const rejects = (pattern: RegExp) => (err: unknown): boolean =>
-      err instanceof KernelUnsupportedError && err.code === 'KERNEL_UNSUPPORTED' && pattern.test(err.message);
-    assert.throws(() => tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy },
-      { strides: 1, pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 2, 3] }), rejects(/NCHW/));
-    assert.throws(() => tf.engine().runKernel(tf.Conv2DBackpropInput, { dy, filter },
-      { strides: 1, pad: 'valid', dataFormat: 'NCHW', inputShape: [1, 2, 5, 5] }), rejects(/NCHW/));
-    assert.throws(() => tf.engine().runKernel(tf.Conv2DBackpropInput, { dy: dyOfDilated, filter },
-      { strides: 1, pad: 'valid', dataFormat: 'NHWC', inputShape: [1, 5, 5, 2], dilations: 2 }), rejects(/dilations/));
+    const rejects =
+      (pattern: RegExp) =>
+      (err: unknown): boolean =>
+        err instanceof KernelUnsupportedError && err.code === 'KERNEL_UNSUPPORTED' && pattern.test(err.message);
+    assert.throws(
+      () =>
+        tf
+          .engine()
+          .runKernel(
+            tf.Conv2DBackpropFilter,
+            { x, dy },
+            { strides: 1, pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 2, 3] },
+          ),
+      rejects(/NCHW/),
+    );
+    assert.throws(
+      () =>
+        tf
+          .engine()
+          .runKernel(
+            tf.Conv2DBackpropInput,
+            { dy, filter },
+            { strides: 1, pad: 'valid', dataFormat: 'NCHW', inputShape: [1, 2, 5, 5] },
+          ),
+      rejects(/NCHW/),
+    );
+    assert.throws(
+      () =>
+        tf
+          .engine()
+          .runKernel(
+            tf.Conv2DBackpropInput,
+            { dy: dyOfDilated, filter },
+            { strides: 1, pad: 'valid', dataFormat: 'NHWC', inputShape: [1, 5, 5, 2], dilations: 2 },
+          ),
+      rejects(/dilations/),
+    );
     tf.dispose([x, dy, filter, dyOfDilated]);
   });
 
@@ -182,30 +242,75 @@ describe('unsupported configurations throw KernelUnsupportedError', () => {
   });
 });
 
-async function matMulOn(backend: string, aShape: number[], bShape: number[], ta: boolean, tb: boolean): Promise<Float32Array> {
+async function matMulOn(
+  backend: string,
+  aShape: number[],
+  bShape: number[],
+  ta: boolean,
+  tb: boolean,
+): Promise<Float32Array> {
   await tf.setBackend(backend);
-  return tf.tidy(() => tf.matMul(tf.tensor(values(size(aShape), 7), aShape), tf.tensor(values(size(bShape), 8), bShape),
-    ta, tb).dataSync() as Float32Array);
+  return tf.tidy(
+    () =>
+      tf
+        .matMul(tf.tensor(values(size(aShape), 7), aShape), tf.tensor(values(size(bShape), 8), bShape), ta, tb)
+        .dataSync() as Float32Array,
+  );
 }
 
 describe('wasm matMul with transposed operands matches the cpu backend', () => {
   it('for matrices, a batch of one, a batch of many, and a shape on the thrash-avoiding transpose path', async () => {
-    const shapes: Array<[number[], number[]]> = [[[5, 7], [7, 3]], [[64, 30], [30, 9]], [[3, 2048], [2048, 16]],
-      [[1, 6, 4], [1, 4, 5]], [[3, 6, 4], [3, 4, 5]]];
+    const shapes: Array<[number[], number[]]> = [
+      [
+        [5, 7],
+        [7, 3],
+      ],
+      [
+        [64, 30],
+        [30, 9],
+      ],
+      [
+        [3, 2048],
+        [2048, 16],
+      ],
+      [
+        [1, 6, 4],
+        [1, 4, 5],
+      ],
+      [
+        [3, 6, 4],
+        [3, 4, 5],
+      ],
+    ];
     for (const [aBase, bBase] of shapes) {
-      for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+      for (const [ta, tb] of [
+        [false, false],
+        [true, false],
+        [false, true],
+        [true, true],
+      ]) {
         const swapLast = (s: number[]): number[] => [...s.slice(0, -2), s[s.length - 1], s[s.length - 2]];
         const aShape = ta ? swapLast(aBase) : aBase;
         const bShape = tb ? swapLast(bBase) : bBase;
         const what = `matMul [${aShape}]${ta ? 'ᵀ' : ''} x [${bShape}]${tb ? 'ᵀ' : ''}`;
-        assertClose(await matMulOn('wasm', aShape, bShape, ta, tb), await matMulOn('cpu', aShape, bShape, ta, tb), what);
+        assertClose(
+          await matMulOn('wasm', aShape, bShape, ta, tb),
+          await matMulOn('cpu', aShape, bShape, ta, tb),
+          what,
+        );
       }
     }
   });
 });
 
 /** Gradient of sum(maxPool(x) * weights) with respect to x. */
-async function maxPoolGrad(backend: string, x: Float32Array, shape: Shape4D, k: number, s: number): Promise<Float32Array> {
+async function maxPoolGrad(
+  backend: string,
+  x: Float32Array,
+  shape: Shape4D,
+  k: number,
+  s: number,
+): Promise<Float32Array> {
   await tf.setBackend(backend);
   return tf.tidy(() => {
     const xs = tf.tensor4d(x, shape);
@@ -219,14 +324,19 @@ async function maxPoolGrad(backend: string, x: Float32Array, shape: Shape4D, k: 
 describe('wasm max-pool gradient matches the cpu backend', () => {
   it('for non-overlapping windows, with ties, negative values and partial windows', async () => {
     const cases: Array<{ shape: Shape4D; k: number; ties: boolean }> = [
-      { shape: [2, 8, 8, 3], k: 2, ties: false }, { shape: [2, 9, 7, 4], k: 2, ties: true },
-      { shape: [1, 9, 10, 2], k: 3, ties: true }, { shape: [3, 6, 6, 1], k: 2, ties: true },
+      { shape: [2, 8, 8, 3], k: 2, ties: false },
+      { shape: [2, 9, 7, 4], k: 2, ties: true },
+      { shape: [1, 9, 10, 2], k: 3, ties: true },
+      { shape: [3, 6, 6, 1], k: 2, ties: true },
     ];
     for (const { shape, k, ties } of cases) {
       // Ties: a few small integers (negative ones too), so most windows hold their max more than once.
       const x = values(size(shape), 10).map((v) => (ties ? Math.round(v * 2) : v));
-      assertClose(await maxPoolGrad('wasm', x, shape, k, k), await maxPoolGrad('cpu', x, shape, k, k),
-        `maxPool grad [${shape}] k=${k} ties=${ties}`);
+      assertClose(
+        await maxPoolGrad('wasm', x, shape, k, k),
+        await maxPoolGrad('cpu', x, shape, k, k),
+        `maxPool grad [${shape}] k=${k} ties=${ties}`,
+      );
     }
   });
 
@@ -235,13 +345,24 @@ describe('wasm max-pool gradient matches the cpu backend', () => {
     try {
       tf.tidy(() => {
         const shape: Shape4D = [2, 9, 7, 3];
-        const x = tf.tensor4d(values(size(shape), 14).map((v) => Math.round(v * 2)), shape);
+        const x = tf.tensor4d(
+          values(size(shape), 14).map((v) => Math.round(v * 2)),
+          shape,
+        );
         const y = tf.maxPool(x, 2, 2, 'valid');
         const dy = tf.tensor4d(values(size(y.shape), 15), y.shape);
-        const expected = tf.engine().runKernel(tf.MaxPoolGrad, { dy, input: x, output: y },
-          { filterSize: 2, strides: 2, pad: 'valid' }) as tf.Tensor;
-        assertClose(maxPoolGradNonOverlapping(dy, x, y, [2, 2]).dataSync() as Float32Array,
-          expected.dataSync() as Float32Array, 'helper maxPool grad');
+        const expected = tf
+          .engine()
+          .runKernel(
+            tf.MaxPoolGrad,
+            { dy, input: x, output: y },
+            { filterSize: 2, strides: 2, pad: 'valid' },
+          ) as tf.Tensor;
+        assertClose(
+          maxPoolGradNonOverlapping(dy, x, y, [2, 2]).dataSync() as Float32Array,
+          expected.dataSync() as Float32Array,
+          'helper maxPool grad',
+        );
       });
     } finally {
       await tf.setBackend('wasm');
@@ -286,8 +407,14 @@ describe('a small conv model trains on wasm', () => {
     const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotUniform({ seed }) });
     const model = tf.sequential({
       layers: [
-        tf.layers.conv2d({ inputShape: [8, 8, 1], filters: 4, kernelSize: 3, padding: 'same', activation: 'relu',
-          ...init(1) }),
+        tf.layers.conv2d({
+          inputShape: [8, 8, 1],
+          filters: 4,
+          kernelSize: 3,
+          padding: 'same',
+          activation: 'relu',
+          ...init(1),
+        }),
         tf.layers.maxPooling2d({ poolSize: 2 }),
         tf.layers.conv2d({ filters: 6, kernelSize: 3, activation: 'relu', ...init(2) }),
         tf.layers.flatten(),
@@ -300,7 +427,7 @@ describe('a small conv model trains on wasm', () => {
     const images = new Float32Array(n * 64).map((_, j) => {
       const image = Math.floor(j / 64);
       const row = Math.floor((j % 64) / 8);
-      return (row < 4) === (labels[image] === 1) ? 1 : 0.1;
+      return row < 4 === (labels[image] === 1) ? 1 : 0.1;
     });
     const xs = tf.tensor4d(images, [n, 8, 8, 1]);
     const ys = tf.oneHot(tf.tensor1d(labels, 'int32'), 2);

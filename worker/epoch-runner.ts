@@ -5,17 +5,20 @@
  * averaged gradients, a non-finite value is seen by all of them at once, and all skip (or abort) that step together.
  */
 import { createHash } from 'node:crypto';
-import { ringAllreduce, type Compression, type RingLinks } from '../shared/allreduce.js';
+import { ringAllreduce, type Compression, type RingLinks } from '../shared/ring/allreduce.js';
 import type { MnistSplit } from '../shared/data/mnist.js';
 import { RingtrainError, StepAbortedError } from '../shared/errors.js';
-import type { StepRecord } from '../shared/protocol.js';
-import { batchIndices, stepsPerEpoch } from '../shared/sampler.js';
+import type { StepRecord } from '../shared/wire/protocol.js';
+import { batchIndices, stepsPerEpoch } from '../shared/data/sampler.js';
 import { BatchLoader } from '../shared/train/batches.js';
 import { learningRateAt, type ScheduleOptions } from '../shared/train/optim.js';
 import type { Batch, Replica } from '../shared/train/replica.js';
 
 export interface RingPosition {
-  rank: number; worldSize: number; gen: number; links: RingLinks;
+  rank: number;
+  worldSize: number;
+  gen: number;
+  links: RingLinks;
   /** Gradient wire encoding (default 'none'); every rank of a ring must use the same. */
   compression?: Compression;
 }
@@ -48,17 +51,25 @@ export interface ShardHooks {
   atBoundary(): Promise<void>;
 }
 
-export interface ShardResult { steps: number; trainMs: number }
+export interface ShardResult {
+  steps: number;
+  trainMs: number;
+}
 
 /** Averaged gradients held a NaN or an infinity; every replica saw the same values. */
 export class NonFiniteGradientError extends RingtrainError {
-  constructor(step: number) { super('STEP_ABORTED', `step ${step}: non-finite values in the averaged gradients`); }
+  constructor(step: number) {
+    super('STEP_ABORTED', `step ${step}: non-finite values in the averaged gradients`);
+  }
 }
 
 /** A short fingerprint of the parameters, to check that replicas are bitwise identical. */
 export function paramHash(replica: Replica, scratch?: Float32Array): string {
   const weights = replica.getWeights(scratch);
-  return createHash('sha256').update(new Uint8Array(weights.buffer, weights.byteOffset, weights.byteLength)).digest('hex').slice(0, 16);
+  return createHash('sha256')
+    .update(new Uint8Array(weights.buffer, weights.byteOffset, weights.byteLength))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 function allFinite(values: Float32Array): boolean {
@@ -69,7 +80,9 @@ function allFinite(values: Float32Array): boolean {
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Where a step's batch comes from: a BatchLoader, or the shard's PrefetchingLoader. */
-export interface StepInput { load(indices: Uint32Array): Batch }
+export interface StepInput {
+  load(indices: Uint32Array): Batch;
+}
 
 /**
  * The shard's batches, each loaded while the previous step's allreduce is on the wire: two BatchLoaders take turns,
@@ -107,8 +120,14 @@ export class PrefetchingLoader implements StepInput {
  * runs once the allreduce has put its first frames on the wire, while the ring works (the next batch's loading).
  */
 export async function trainStep(
-  replica: Replica, loader: StepInput, indices: Uint32Array, ring: RingPosition, globalStep: number, epoch: number,
-  nonFinite: NonFinitePolicy = 'skip', whileReducing?: () => void,
+  replica: Replica,
+  loader: StepInput,
+  indices: Uint32Array,
+  ring: RingPosition,
+  globalStep: number,
+  epoch: number,
+  nonFinite: NonFinitePolicy = 'skip',
+  whileReducing?: () => void,
 ): Promise<StepRecord> {
   const startedAt = Date.now();
   const t0 = performance.now();
@@ -117,7 +136,12 @@ export async function trainStep(
   const { loss, gradients } = replica.computeGradients(batch);
   const t2 = performance.now();
   const reducing = ringAllreduce(gradients, {
-    rank: ring.rank, worldSize: ring.worldSize, generation: ring.gen, step: globalStep, links: ring.links, average: true,
+    rank: ring.rank,
+    worldSize: ring.worldSize,
+    generation: ring.gen,
+    step: globalStep,
+    links: ring.links,
+    average: true,
     compression: ring.compression ?? 'none',
   });
   if (whileReducing) {
@@ -135,13 +159,27 @@ export async function trainStep(
   if (finite) replica.applyGradients(gradients);
   const t4 = performance.now();
   const record: StepRecord = {
-    epoch, step: globalStep, loss, samples: batch.n, dataMs: t1 - t0, computeMs: t2 - t1, allreduceMs: t3 - t2, applyMs: t4 - t3, reduceScatterMs, startedAt,
+    epoch,
+    step: globalStep,
+    loss,
+    samples: batch.n,
+    dataMs: t1 - t0,
+    computeMs: t2 - t1,
+    allreduceMs: t3 - t2,
+    applyMs: t4 - t3,
+    reduceScatterMs,
+    startedAt,
   };
   if (!finite) record.nonFinite = true;
   return record;
 }
 
-export async function runShard(replica: Replica, plan: ShardPlan, ring: RingPosition, hooks: ShardHooks): Promise<ShardResult> {
+export async function runShard(
+  replica: Replica,
+  plan: ShardPlan,
+  ring: RingPosition,
+  hooks: ShardHooks,
+): Promise<ShardResult> {
   const loader = new PrefetchingLoader(plan.split, plan.batchSize);
   const steps = stepsPerEpoch(plan.order.length, plan.batchSize);
   let indices = steps > 0 ? batchIndices(plan.order, 0, plan.batchSize) : new Uint32Array(0);
@@ -159,7 +197,16 @@ export async function runShard(replica: Replica, plan: ShardPlan, ring: RingPosi
     const stepLr = learningRateAt({ ...plan.schedule, worldSize: ring.worldSize }, plan.epoch, fraction);
     if (stepLr !== lr) replica.setLearningRate((lr = stepLr));
     const next = s + 1 < steps ? batchIndices(plan.order, s + 1, plan.batchSize) : undefined;
-    const record = await trainStep(replica, loader, indices, ring, globalStep, plan.epoch, plan.nonFinite, next && (() => loader.prefetch(next)));
+    const record = await trainStep(
+      replica,
+      loader,
+      indices,
+      ring,
+      globalStep,
+      plan.epoch,
+      plan.nonFinite,
+      next && (() => loader.prefetch(next)),
+    );
     if (next) indices = next;
     if (plan.checkEvery > 0 && globalStep % plan.checkEvery === 0) record.paramHash = paramHash(replica, scratch);
     hooks.onStep(record);

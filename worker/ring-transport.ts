@@ -16,14 +16,28 @@
 import http from 'node:http';
 import WebSocket, { WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS, dialAuthenticated } from '../shared/admission.js';
-import { ValueEncoding, type ChunkHeader, type ChunkKey, type ChunkValues, type OutgoingChunk, type RingLinks } from '../shared/allreduce.js';
-import { ChunkMailbox } from '../shared/chunk-mailbox.js';
+import {
+  ValueEncoding,
+  type ChunkHeader,
+  type ChunkKey,
+  type ChunkValues,
+  type OutgoingChunk,
+  type RingLinks,
+} from '../shared/ring/allreduce.js';
+import { ChunkMailbox } from '../shared/ring/chunk-mailbox.js';
 import { CLOSE_CODES, PeerLostError, ProtocolError, StepAbortedError, type RingtrainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import {
-  CHUNK_HEADER_BYTES, chunkFrameBytes, decodeChunkValues, decodeFrame, encodeChunkFrame, FrameKind, PROTOCOL_VERSION, writeChunkHeader,
+  CHUNK_HEADER_BYTES,
+  chunkFrameBytes,
+  decodeChunkValues,
+  decodeFrame,
+  encodeChunkFrame,
+  FrameKind,
+  PROTOCOL_VERSION,
+  writeChunkHeader,
   type RingPeer,
-} from '../shared/protocol.js';
+} from '../shared/wire/protocol.js';
 import { closeWithError, keepAlive, rawToBytes } from '../shared/ws-util.js';
 
 export interface RingAssignment {
@@ -47,14 +61,26 @@ export interface RingTransportOptions {
   log: Logger;
 }
 
-export interface StallReport { step: number; waitingMs: number; peerRank: number }
+export interface StallReport {
+  step: number;
+  waitingMs: number;
+  peerRank: number;
+}
 
-interface PendingInbound { ws: WebSocket; gen: number; rank: number }
+interface PendingInbound {
+  ws: WebSocket;
+  gen: number;
+  rank: number;
+}
 
 const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** An outgoing frame buffer and typed views of its values, reused across steps. */
-interface PooledFrame { bytes: Buffer; float32?: Float32Array; float16?: Uint16Array }
+interface PooledFrame {
+  bytes: Buffer;
+  float32?: Float32Array;
+  float16?: Uint16Array;
+}
 
 /**
  * Frame buffers by size: every step sends the same sizes, so after the first step no frame memory is allocated. A
@@ -75,12 +101,15 @@ class FramePool {
     this.free.set(frame.bytes.byteLength, list);
   }
 
-  clear(): void { this.free.clear(); }
+  clear(): void {
+    this.free.clear();
+  }
 }
 
 function valuesOf(frame: PooledFrame, header: ChunkHeader): ChunkValues {
   const offset = frame.bytes.byteOffset + CHUNK_HEADER_BYTES;
-  if (header.encoding === ValueEncoding.float16) return (frame.float16 ??= new Uint16Array(frame.bytes.buffer, offset, header.count));
+  if (header.encoding === ValueEncoding.float16)
+    return (frame.float16 ??= new Uint16Array(frame.bytes.buffer, offset, header.count));
   return (frame.float32 ??= new Float32Array(frame.bytes.buffer, offset, header.count));
 }
 
@@ -113,11 +142,17 @@ export class RingTransport implements RingLinks {
   /** Start the listener for the predecessor; returns the bound port. */
   async listen(): Promise<number> {
     this.server = http.createServer((_req, res) => res.writeHead(426).end());
-    this.wss = new WebSocketServer({ server: this.server, maxPayload: this.opts.maxPayloadBytes, perMessageDeflate: false });
+    this.wss = new WebSocketServer({
+      server: this.server,
+      maxPayload: this.opts.maxPayloadBytes,
+      perMessageDeflate: false,
+    });
     this.wss.on('connection', (ws, req) => {
       this.admission.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, (link, hello) => {
         this.pending.push({ ws: link, gen: hello.gen, rank: hello.rank });
-        link.once('close', () => { this.pending = this.pending.filter((p) => p.ws !== link); });
+        link.once('close', () => {
+          this.pending = this.pending.filter((p) => p.ws !== link);
+        });
         this.adoptPendingInbound();
       });
     });
@@ -130,10 +165,14 @@ export class RingTransport implements RingLinks {
   }
 
   /** Called when a link of the current ring fails, once per failure. */
-  onPeerLost(handler: (err: RingtrainError) => void): void { this.lostHandler = handler; }
+  onPeerLost(handler: (err: RingtrainError) => void): void {
+    this.lostHandler = handler;
+  }
 
   /** Called when a receive has waited past the stall threshold. */
-  onStall(handler: (s: StallReport) => void): void { this.stallHandler = handler; }
+  onStall(handler: (s: StallReport) => void): void {
+    this.stallHandler = handler;
+  }
 
   /**
    * Abandon the current ring: pending receives fail, links close, and the assignment is forgotten, so a predecessor's
@@ -161,11 +200,21 @@ export class RingTransport implements RingLinks {
     this.waiting = 0;
     if (a.worldSize === 1) return;
     this.watchStalls();
-    const inboundReady = new Promise<void>((resolve) => { this.inboundWaiter = resolve; });
+    const inboundReady = new Promise<void>((resolve) => {
+      this.inboundWaiter = resolve;
+    });
     this.adoptPendingInbound();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new PeerLostError(`ring neighbours of rank ${a.rank}: links not up within ${this.opts.connectTimeoutMs} ms`)), this.opts.connectTimeoutMs);
+      timer = setTimeout(
+        () =>
+          reject(
+            new PeerLostError(
+              `ring neighbours of rank ${a.rank}: links not up within ${this.opts.connectTimeoutMs} ms`,
+            ),
+          ),
+        this.opts.connectTimeoutMs,
+      );
       this.abortConnect = reject;
     });
     try {
@@ -179,18 +228,25 @@ export class RingTransport implements RingLinks {
   private async dialSuccessor(a: RingAssignment): Promise<void> {
     const url = `ws://${formatHost(a.successor.host)}:${a.successor.port}/`;
     const ws = await dialAuthenticated(url, {
-      token: this.opts.token, context: 'ring', timeoutMs: this.opts.connectTimeoutMs,
+      token: this.opts.token,
+      context: 'ring',
+      timeoutMs: this.opts.connectTimeoutMs,
       // Ring links go straight from worker to worker, never through proxies, which is what frame masking guards
       // against; an all-zero mask lets ws send gradient bytes without a masked copy.
       ws: { maxPayload: this.opts.maxPayloadBytes, generateMask: (mask) => mask.fill(0) },
       answer: (auth) => ({ type: 'ringHello', gen: a.gen, rank: a.rank, protocolVersion: PROTOCOL_VERSION, auth }),
     });
-    if (this.assignment !== a) { ws.close(CLOSE_CODES.normal, 'ring re-formed'); return; }
+    if (this.assignment !== a) {
+      ws.close(CLOSE_CODES.normal, 'ring re-formed');
+      return;
+    }
     this.outbound = ws;
     ws.on('close', (code) => this.linkLost(ws, `successor rank ${a.successor.rank}`, code));
     ws.on('error', (err) => this.opts.log.debug({ err }, 'successor link error'));
     ws.on('message', () => closeWithError(ws, new ProtocolError('the successor link carries nothing back')));
-    keepAlive(ws, this.opts.heartbeatMs, this.opts.heartbeatMisses, () => this.opts.log.warn({ successor: a.successor }, 'successor stopped answering pings'));
+    keepAlive(ws, this.opts.heartbeatMs, this.opts.heartbeatMisses, () =>
+      this.opts.log.warn({ successor: a.successor }, 'successor stopped answering pings'),
+    );
     this.opts.log.debug({ gen: a.gen, successor: a.successor }, 'successor link open');
   }
 
@@ -215,7 +271,9 @@ export class RingTransport implements RingLinks {
     this.inbound = ws;
     ws.on('message', (data) => this.onChunk(ws, rawToBytes(data), a.gen));
     ws.on('close', (code) => this.linkLost(ws, `predecessor rank ${a.predecessorRank}`, code));
-    keepAlive(ws, this.opts.heartbeatMs, this.opts.heartbeatMisses, () => this.opts.log.warn({ predecessor: a.predecessorRank }, 'predecessor stopped answering pings'));
+    keepAlive(ws, this.opts.heartbeatMs, this.opts.heartbeatMisses, () =>
+      this.opts.log.warn({ predecessor: a.predecessorRank }, 'predecessor stopped answering pings'),
+    );
     this.opts.log.debug({ gen: a.gen, predecessor: a.predecessorRank }, 'predecessor link open');
     this.inboundWaiter?.();
   }
@@ -224,7 +282,9 @@ export class RingTransport implements RingLinks {
     try {
       if (bytes[0] !== FrameKind.chunk) {
         const frame = decodeFrame(bytes); // throws for anything malformed
-        throw new ProtocolError(`unexpected '${frame.kind === 'control' ? frame.message.type : frame.kind}' on a ring link`);
+        throw new ProtocolError(
+          `unexpected '${frame.kind === 'control' ? frame.message.type : frame.kind}' on a ring link`,
+        );
       }
       const { header, values } = decodeChunkValues(bytes);
       if (header.generation !== gen) return; // a frame of another ring: fenced off
@@ -272,7 +332,8 @@ export class RingTransport implements RingLinks {
   prepare(header: ChunkHeader): OutgoingChunk {
     const ws = this.successorLink(header);
     if (!HOST_IS_LITTLE_ENDIAN) {
-      const values = header.encoding === ValueEncoding.float16 ? new Uint16Array(header.count) : new Float32Array(header.count);
+      const values =
+        header.encoding === ValueEncoding.float16 ? new Uint16Array(header.count) : new Float32Array(header.count);
       return { values, send: () => this.write(ws, encodeChunkFrame(header, values)) };
     }
     const frame = this.frames.take(chunkFrameBytes(header));
@@ -289,7 +350,8 @@ export class RingTransport implements RingLinks {
   }
 
   receive(key: ChunkKey): Promise<ChunkValues> {
-    if (key.generation !== this.assignment?.gen) return Promise.reject(new StepAbortedError(key.step, 'the ring was re-formed'));
+    if (key.generation !== this.assignment?.gen)
+      return Promise.reject(new StepAbortedError(key.step, 'the ring was re-formed'));
     if (this.mailbox.has(key)) return this.mailbox.take(key);
     if (this.waiting++ === 0) {
       this.waitingSince = Date.now();
@@ -297,7 +359,9 @@ export class RingTransport implements RingLinks {
       this.stallReports = 0;
     }
     const result = this.mailbox.take(key);
-    const done = () => { this.waiting = Math.max(0, this.waiting - 1); };
+    const done = () => {
+      this.waiting = Math.max(0, this.waiting - 1);
+    };
     void result.then(done, done);
     return result;
   }
@@ -306,13 +370,16 @@ export class RingTransport implements RingLinks {
   private watchStalls(): void {
     clearInterval(this.stallTimer);
     const every = this.opts.stallWarnMs;
-    this.stallTimer = setInterval(() => {
-      if (this.waiting === 0) return;
-      const waitingMs = Date.now() - this.waitingSince;
-      if (waitingMs < every * (this.stallReports + 1)) return;
-      this.stallReports++;
-      this.stallHandler({ step: this.waitingStep, waitingMs, peerRank: this.assignment?.predecessorRank ?? -1 });
-    }, Math.max(10, Math.min(1000, every / 4)));
+    this.stallTimer = setInterval(
+      () => {
+        if (this.waiting === 0) return;
+        const waitingMs = Date.now() - this.waitingSince;
+        if (waitingMs < every * (this.stallReports + 1)) return;
+        this.stallReports++;
+        this.stallHandler({ step: this.waitingStep, waitingMs, peerRank: this.assignment?.predecessorRank ?? -1 });
+      },
+      Math.max(10, Math.min(1000, every / 4)),
+    );
     this.stallTimer.unref();
   }
 

@@ -11,15 +11,28 @@ import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
-import type { Compression } from '../shared/allreduce.js';
+import type { Compression } from '../shared/ring/allreduce.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { loadMnist, type MnistDataset, type MnistSplit } from '../shared/data/mnist.js';
-import { AuthError, CLOSE_CODES, PeerLostError, ProtocolError, RingtrainError, StepAbortedError } from '../shared/errors.js';
+import {
+  AuthError,
+  CLOSE_CODES,
+  PeerLostError,
+  ProtocolError,
+  RingtrainError,
+  StepAbortedError,
+} from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import {
-  bytesToFloat32, bytesToUint32, decodeFrame, float32ToBytes, PROTOCOL_VERSION,
-  type Message, type MessageOf, type StepRecord,
-} from '../shared/protocol.js';
+  bytesToFloat32,
+  bytesToUint32,
+  decodeFrame,
+  float32ToBytes,
+  PROTOCOL_VERSION,
+  type Message,
+  type MessageOf,
+  type StepRecord,
+} from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
 import { evaluateRange } from '../shared/train/batches.js';
 import { buildModel } from '../shared/train/models.js';
@@ -51,8 +64,14 @@ export interface WorkerConfig {
 }
 
 export const WORKER_DEFAULTS = {
-  listenHost: '0.0.0.0', listenPort: 0, maxPayloadBytes: 256 * 1024 * 1024, ringConnectTimeoutMs: 30_000,
-  heartbeatMs: 1_000, heartbeatMisses: 5, stallWarnMs: 10_000, coordinatorRetryMs: 120_000,
+  listenHost: '0.0.0.0',
+  listenPort: 0,
+  maxPayloadBytes: 256 * 1024 * 1024,
+  ringConnectTimeoutMs: 30_000,
+  heartbeatMs: 1_000,
+  heartbeatMisses: 5,
+  stallWarnMs: 10_000,
+  coordinatorRetryMs: 120_000,
 };
 
 export interface WorkerHandle {
@@ -65,7 +84,13 @@ export interface WorkerHandle {
 
 type SessionState = 'connecting' | 'joined' | 'assigned' | 'ready' | 'training' | 'waiting' | 'stopped';
 
-interface RunSettings { train: TrainConfig; checkEvery: number; reportEvery: number; nonFinite: NonFinitePolicy; compression: Compression }
+interface RunSettings {
+  train: TrainConfig;
+  checkEvery: number;
+  reportEvery: number;
+  nonFinite: NonFinitePolicy;
+  compression: Compression;
+}
 
 class WorkerSession {
   private state: SessionState = 'connecting';
@@ -86,18 +111,34 @@ class WorkerSession {
   private stopped = false;
   private heartbeat?: NodeJS.Timeout;
   private resolveDone!: (code: number) => void;
-  readonly done = new Promise<number>((resolve) => { this.resolveDone = resolve; });
+  readonly done = new Promise<number>((resolve) => {
+    this.resolveDone = resolve;
+  });
   private log: Logger;
 
   constructor(
-    private readonly cfg: WorkerConfig, private readonly backend: string, private readonly data: MnistDataset | undefined,
-    private readonly ring: RingTransport, private readonly ringPort: number,
+    private readonly cfg: WorkerConfig,
+    private readonly backend: string,
+    private readonly data: MnistDataset | undefined,
+    private readonly ring: RingTransport,
+    private readonly ringPort: number,
   ) {
     this.log = cfg.log;
-    ring.onPeerLost((err) => this.log.warn({ err: err.message, gen: this.gen }, 'ring link lost; waiting for the coordinator to re-form the ring'));
+    ring.onPeerLost((err) =>
+      this.log.warn(
+        { err: err.message, gen: this.gen },
+        'ring link lost; waiting for the coordinator to re-form the ring',
+      ),
+    );
     ring.onStall((s) => {
       this.log.warn({ ...s, gen: this.gen }, 'step is waiting on the ring predecessor');
-      this.send({ type: 'stall', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), ...s, peerRank: Math.max(0, s.peerRank) });
+      this.send({
+        type: 'stall',
+        gen: Math.max(1, this.gen),
+        rank: Math.max(0, this.rank),
+        ...s,
+        peerRank: Math.max(0, s.peerRank),
+      });
     });
   }
 
@@ -106,12 +147,21 @@ class WorkerSession {
     if (this.stopped) return;
     try {
       const ws = await dialAuthenticated(this.cfg.coordinator, {
-        token: this.cfg.token, context: 'control', timeoutMs: 10_000,
+        token: this.cfg.token,
+        context: 'control',
+        timeoutMs: 10_000,
         ws: { maxPayload: this.cfg.maxPayloadBytes, ...(this.cfg.tlsCa ? { ca: this.cfg.tlsCa } : {}) },
         answer: (auth) => ({
-          type: 'hello', protocolVersion: PROTOCOL_VERSION, workerId: this.id, host: os.hostname(),
-          ringHost: this.cfg.advertise ?? os.hostname(), ringPort: this.ringPort, hasData: this.data !== undefined,
-          backend: this.backend, pid: process.pid, auth,
+          type: 'hello',
+          protocolVersion: PROTOCOL_VERSION,
+          workerId: this.id,
+          host: os.hostname(),
+          ringHost: this.cfg.advertise ?? os.hostname(),
+          ringPort: this.ringPort,
+          hasData: this.data !== undefined,
+          backend: this.backend,
+          pid: process.pid,
+          auth,
         }),
       });
       this.attachControl(ws);
@@ -127,7 +177,10 @@ class WorkerSession {
   private retryLater(attempt: number, err: unknown): void {
     this.lostSince ??= Date.now();
     if (Date.now() - this.lostSince > this.cfg.coordinatorRetryMs) {
-      this.log.error({ err: (err as Error)?.message, retryMs: this.cfg.coordinatorRetryMs }, 'coordinator unreachable; giving up');
+      this.log.error(
+        { err: (err as Error)?.message, retryMs: this.cfg.coordinatorRetryMs },
+        'coordinator unreachable; giving up',
+      );
       return this.end(1);
     }
     const delay = Math.min(5_000, 200 * 2 ** attempt);
@@ -141,9 +194,14 @@ class WorkerSession {
     ws.on('message', (data) => this.onRaw(rawToBytes(data)));
     ws.on('close', (code, reason) => this.onCoordinatorClosed(code, reason.toString()));
     ws.on('error', (err) => this.log.debug({ err }, 'coordinator link error'));
-    keepAlive(ws, this.cfg.heartbeatMs, this.cfg.heartbeatMisses, () => this.log.warn('coordinator stopped answering pings'));
+    keepAlive(ws, this.cfg.heartbeatMs, this.cfg.heartbeatMisses, () =>
+      this.log.warn('coordinator stopped answering pings'),
+    );
     clearInterval(this.heartbeat);
-    this.heartbeat = setInterval(() => this.send({ type: 'heartbeat', gen: this.gen, rank: this.rank, step: this.stepsDone }), this.cfg.heartbeatMs);
+    this.heartbeat = setInterval(
+      () => this.send({ type: 'heartbeat', gen: this.gen, rank: this.rank, step: this.stepsDone }),
+      this.cfg.heartbeatMs,
+    );
     this.heartbeat.unref();
   }
 
@@ -169,13 +227,20 @@ class WorkerSession {
   private onMessage(m: Message): void {
     const guard = (p: Promise<void>) => void p.catch((err: unknown) => this.fail(err));
     switch (m.type) {
-      case 'welcome': return this.onWelcome(m);
-      case 'assign': return void this.onAssign(m).catch((err: unknown) => this.onRingSetupError(err, m.gen));
-      case 'requestWeights': return this.atBoundary(() => this.onRequestWeights(m));
-      case 'start': return guard(this.onStart(m));
-      case 'shard': return this.onShard(m);
-      case 'stop': return this.onStop(m);
-      default: throw new ProtocolError(`'${m.type}' is not a coordinator message`);
+      case 'welcome':
+        return this.onWelcome(m);
+      case 'assign':
+        return void this.onAssign(m).catch((err: unknown) => this.onRingSetupError(err, m.gen));
+      case 'requestWeights':
+        return this.atBoundary(() => this.onRequestWeights(m));
+      case 'start':
+        return guard(this.onStart(m));
+      case 'shard':
+        return this.onShard(m);
+      case 'stop':
+        return this.onStop(m);
+      default:
+        throw new ProtocolError(`'${m.type}' is not a coordinator message`);
     }
   }
 
@@ -200,7 +265,13 @@ class WorkerSession {
       const t = this.settings.train;
       this.replica = new Replica(buildModel(t.model, t.seed), { name: t.optimizer, lr: t.lr, momentum: t.momentum });
     }
-    await this.ring.connect({ gen: m.gen, rank: m.rank, worldSize: m.worldSize, successor: m.successor, predecessorRank: m.predecessorRank });
+    await this.ring.connect({
+      gen: m.gen,
+      rank: m.rank,
+      worldSize: m.worldSize,
+      successor: m.successor,
+      predecessorRank: m.predecessorRank,
+    });
     if (m.gen !== this.gen) return;
     this.state = 'ready';
     this.flushRecords();
@@ -212,7 +283,10 @@ class WorkerSession {
   private onRingSetupError(err: unknown, gen: number): void {
     if (this.stopped || gen !== this.gen) return; // superseded by a newer assignment
     if (err instanceof PeerLostError || err instanceof StepAbortedError) {
-      this.log.warn({ err: (err as Error).message, gen }, 'ring setup failed; waiting for the coordinator to re-form the ring');
+      this.log.warn(
+        { err: (err as Error).message, gen },
+        'ring setup failed; waiting for the coordinator to re-form the ring',
+      );
       this.state = 'waiting';
       return;
     }
@@ -223,7 +297,15 @@ class WorkerSession {
     const replica = this.requireReplica();
     const weights = replica.getWeights();
     const optimizer = await replica.getOptimizerState();
-    this.send({ type: 'weights', gen: m.gen, rank: this.rank, step: this.stepsDone, epoch: 0, weights: float32ToBytes(weights), optimizer: float32ToBytes(optimizer) });
+    this.send({
+      type: 'weights',
+      gen: m.gen,
+      rank: this.rank,
+      step: this.stepsDone,
+      epoch: 0,
+      weights: float32ToBytes(weights),
+      optimizer: float32ToBytes(optimizer),
+    });
   }
 
   private async onStart(m: MessageOf<'start'>): Promise<void> {
@@ -249,22 +331,44 @@ class WorkerSession {
     const test = this.testRange(m);
     const t = settings.train;
     const plan: ShardPlan = {
-      epoch: m.epoch, order, split, batchSize: t.batchSize, firstStep: m.firstStep, epochSamples: m.epochSamples, offset: m.offset,
-      checkEvery: settings.checkEvery, nonFinite: settings.nonFinite,
+      epoch: m.epoch,
+      order,
+      split,
+      batchSize: t.batchSize,
+      firstStep: m.firstStep,
+      epochSamples: m.epochSamples,
+      offset: m.offset,
+      checkEvery: settings.checkEvery,
+      nonFinite: settings.nonFinite,
       schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
     };
     this.state = 'training';
     this.training = true;
     try {
-      const result = await runShard(replica, plan, { rank: this.rank, worldSize: this.worldSize, gen: m.gen, links: this.ring, compression: settings.compression }, {
-        onStep: (r) => { this.stepsDone = r.step + 1; this.record(r, settings.reportEvery); },
-        shouldStop: () => this.stopped || m.gen !== this.gen,
-        atBoundary: () => this.runBoundaryTasks(),
-      });
+      const result = await runShard(
+        replica,
+        plan,
+        { rank: this.rank, worldSize: this.worldSize, gen: m.gen, links: this.ring, compression: settings.compression },
+        {
+          onStep: (r) => {
+            this.stepsDone = r.step + 1;
+            this.record(r, settings.reportEvery);
+          },
+          shouldStop: () => this.stopped || m.gen !== this.gen,
+          atBoundary: () => this.runBoundaryTasks(),
+        },
+      );
       this.flushRecords();
       const counts = evaluateRange(replica, test.split, test.start, test.end);
       this.send({ type: 'evalResult', gen: m.gen, rank: this.rank, epoch: m.epoch, ...counts });
-      this.send({ type: 'epochDone', gen: m.gen, rank: this.rank, epoch: m.epoch, steps: result.steps, trainMs: result.trainMs });
+      this.send({
+        type: 'epochDone',
+        gen: m.gen,
+        rank: this.rank,
+        epoch: m.epoch,
+        steps: result.steps,
+        trainMs: result.trainMs,
+      });
     } finally {
       this.training = false;
       await this.runBoundaryTasks();
@@ -306,14 +410,19 @@ class WorkerSession {
 
   private testRange(m: MessageOf<'shard'>): { split: MnistSplit; start: number; end: number } {
     if (m.testImages && m.testLabels) {
-      return { split: { images: m.testImages, labels: m.testLabels, count: m.testLabels.length, rows: 28, cols: 28 }, start: 0, end: m.testLabels.length };
+      return {
+        split: { images: m.testImages, labels: m.testLabels, count: m.testLabels.length, rows: 28, cols: 28 },
+        start: 0,
+        end: m.testLabels.length,
+      };
     }
     if (!this.data) throw new ProtocolError('no evaluation samples for a worker without data');
     return { split: this.data.test, start: m.testStart, end: m.testEnd };
   }
 
   private record(r: StepRecord, reportEvery: number): void {
-    if (r.nonFinite) this.log.warn({ step: r.step }, 'non-finite averaged gradients; every replica skipped this update');
+    if (r.nonFinite)
+      this.log.warn({ step: r.step }, 'non-finite averaged gradients; every replica skipped this update');
     this.pendingRecords.push(r);
     if (this.pendingRecords.length >= reportEvery) this.flushRecords();
   }
@@ -346,7 +455,13 @@ class WorkerSession {
     if (this.stopped) return;
     const code = err instanceof RingtrainError ? err.code : 'INTERNAL';
     this.log.error({ err, code }, 'worker failed');
-    this.send({ type: 'failed', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), code, message: String((err as Error)?.message ?? err) });
+    this.send({
+      type: 'failed',
+      gen: Math.max(1, this.gen),
+      rank: Math.max(0, this.rank),
+      code,
+      message: String((err as Error)?.message ?? err),
+    });
     this.end(1);
   }
 
@@ -374,8 +489,11 @@ function readSettings(config: Record<string, unknown>): RunSettings {
   const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
   const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
   return {
-    train: validateTrainConfig(train), checkEvery: int(checkEvery, 0), reportEvery: Math.max(1, int(reportEvery, 10)),
-    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip', compression: compression === 'fp16' ? 'fp16' : 'none',
+    train: validateTrainConfig(train),
+    checkEvery: int(checkEvery, 0),
+    reportEvery: Math.max(1, int(reportEvery, 10)),
+    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
+    compression: compression === 'fp16' ? 'fp16' : 'none',
   };
 }
 
@@ -384,12 +502,26 @@ export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
   const data = cfg.dataDir ? await loadMnist(cfg.dataDir) : undefined;
   if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
   const ring = new RingTransport({
-    host: cfg.listenHost, port: cfg.listenPort, token: cfg.token, maxPayloadBytes: cfg.maxPayloadBytes, connectTimeoutMs: cfg.ringConnectTimeoutMs,
-    heartbeatMs: cfg.heartbeatMs, heartbeatMisses: cfg.heartbeatMisses, stallWarnMs: cfg.stallWarnMs, log: cfg.log,
+    host: cfg.listenHost,
+    port: cfg.listenPort,
+    token: cfg.token,
+    maxPayloadBytes: cfg.maxPayloadBytes,
+    connectTimeoutMs: cfg.ringConnectTimeoutMs,
+    heartbeatMs: cfg.heartbeatMs,
+    heartbeatMisses: cfg.heartbeatMisses,
+    stallWarnMs: cfg.stallWarnMs,
+    log: cfg.log,
   });
   const port = await ring.listen();
   const session = new WorkerSession(cfg, backend, data, ring, port);
   void session.connect();
   cfg.log.info({ coordinator: cfg.coordinator, ringPort: port }, 'worker started');
-  return { port, done: session.done, close: async () => { session.end(130); await ring.close(); } };
+  return {
+    port,
+    done: session.done,
+    close: async () => {
+      session.end(130);
+      await ring.close();
+    },
+  };
 }

@@ -5,7 +5,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ConfigError } from '../../shared/errors.js';
-import type { StepRecord } from '../../shared/protocol.js';
+import type { StepRecord } from '../../shared/wire/protocol.js';
 import type { RunEvent, RunObserver, WorkerView } from '../events.js';
 import type { RunPhase } from './state.js';
 
@@ -27,50 +27,110 @@ export interface RunMetrics {
 const PREFIX = 'ringtrain_';
 /** Step phases on CPU or wasm take from about a millisecond (apply) to seconds (a big convnet's compute). */
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
-const RUN_STATES: readonly RunPhase[] = ['waiting', 'starting', 'training', 'recovering', 'finished', 'failed', 'interrupted'];
+const RUN_STATES: readonly RunPhase[] = [
+  'waiting',
+  'starting',
+  'training',
+  'recovering',
+  'finished',
+  'failed',
+  'interrupted',
+];
 const ENDED: ReadonlySet<RunPhase> = new Set(['finished', 'failed', 'interrupted']);
 const PHASES = ['data', 'compute', 'allreduce', 'apply'] as const;
 
 /** Bytes one worker sends in one ring allreduce of `paramCount` float32 values over `worldSize` workers. */
 export function allreduceBytesPerWorker(paramCount: number, worldSize: number): number {
   if (worldSize < 2) return 0;
-  return Math.round((2 * (worldSize - 1) / worldSize) * 4 * paramCount);
+  return Math.round(((2 * (worldSize - 1)) / worldSize) * 4 * paramCount);
 }
 
 function createInstruments(registry: Registry) {
   const r = { registers: [registry] };
   return {
-    runInfo: new Gauge({ ...r, name: `${PREFIX}run_info`, help: 'The run being trained (always 1)', labelNames: ['run_id', 'model'] as const }),
-    runState: new Gauge({ ...r, name: `${PREFIX}run_state`, help: 'Run state: 1 for the current state, 0 for the others', labelNames: ['state'] as const }),
+    runInfo: new Gauge({
+      ...r,
+      name: `${PREFIX}run_info`,
+      help: 'The run being trained (always 1)',
+      labelNames: ['run_id', 'model'] as const,
+    }),
+    runState: new Gauge({
+      ...r,
+      name: `${PREFIX}run_state`,
+      help: 'Run state: 1 for the current state, 0 for the others',
+      labelNames: ['state'] as const,
+    }),
     generation: new Gauge({ ...r, name: `${PREFIX}generation`, help: 'Membership generation of the current ring' }),
     workersAlive: new Gauge({ ...r, name: `${PREFIX}workers_alive`, help: 'Workers connected to the coordinator' }),
     worldSize: new Gauge({ ...r, name: `${PREFIX}world_size`, help: 'Workers in the current ring' }),
     epoch: new Gauge({ ...r, name: `${PREFIX}epoch`, help: 'Epoch in progress, 1-based' }),
-    epochsCompleted: new Counter({ ...r, name: `${PREFIX}epochs_completed_total`, help: 'Epochs trained and evaluated' }),
+    epochsCompleted: new Counter({
+      ...r,
+      name: `${PREFIX}epochs_completed_total`,
+      help: 'Epochs trained and evaluated',
+    }),
     step: new Gauge({ ...r, name: `${PREFIX}step`, help: 'Latest global training step reported' }),
     steps: new Counter({ ...r, name: `${PREFIX}steps_total`, help: 'Global training steps completed' }),
-    samples: new Counter({ ...r, name: `${PREFIX}samples_total`, help: 'Training samples processed, summed over workers' }),
-    trainLoss: new Gauge({ ...r, name: `${PREFIX}train_loss`, help: 'Training loss of the latest step reported by each worker', labelNames: ['rank'] as const }),
-    epochTrainLoss: new Gauge({ ...r, name: `${PREFIX}epoch_train_loss`, help: 'Mean training loss of the last completed epoch' }),
+    samples: new Counter({
+      ...r,
+      name: `${PREFIX}samples_total`,
+      help: 'Training samples processed, summed over workers',
+    }),
+    trainLoss: new Gauge({
+      ...r,
+      name: `${PREFIX}train_loss`,
+      help: 'Training loss of the latest step reported by each worker',
+      labelNames: ['rank'] as const,
+    }),
+    epochTrainLoss: new Gauge({
+      ...r,
+      name: `${PREFIX}epoch_train_loss`,
+      help: 'Mean training loss of the last completed epoch',
+    }),
     testLoss: new Gauge({ ...r, name: `${PREFIX}test_loss`, help: 'Test loss after the last completed epoch' }),
-    testAccuracy: new Gauge({ ...r, name: `${PREFIX}test_accuracy_ratio`, help: 'Test accuracy (0-1) after the last completed epoch' }),
+    testAccuracy: new Gauge({
+      ...r,
+      name: `${PREFIX}test_accuracy_ratio`,
+      help: 'Test accuracy (0-1) after the last completed epoch',
+    }),
     stepDuration: new Histogram({
-      ...r, name: `${PREFIX}step_duration_seconds`, help: 'Duration of one training step (data + compute + allreduce + apply) per worker',
-      labelNames: ['rank'] as const, buckets: DURATION_BUCKETS,
+      ...r,
+      name: `${PREFIX}step_duration_seconds`,
+      help: 'Duration of one training step (data + compute + allreduce + apply) per worker',
+      labelNames: ['rank'] as const,
+      buckets: DURATION_BUCKETS,
     }),
     allreduceDuration: new Histogram({
-      ...r, name: `${PREFIX}allreduce_duration_seconds`, help: 'Duration of one ring allreduce per worker, including waiting for the slowest peer',
-      labelNames: ['rank'] as const, buckets: DURATION_BUCKETS,
+      ...r,
+      name: `${PREFIX}allreduce_duration_seconds`,
+      help: 'Duration of one ring allreduce per worker, including waiting for the slowest peer',
+      labelNames: ['rank'] as const,
+      buckets: DURATION_BUCKETS,
     }),
     phaseSeconds: new Counter({
-      ...r, name: `${PREFIX}step_phase_seconds_total`, help: 'Time spent in each step phase per worker', labelNames: ['rank', 'phase'] as const,
+      ...r,
+      name: `${PREFIX}step_phase_seconds_total`,
+      help: 'Time spent in each step phase per worker',
+      labelNames: ['rank', 'phase'] as const,
     }),
     allreduceBytes: new Counter({
-      ...r, name: `${PREFIX}allreduce_bytes_total`, help: 'Estimated gradient bytes sent by each worker in ring allreduces', labelNames: ['rank'] as const,
+      ...r,
+      name: `${PREFIX}allreduce_bytes_total`,
+      help: 'Estimated gradient bytes sent by each worker in ring allreduces',
+      labelNames: ['rank'] as const,
     }),
-    failures: new Counter({ ...r, name: `${PREFIX}worker_failures_total`, help: 'Workers that disconnected before the run ended' }),
+    failures: new Counter({
+      ...r,
+      name: `${PREFIX}worker_failures_total`,
+      help: 'Workers that disconnected before the run ended',
+    }),
     recoveries: new Counter({ ...r, name: `${PREFIX}recoveries_total`, help: 'Rings re-formed after losing a worker' }),
-    notices: new Counter({ ...r, name: `${PREFIX}notices_total`, help: 'Run notices (checkpoints, warnings, errors) by level', labelNames: ['level'] as const }),
+    notices: new Counter({
+      ...r,
+      name: `${PREFIX}notices_total`,
+      help: 'Run notices (checkpoints, warnings, errors) by level',
+      labelNames: ['level'] as const,
+    }),
   };
 }
 
@@ -87,7 +147,10 @@ class MetricsObserver {
   /** A worker was lost since the last ring formed: the next ring is a recovery. */
   private lostSinceRing = false;
 
-  constructor(private readonly m: Instruments, private readonly paramCount: number | undefined) {
+  constructor(
+    private readonly m: Instruments,
+    private readonly paramCount: number | undefined,
+  ) {
     for (const s of RUN_STATES) m.runState.set({ state: s }, 0);
     for (const level of ['info', 'warn', 'error']) m.notices.inc({ level }, 0);
   }
@@ -110,8 +173,10 @@ class MetricsObserver {
         m.runInfo.set({ run_id: event.runId, model: event.model }, 1);
         this.minWorkers = event.minWorkers;
         return this.setState('waiting');
-      case 'workerJoined': return this.setAlive(event.worker, true);
-      case 'workerLeft': return this.onWorkerLeft(event.worker);
+      case 'workerJoined':
+        return this.setAlive(event.worker, true);
+      case 'workerLeft':
+        return this.onWorkerLeft(event.worker);
       case 'ringFormed':
         if (this.lostSinceRing) m.recoveries.inc();
         this.lostSinceRing = false;
@@ -124,14 +189,17 @@ class MetricsObserver {
         this.trained = true;
         m.epoch.set(event.epoch + 1);
         return this.setState('training');
-      case 'steps': return this.onSteps(event.rank, event.records);
+      case 'steps':
+        return this.onSteps(event.rank, event.records);
       case 'epochFinished':
         m.epochsCompleted.inc();
         m.epochTrainLoss.set(event.outcome.trainLoss);
         m.testLoss.set(event.outcome.testLoss);
         return m.testAccuracy.set(event.outcome.testAccuracy);
-      case 'notice': return m.notices.inc({ level: event.level });
-      case 'runEnded': return this.setState(event.summary.outcome);
+      case 'notice':
+        return m.notices.inc({ level: event.level });
+      case 'runEnded':
+        return this.setState(event.summary.outcome);
     }
   };
 
@@ -140,7 +208,8 @@ class MetricsObserver {
     if (view.state !== 'lost') return;
     this.m.failures.inc();
     this.lostSinceRing = true;
-    if (!ENDED.has(this.state) && this.state !== 'waiting' && this.alive.size < this.minWorkers) this.setState('waiting');
+    if (!ENDED.has(this.state) && this.state !== 'waiting' && this.alive.size < this.minWorkers)
+      this.setState('waiting');
   }
 
   private onSteps(rank: number, records: readonly StepRecord[]): void {

@@ -48,29 +48,44 @@ export interface DashboardHandle {
   close(): Promise<void>;
 }
 
-export const DASHBOARD_DEFAULTS = { host: '127.0.0.1', port: 8080, updateIntervalMs: 250, maxClients: 64, keepAliveMs: 15_000 };
+export const DASHBOARD_DEFAULTS = {
+  host: '127.0.0.1',
+  port: 8080,
+  updateIntervalMs: 250,
+  maxClients: 64,
+  keepAliveMs: 15_000,
+};
 
 /** A page that stops reading gets dropped once this much is queued for it. */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 const RECONNECT_MS = 2000;
 
-interface Asset { body: Buffer; type: string }
+interface Asset {
+  body: Buffer;
+  type: string;
+}
 
 const SECURITY_HEADERS = {
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'x-frame-options': 'DENY',
 };
-const PAGE_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+const PAGE_CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /** The page folder: next to this file when run from source, or in the source tree when run from dist/. */
 function pageDir(): string {
-  const candidates = [new URL('./page/', import.meta.url), new URL('../../../coordinator/dashboard/page/', import.meta.url)];
+  const candidates = [
+    new URL('./page/', import.meta.url),
+    new URL('../../../coordinator/dashboard/page/', import.meta.url),
+  ];
   for (const c of candidates) {
     const dir = fileURLToPath(c);
     if (fs.existsSync(`${dir}index.html`)) return dir;
   }
-  throw new ConfigError(`dashboard page files not found (looked in ${candidates.map((c) => fileURLToPath(c)).join(', ')})`);
+  throw new ConfigError(
+    `dashboard page files not found (looked in ${candidates.map((c) => fileURLToPath(c)).join(', ')})`,
+  );
 }
 
 /** Read every static file once at start, so a missing file fails the start rather than a page load. */
@@ -92,12 +107,26 @@ function displayUrl(host: string, port: number): string {
   return `http://${shown.includes(':') ? `[${shown}]` : shown}:${port}/`;
 }
 
-function send(res: http.ServerResponse, status: number, type: string, body: string | Buffer, extra: http.OutgoingHttpHeaders = {}): void {
-  res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
+function send(
+  res: http.ServerResponse,
+  status: number,
+  type: string,
+  body: string | Buffer,
+  extra: http.OutgoingHttpHeaders = {},
+): void {
+  res.writeHead(status, {
+    ...SECURITY_HEADERS,
+    'content-type': type,
+    'content-length': Buffer.byteLength(body),
+    ...extra,
+  });
   res.end(body);
 }
 
-interface LiveClient { res: http.ServerResponse; cursor: DashboardCursor }
+interface LiveClient {
+  res: http.ServerResponse;
+  cursor: DashboardCursor;
+}
 
 /** The /events stream: one snapshot per page on connect, then throttled incremental updates to all of them. */
 class LiveUpdates {
@@ -107,7 +136,11 @@ class LiveUpdates {
   private readonly keepAlive: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
 
-  constructor(private readonly state: DashboardState, private readonly opts: Required<Pick<DashboardOptions, 'updateIntervalMs' | 'maxClients' | 'keepAliveMs'>>, private readonly log: Logger) {
+  constructor(
+    private readonly state: DashboardState,
+    private readonly opts: Required<Pick<DashboardOptions, 'updateIntervalMs' | 'maxClients' | 'keepAliveMs'>>,
+    private readonly log: Logger,
+  ) {
     this.unsubscribe = state.subscribe(() => this.schedule());
     this.keepAlive = setInterval(() => this.broadcastComment('keep-alive'), opts.keepAliveMs);
     this.keepAlive.unref();
@@ -119,7 +152,11 @@ class LiveUpdates {
       return;
     }
     res.writeHead(200, {
-      ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no',
+      ...SECURITY_HEADERS,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
     });
     if (req.method === 'HEAD') return void res.end();
     req.socket.setNoDelay(true);
@@ -127,7 +164,10 @@ class LiveUpdates {
     const snapshot = this.state.snapshot();
     this.clients.add(client);
     res.on('close', () => this.clients.delete(client));
-    res.on('error', (err) => { this.log.debug({ err }, 'dashboard page connection failed'); this.drop(client); });
+    res.on('error', (err) => {
+      this.log.debug({ err }, 'dashboard page connection failed');
+      this.drop(client);
+    });
     this.write(client, `retry: ${RECONNECT_MS}\nevent: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`);
   }
 
@@ -165,7 +205,9 @@ class LiveUpdates {
     client.res.destroy();
   }
 
-  get size(): number { return this.clients.size; }
+  get size(): number {
+    return this.clients.size;
+  }
 
   close(): void {
     this.unsubscribe();
@@ -176,9 +218,17 @@ class LiveUpdates {
   }
 }
 
-function route(req: http.IncomingMessage, res: http.ServerResponse, opts: DashboardOptions, assets: Map<string, Asset>, live: LiveUpdates): void | Promise<void> {
+function route(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  opts: DashboardOptions,
+  assets: Map<string, Asset>,
+  live: LiveUpdates,
+): void | Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
-    return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed: the dashboard is read-only\n', { allow: 'GET, HEAD' });
+    return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed: the dashboard is read-only\n', {
+      allow: 'GET, HEAD',
+    });
   }
   let pathname: string;
   try {
@@ -193,18 +243,26 @@ function route(req: http.IncomingMessage, res: http.ServerResponse, opts: Dashbo
   }
   switch (pathname) {
     case '/api/status':
-      return send(res, 200, 'application/json; charset=utf-8', JSON.stringify(opts.state.snapshot()), { 'cache-control': 'no-store' });
-    case '/events': return live.open(req, res);
-    case '/healthz': return send(res, 200, 'text/plain; charset=utf-8', 'ok\n', { 'cache-control': 'no-store' });
+      return send(res, 200, 'application/json; charset=utf-8', JSON.stringify(opts.state.snapshot()), {
+        'cache-control': 'no-store',
+      });
+    case '/events':
+      return live.open(req, res);
+    case '/healthz':
+      return send(res, 200, 'text/plain; charset=utf-8', 'ok\n', { 'cache-control': 'no-store' });
     case '/metrics':
-      return opts.metrics.registry.metrics().then((text) => send(res, 200, opts.metrics.registry.contentType, text, { 'cache-control': 'no-store' }));
-    default: return send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
+      return opts.metrics.registry
+        .metrics()
+        .then((text) => send(res, 200, opts.metrics.registry.contentType, text, { 'cache-control': 'no-store' }));
+    default:
+      return send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
   }
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const onError = (err: Error): void => reject(new ConfigError(`the dashboard cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
+    const onError = (err: Error): void =>
+      reject(new ConfigError(`the dashboard cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
     server.once('error', onError);
     server.listen(port, host, () => {
       server.off('error', onError);
@@ -217,11 +275,15 @@ function listen(server: http.Server, host: string, port: number): Promise<number
 export async function startDashboard(opts: DashboardOptions): Promise<DashboardHandle> {
   const assets = loadAssets();
   const log = opts.log;
-  const live = new LiveUpdates(opts.state, {
-    updateIntervalMs: opts.updateIntervalMs ?? DASHBOARD_DEFAULTS.updateIntervalMs,
-    maxClients: opts.maxClients ?? DASHBOARD_DEFAULTS.maxClients,
-    keepAliveMs: opts.keepAliveMs ?? DASHBOARD_DEFAULTS.keepAliveMs,
-  }, log);
+  const live = new LiveUpdates(
+    opts.state,
+    {
+      updateIntervalMs: opts.updateIntervalMs ?? DASHBOARD_DEFAULTS.updateIntervalMs,
+      maxClients: opts.maxClients ?? DASHBOARD_DEFAULTS.maxClients,
+      keepAliveMs: opts.keepAliveMs ?? DASHBOARD_DEFAULTS.keepAliveMs,
+    },
+    log,
+  );
   const server = http.createServer((req, res) => {
     const fail = (err: unknown): void => {
       log.warn({ err, url: req.url }, 'dashboard request failed');
@@ -239,7 +301,10 @@ export async function startDashboard(opts: DashboardOptions): Promise<DashboardH
     else socket.destroy();
     log.debug({ err }, 'malformed dashboard request');
   });
-  const port = await listen(server, opts.host, opts.port).catch((err: unknown) => { live.close(); throw err; });
+  const port = await listen(server, opts.host, opts.port).catch((err: unknown) => {
+    live.close();
+    throw err;
+  });
   const url = displayUrl(opts.host, port);
   log.info({ host: opts.host, port, url }, 'dashboard listening');
   let closing: Promise<void> | undefined;

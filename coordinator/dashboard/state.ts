@@ -7,7 +7,7 @@
  * Non-finite numbers (a diverging loss) stay NaN/Infinity here; JSON.stringify writes them as null.
  */
 import { ConfigError } from '../../shared/errors.js';
-import type { StepRecord } from '../../shared/protocol.js';
+import type { StepRecord } from '../../shared/wire/protocol.js';
 import type { RunEvent, RunObserver, RunSummaryView, WorkerState, WorkerView } from '../events.js';
 import type { EpochOutcome } from '../run-state.js';
 
@@ -49,7 +49,9 @@ export class Series {
     if (!Number.isInteger(cap) || cap < 2) throw new ConfigError(`series cap must be an integer >= 2, got ${cap}`);
   }
 
-  get length(): number { return this.xs.length; }
+  get length(): number {
+    return this.xs.length;
+  }
 
   push(x: number, y: number): void {
     const p = this.pending;
@@ -79,9 +81,13 @@ export class Series {
     this.compactions++;
   }
 
-  cursor(): SeriesCursor { return { series: this.id, compactions: this.compactions, appended: this.appended }; }
+  cursor(): SeriesCursor {
+    return { series: this.id, compactions: this.compactions, appended: this.appended };
+  }
 
-  all(): SeriesDelta { return { reset: true, x: [...this.xs], y: [...this.ys] }; }
+  all(): SeriesDelta {
+    return { reset: true, x: [...this.xs], y: [...this.ys] };
+  }
 
   since(cursor: SeriesCursor): SeriesDelta {
     if (cursor.series !== this.id || cursor.compactions !== this.compactions) return this.all();
@@ -99,7 +105,8 @@ export class Series {
  * recovering (a ring re-formed mid-run, until training resumes) or back to waiting when too few workers remain;
  * finally finished | failed | interrupted.
  */
-export type RunPhase = 'idle' | 'waiting' | 'starting' | 'training' | 'evaluating' | 'recovering' | 'finished' | 'failed' | 'interrupted';
+export type RunPhase =
+  'idle' | 'waiting' | 'starting' | 'training' | 'evaluating' | 'recovering' | 'finished' | 'failed' | 'interrupted';
 
 /** Moving averages of one worker's step phases, in milliseconds. */
 export interface PhaseTimings {
@@ -156,8 +163,14 @@ export interface StatusView {
   /** Unix ms when the view was made, so readers can tell how long ago `lastSeen` was. */
   now: number;
   run: {
-    id: string | null; model: string | null; epochs: number; minWorkers: number; batchSize: number;
-    phase: RunPhase; startedAt: number | null; endedAt: number | null;
+    id: string | null;
+    model: string | null;
+    epochs: number;
+    minWorkers: number;
+    batchSize: number;
+    phase: RunPhase;
+    startedAt: number | null;
+    endedAt: number | null;
   };
   generation: number;
   /** Same as progress.epoch. */
@@ -168,22 +181,41 @@ export interface StatusView {
   progress: EpochProgressView;
   workers: WorkerStatus[];
   latest: {
-    loss: number | null; trainLoss: number | null; testAccuracy: number | null; testLoss: number | null;
-    samplesPerSec: number; samples: number; workersAlive: number; failures: number; recoveries: number;
+    loss: number | null;
+    trainLoss: number | null;
+    testAccuracy: number | null;
+    testLoss: number | null;
+    samplesPerSec: number;
+    samples: number;
+    workersAlive: number;
+    failures: number;
+    recoveries: number;
   };
   history: EpochOutcome[];
   summary: RunSummaryView | null;
 }
 
-export interface SeriesSet<T> { loss: T; accuracy: T; throughput: T }
+export interface SeriesSet<T> {
+  loss: T;
+  accuracy: T;
+  throughput: T;
+}
 
 /** /api/status and the first SSE message: the status plus every series point and the event log. */
-export interface DashboardSnapshot extends StatusView { series: SeriesSet<SeriesDelta>; events: LogEntry[] }
+export interface DashboardSnapshot extends StatusView {
+  series: SeriesSet<SeriesDelta>;
+  events: LogEntry[];
+}
 
-export interface DashboardCursor { series: SeriesSet<SeriesCursor>; eventSeq: number }
+export interface DashboardCursor {
+  series: SeriesSet<SeriesCursor>;
+  eventSeq: number;
+}
 
 /** What changed since a cursor: the whole (small) status, new series points and new log entries. */
-export interface DashboardUpdate extends DashboardSnapshot { cursor: DashboardCursor }
+export interface DashboardUpdate extends DashboardSnapshot {
+  cursor: DashboardCursor;
+}
 
 export interface DashboardStateOptions {
   /** Points kept per chart before compacting (default 5000). */
@@ -229,7 +261,9 @@ function redact(fields: Record<string, unknown> | undefined): Record<string, unk
   return Object.fromEntries(Object.entries(fields).filter(([k]) => !SECRET_KEY.test(k)));
 }
 
-function pct(v: number): string { return `${(100 * v).toFixed(2)}%`; }
+function pct(v: number): string {
+  return `${(100 * v).toFixed(2)}%`;
+}
 
 export class DashboardState {
   private readonly opts: Required<Omit<DashboardStateOptions, 'now'>>;
@@ -243,8 +277,23 @@ export class DashboardState {
   private workers!: Map<string, WorkerEntry>;
   private rankToId!: Map<number, string>;
   private joinCounter!: number;
-  private progress!: { epoch: number; epochs: number; samplesDone: number; samplesTotal: number; startedAt: number; lastAt: number };
-  private latest!: { loss: number; trainLoss: number; testAccuracy: number; testLoss: number; samples: number; failures: number; recoveries: number };
+  private progress!: {
+    epoch: number;
+    epochs: number;
+    samplesDone: number;
+    samplesTotal: number;
+    startedAt: number;
+    lastAt: number;
+  };
+  private latest!: {
+    loss: number;
+    trainLoss: number;
+    testAccuracy: number;
+    testLoss: number;
+    samples: number;
+    failures: number;
+    recoveries: number;
+  };
   private history!: EpochOutcome[];
   private summary!: RunSummaryView | null;
   private series!: SeriesSet<Series>;
@@ -273,7 +322,16 @@ export class DashboardState {
   /** Start from scratch: at construction, and when a second run is observed (a restarted coordinator in one process). */
   private resetRun(): void {
     const cap = this.opts.seriesCap;
-    this.run = { id: null, model: null, epochs: 0, minWorkers: 0, batchSize: 0, phase: 'idle', startedAt: null, endedAt: null };
+    this.run = {
+      id: null,
+      model: null,
+      epochs: 0,
+      minWorkers: 0,
+      batchSize: 0,
+      phase: 'idle',
+      startedAt: null,
+      endedAt: null,
+    };
     this.generation = 0;
     this.worldSize = 0;
     this.step = -1;
@@ -281,7 +339,15 @@ export class DashboardState {
     this.rankToId = new Map();
     this.joinCounter = 0;
     this.progress = { epoch: -1, epochs: 0, samplesDone: 0, samplesTotal: 0, startedAt: 0, lastAt: 0 };
-    this.latest = { loss: NaN, trainLoss: NaN, testAccuracy: NaN, testLoss: NaN, samples: 0, failures: 0, recoveries: 0 };
+    this.latest = {
+      loss: NaN,
+      trainLoss: NaN,
+      testAccuracy: NaN,
+      testLoss: NaN,
+      samples: 0,
+      failures: 0,
+      recoveries: 0,
+    };
     this.history = [];
     this.summary = null;
     this.series = { loss: new Series(cap), accuracy: new Series(cap), throughput: new Series(cap) };
@@ -294,7 +360,9 @@ export class DashboardState {
   /** Call `listener` after every event that changed the state; returns the unsubscribe function. */
   subscribe(listener: () => void): () => void {
     this.listeners.add(listener);
-    return () => { this.listeners.delete(listener); };
+    return () => {
+      this.listeners.delete(listener);
+    };
   }
 
   /** The observer to hand to startCoordinator (a bound arrow, so it can be passed on its own). */
@@ -305,36 +373,83 @@ export class DashboardState {
 
   private apply(event: RunEvent, at: number): void {
     switch (event.kind) {
-      case 'runStarted': return this.onRunStarted(event, at);
-      case 'workerJoined': return this.onWorkerJoined(event.worker, at);
-      case 'workerLeft': return this.onWorkerLeft(event.worker, event.reason, at);
-      case 'ringFormed': return this.onRingFormed(event.gen, event.workers, at);
-      case 'epochStarted': return this.onEpochStarted(event, at);
-      case 'steps': return this.onSteps(event.rank, event.records, at);
-      case 'epochFinished': return this.onEpochFinished(event.outcome, at);
-      case 'notice': return this.log(at, event.level, 'notice', event.message, redact(event.fields));
-      case 'runEnded': return this.onRunEnded(event.summary, at);
+      case 'runStarted':
+        return this.onRunStarted(event, at);
+      case 'workerJoined':
+        return this.onWorkerJoined(event.worker, at);
+      case 'workerLeft':
+        return this.onWorkerLeft(event.worker, event.reason, at);
+      case 'ringFormed':
+        return this.onRingFormed(event.gen, event.workers, at);
+      case 'epochStarted':
+        return this.onEpochStarted(event, at);
+      case 'steps':
+        return this.onSteps(event.rank, event.records, at);
+      case 'epochFinished':
+        return this.onEpochFinished(event.outcome, at);
+      case 'notice':
+        return this.log(at, event.level, 'notice', event.message, redact(event.fields));
+      case 'runEnded':
+        return this.onRunEnded(event.summary, at);
     }
   }
 
-  private log(at: number, level: LogEntry['level'], kind: LogEntry['kind'], message: string, fields?: Record<string, unknown>): void {
-    this.events.push({ seq: ++this.eventSeq, at, level, kind, message, ...(fields && Object.keys(fields).length > 0 ? { fields } : {}) });
+  private log(
+    at: number,
+    level: LogEntry['level'],
+    kind: LogEntry['kind'],
+    message: string,
+    fields?: Record<string, unknown>,
+  ): void {
+    this.events.push({
+      seq: ++this.eventSeq,
+      at,
+      level,
+      kind,
+      message,
+      ...(fields && Object.keys(fields).length > 0 ? { fields } : {}),
+    });
     if (this.events.length > this.opts.eventLogSize) this.events = this.events.slice(-this.opts.eventLogSize);
   }
 
   private onRunStarted(e: Extract<RunEvent, { kind: 'runStarted' }>, at: number): void {
     if (this.run.id !== null) this.resetRun();
-    this.run = { id: e.runId, model: e.model, epochs: e.epochs, minWorkers: e.minWorkers, batchSize: e.batchSize, phase: 'waiting', startedAt: at, endedAt: null };
+    this.run = {
+      id: e.runId,
+      model: e.model,
+      epochs: e.epochs,
+      minWorkers: e.minWorkers,
+      batchSize: e.batchSize,
+      phase: 'waiting',
+      startedAt: at,
+      endedAt: null,
+    };
     this.progress.epochs = e.epochs;
-    this.log(at, 'info', e.kind, `run started: ${e.model}, ${e.epochs} epoch(s), batch ${e.batchSize}; waiting for ${e.minWorkers} worker(s)`);
+    this.log(
+      at,
+      'info',
+      e.kind,
+      `run started: ${e.model}, ${e.epochs} epoch(s), batch ${e.batchSize}; waiting for ${e.minWorkers} worker(s)`,
+    );
   }
 
   private upsertWorker(view: WorkerView, at: number): WorkerEntry {
     let w = this.workers.get(view.id);
     if (!w) {
       w = {
-        id: view.id, rank: view.rank, host: view.host, backend: view.backend, state: view.state, samplesPerSec: 0, timingsMs: null,
-        steps: 0, lastStep: -1, lastLoss: null, lastSeen: at, straggler: false, order: this.joinCounter++,
+        id: view.id,
+        rank: view.rank,
+        host: view.host,
+        backend: view.backend,
+        state: view.state,
+        samplesPerSec: 0,
+        timingsMs: null,
+        steps: 0,
+        lastStep: -1,
+        lastLoss: null,
+        lastSeen: at,
+        straggler: false,
+        order: this.joinCounter++,
       };
       this.workers.set(view.id, w);
     }
@@ -400,7 +515,14 @@ export class DashboardState {
       this.log(at, 'info', 'epochStarted', `epoch ${e.epoch + 1}/${e.epochs} continues: ${e.samples} samples left`);
       return;
     }
-    this.progress = { epoch: e.epoch, epochs: e.epochs, samplesDone: 0, samplesTotal: e.samples, startedAt: at, lastAt: at };
+    this.progress = {
+      epoch: e.epoch,
+      epochs: e.epochs,
+      samplesDone: 0,
+      samplesTotal: e.samples,
+      startedAt: at,
+      lastAt: at,
+    };
     this.log(at, 'info', 'epochStarted', `epoch ${e.epoch + 1}/${e.epochs} started: ${e.samples} samples`);
   }
 
@@ -426,7 +548,11 @@ export class DashboardState {
       this.addLoss(r.step, r.loss);
     }
     this.progress.lastAt = at;
-    if (this.run.phase === 'training' && this.progress.samplesTotal > 0 && this.progress.samplesDone >= this.progress.samplesTotal) {
+    if (
+      this.run.phase === 'training' &&
+      this.progress.samplesTotal > 0 &&
+      this.progress.samplesDone >= this.progress.samplesTotal
+    ) {
       this.run.phase = 'evaluating';
     }
     this.maybeAddThroughput(at);
@@ -449,7 +575,11 @@ export class DashboardState {
     const p = w.prev;
     const consecutive = p && p.epoch === r.epoch && r.step === p.step + 1 && r.startedAt > p.startedAt;
     if (consecutive) {
-      w.samplesPerSec = ema(w.steps > 1 ? w.samplesPerSec : undefined, (p.samples * 1000) / (r.startedAt - p.startedAt), a);
+      w.samplesPerSec = ema(
+        w.steps > 1 ? w.samplesPerSec : undefined,
+        (p.samples * 1000) / (r.startedAt - p.startedAt),
+        a,
+      );
     } else if (w.samplesPerSec === 0 && stepMs > 0) {
       w.samplesPerSec = (r.samples * 1000) / stepMs;
     }
@@ -500,7 +630,12 @@ export class DashboardState {
     Object.assign(this.latest, { trainLoss: o.trainLoss, testAccuracy: o.testAccuracy, testLoss: o.testLoss });
     this.progress.samplesDone = this.progress.samplesTotal;
     const rate = o.samples / Math.max(1e-9, o.trainSeconds);
-    this.log(at, 'info', 'epochFinished', `epoch ${o.epoch}: train loss ${o.trainLoss.toFixed(4)}, test accuracy ${pct(o.testAccuracy)}, ${rate.toFixed(0)} samples/s`);
+    this.log(
+      at,
+      'info',
+      'epochFinished',
+      `epoch ${o.epoch}: train loss ${o.trainLoss.toFixed(4)}, test accuracy ${pct(o.testAccuracy)}, ${rate.toFixed(0)} samples/s`,
+    );
   }
 
   private onRunEnded(summary: RunSummaryView, at: number): void {
@@ -509,9 +644,10 @@ export class DashboardState {
     this.run.phase = summary.outcome;
     this.run.endedAt = at;
     const level = summary.outcome === 'finished' ? 'info' : summary.outcome === 'interrupted' ? 'warn' : 'error';
-    const what = summary.outcome === 'finished'
-      ? `run finished: ${summary.epochs} epoch(s), ${summary.steps} steps, test accuracy ${pct(summary.testAccuracy)}, ${summary.wallSeconds.toFixed(1)} s`
-      : `run ${summary.outcome}: ${summary.error ?? 'no reason given'}`;
+    const what =
+      summary.outcome === 'finished'
+        ? `run finished: ${summary.epochs} epoch(s), ${summary.steps} steps, test accuracy ${pct(summary.testAccuracy)}, ${summary.wallSeconds.toFixed(1)} s`
+        : `run ${summary.outcome}: ${summary.error ?? 'no reason given'}`;
     this.log(at, level, 'runEnded', what);
   }
 
@@ -522,7 +658,9 @@ export class DashboardState {
     const entries = [...this.workers.values()];
     const stragglers = this.stragglers(entries);
     const byRank = (a: WorkerEntry, b: WorkerEntry): number =>
-      Number(GONE.has(a.state)) - Number(GONE.has(b.state)) || (a.rank < 0 ? 1e9 : a.rank) - (b.rank < 0 ? 1e9 : b.rank) || a.order - b.order;
+      Number(GONE.has(a.state)) - Number(GONE.has(b.state)) ||
+      (a.rank < 0 ? 1e9 : a.rank) - (b.rank < 0 ? 1e9 : b.rank) ||
+      a.order - b.order;
     return entries.sort(byRank).map(({ order: _order, prev: _prev, ...w }) => ({
       ...w,
       timingsMs: w.timingsMs ? { ...w.timingsMs } : null,
@@ -535,7 +673,9 @@ export class DashboardState {
     const active = entries.filter((w) => w.state === 'training' && w.timingsMs);
     if (active.length < 2) return new Set();
     const med = median(active.map((w) => w.timingsMs!.compute));
-    return new Set(active.filter((w) => med > 0 && w.timingsMs!.compute > this.opts.stragglerRatio * med).map((w) => w.id));
+    return new Set(
+      active.filter((w) => med > 0 && w.timingsMs!.compute > this.opts.stragglerRatio * med).map((w) => w.id),
+    );
   }
 
   private progressView(now: number): EpochProgressView {
@@ -553,7 +693,15 @@ export class DashboardState {
       eta = 0;
       runEta = 0;
     }
-    return { epoch: p.epoch + 1, epochs: p.epochs, samplesDone: p.samplesDone, samplesTotal: p.samplesTotal, fraction, etaSeconds: eta, runEtaSeconds: runEta };
+    return {
+      epoch: p.epoch + 1,
+      epochs: p.epochs,
+      samplesDone: p.samplesDone,
+      samplesTotal: p.samplesTotal,
+      fraction,
+      etaSeconds: eta,
+      runEtaSeconds: runEta,
+    };
   }
 
   /** The small, always-complete part of every view. */
@@ -572,9 +720,15 @@ export class DashboardState {
       progress: this.progressView(now),
       workers,
       latest: {
-        loss: nullIfNaN(l.loss), trainLoss: nullIfNaN(l.trainLoss), testAccuracy: nullIfNaN(l.testAccuracy), testLoss: nullIfNaN(l.testLoss),
-        samplesPerSec: this.summary ? this.summary.samplesPerSec : this.clusterSamplesPerSec(), samples: l.samples,
-        workersAlive: workers.filter((w) => !GONE.has(w.state)).length, failures: l.failures, recoveries: l.recoveries,
+        loss: nullIfNaN(l.loss),
+        trainLoss: nullIfNaN(l.trainLoss),
+        testAccuracy: nullIfNaN(l.testAccuracy),
+        testLoss: nullIfNaN(l.testLoss),
+        samplesPerSec: this.summary ? this.summary.samplesPerSec : this.clusterSamplesPerSec(),
+        samples: l.samples,
+        workersAlive: workers.filter((w) => !GONE.has(w.state)).length,
+        failures: l.failures,
+        recoveries: l.recoveries,
       },
       history: this.history.map((h) => ({ ...h })),
       summary: this.summary ? { ...this.summary } : null,
@@ -584,12 +738,19 @@ export class DashboardState {
   /** The whole state: the JSON of /api/status and of the page's first message. */
   snapshot(): DashboardSnapshot {
     const s = this.series;
-    return { ...this.status(), series: { loss: s.loss.all(), accuracy: s.accuracy.all(), throughput: s.throughput.all() }, events: [...this.events] };
+    return {
+      ...this.status(),
+      series: { loss: s.loss.all(), accuracy: s.accuracy.all(), throughput: s.throughput.all() },
+      events: [...this.events],
+    };
   }
 
   cursor(): DashboardCursor {
     const s = this.series;
-    return { series: { loss: s.loss.cursor(), accuracy: s.accuracy.cursor(), throughput: s.throughput.cursor() }, eventSeq: this.eventSeq };
+    return {
+      series: { loss: s.loss.cursor(), accuracy: s.accuracy.cursor(), throughput: s.throughput.cursor() },
+      eventSeq: this.eventSeq,
+    };
   }
 
   /** The status, the series points and log entries added after `cursor`, and the cursor to use next time. */
@@ -598,7 +759,11 @@ export class DashboardState {
     const c = cursor.series;
     return {
       ...this.status(),
-      series: { loss: s.loss.since(c.loss), accuracy: s.accuracy.since(c.accuracy), throughput: s.throughput.since(c.throughput) },
+      series: {
+        loss: s.loss.since(c.loss),
+        accuracy: s.accuracy.since(c.accuracy),
+        throughput: s.throughput.since(c.throughput),
+      },
       events: this.events.filter((e) => e.seq > cursor.eventSeq),
       cursor: this.cursor(),
     };

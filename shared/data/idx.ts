@@ -51,14 +51,18 @@ function readMagic(bytes: Uint8Array, file: string): number {
     throw new DataCorruptError(file, `truncated: expected at least 4 header bytes, got ${bytes.length}`);
   }
   if (bytes[0] !== 0 || bytes[1] !== 0) {
-    throw new DataCorruptError(file,
-      `bad magic number: expected two zero bytes, got ${hex(bytes[0])} ${hex(bytes[1])} (not an IDX file)`);
+    throw new DataCorruptError(
+      file,
+      `bad magic number: expected two zero bytes, got ${hex(bytes[0])} ${hex(bytes[1])} (not an IDX file)`,
+    );
   }
   const typeCode = bytes[2];
   if (typeCode !== IDX_UBYTE) {
     const name = IDX_TYPE_NAMES[typeCode] ?? 'unknown';
-    throw new DataCorruptError(file,
-      `unsupported IDX type code ${hex(typeCode)} (${name}); only ${hex(IDX_UBYTE)} (unsigned byte) is supported`);
+    throw new DataCorruptError(
+      file,
+      `unsupported IDX type code ${hex(typeCode)} (${name}); only ${hex(IDX_UBYTE)} (unsigned byte) is supported`,
+    );
   }
   const ndims = bytes[3];
   if (ndims === 0) throw new DataCorruptError(file, 'bad magic number: zero dimensions');
@@ -74,8 +78,10 @@ export function parseIdx(bytes: Uint8Array, file: string): IdxArray {
   const ndims = readMagic(bytes, file);
   const headerLength = 4 + 4 * ndims;
   if (bytes.length < headerLength) {
-    throw new DataCorruptError(file,
-      `truncated: expected ${headerLength} header bytes for ${ndims} dimensions, got ${bytes.length}`);
+    throw new DataCorruptError(
+      file,
+      `truncated: expected ${headerLength} header bytes for ${ndims} dimensions, got ${bytes.length}`,
+    );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, headerLength);
   const dims: number[] = [];
@@ -92,8 +98,10 @@ export function parseIdx(bytes: Uint8Array, file: string): IdxArray {
     throw new DataCorruptError(file, `truncated: expected ${expected} bytes, got ${bytes.length}`);
   }
   if (bytes.length > expected) {
-    throw new DataCorruptError(file,
-      `trailing bytes: expected ${expected} bytes, got ${bytes.length} (${bytes.length - expected} extra)`);
+    throw new DataCorruptError(
+      file,
+      `trailing bytes: expected ${expected} bytes, got ${bytes.length} (${bytes.length - expected} extra)`,
+    );
   }
   // A plain Uint8Array view (not a Buffer) so callers get standard slice() copy semantics.
   const data = new Uint8Array(bytes.buffer, bytes.byteOffset + headerLength, elements);
@@ -149,7 +157,8 @@ export function writeIdx(dims: number[], data: Uint8Array): Uint8Array {
     }
     elements *= dim;
   }
-  if (data.length !== elements) throw new LayoutMismatchError(`IDX data for dims [${dims.join(', ')}]`, elements, data.length);
+  if (data.length !== elements)
+    throw new LayoutMismatchError(`IDX data for dims [${dims.join(', ')}]`, elements, data.length);
   const headerLength = 4 + 4 * dims.length;
   const out = new Uint8Array(headerLength + elements);
   const view = new DataView(out.buffer);

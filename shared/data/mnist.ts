@@ -81,25 +81,30 @@ function findOutOfRangeLabel(labels: Uint8Array): number {
 /** Check one images/labels pair against each other and build the split. */
 function toSplit(images: LoadedIdx, labels: LoadedIdx): MnistSplit {
   if (images.dims.length !== 3) {
-    throw new DataCorruptError(images.file,
-      `expected 3 dimensions (count, rows, cols) for images, got ${images.dims.length} [${images.dims.join(', ')}]`);
+    throw new DataCorruptError(
+      images.file,
+      `expected 3 dimensions (count, rows, cols) for images, got ${images.dims.length} [${images.dims.join(', ')}]`,
+    );
   }
   if (labels.dims.length !== 1) {
-    throw new DataCorruptError(labels.file,
-      `expected 1 dimension (count) for labels, got ${labels.dims.length} [${labels.dims.join(', ')}]`);
+    throw new DataCorruptError(
+      labels.file,
+      `expected 1 dimension (count) for labels, got ${labels.dims.length} [${labels.dims.join(', ')}]`,
+    );
   }
   const [count, rows, cols] = images.dims;
   if (rows === 0 || cols === 0) {
     throw new DataCorruptError(images.file, `images have an empty shape ${rows}x${cols}`);
   }
   if (labels.dims[0] !== count) {
-    throw new DataCorruptError(labels.file,
-      `holds ${labels.dims[0]} labels but ${images.file} holds ${count} images`);
+    throw new DataCorruptError(labels.file, `holds ${labels.dims[0]} labels but ${images.file} holds ${count} images`);
   }
   const bad = findOutOfRangeLabel(labels.data);
   if (bad >= 0) {
-    throw new DataCorruptError(labels.file,
-      `label ${labels.data[bad]} at index ${bad} is out of range 0..${MNIST_CLASSES - 1}`);
+    throw new DataCorruptError(
+      labels.file,
+      `label ${labels.data[bad]} at index ${bad} is out of range 0..${MNIST_CLASSES - 1}`,
+    );
   }
   return { images: images.data, labels: labels.data, count, rows, cols };
 }
@@ -120,8 +125,10 @@ export async function loadMnist(dataDir?: string): Promise<MnistDataset> {
   const train = toSplit(trainImages, trainLabels);
   const test = toSplit(testImages, testLabels);
   if (test.rows !== train.rows || test.cols !== train.cols) {
-    throw new DataCorruptError(testImages.file,
-      `test images are ${test.rows}x${test.cols} but training images are ${train.rows}x${train.cols}`);
+    throw new DataCorruptError(
+      testImages.file,
+      `test images are ${test.rows}x${test.cols} but training images are ${train.rows}x${train.cols}`,
+    );
   }
   return { train, test, source: dir };
 }

@@ -21,7 +21,8 @@ async function loadTensorflow(): Promise<void> {
   // A variable specifier keeps TypeScript from requiring the optional package's types at build time.
   const pkg = '@tensorflow/tfjs-node';
   await import(pkg);
-  if (!(await tf.setBackend('tensorflow'))) throw new Error('tfjs-node loaded but the tensorflow backend did not start');
+  if (!(await tf.setBackend('tensorflow')))
+    throw new Error('tfjs-node loaded but the tensorflow backend did not start');
 }
 
 async function loadWasm(): Promise<void> {

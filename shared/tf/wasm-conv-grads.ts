@@ -11,7 +11,7 @@
  * - dx is the forward convolution of dy (zero-inserted between rows and columns when the stride is > 1, padded by
  *   kernel-1-pad) with the filter flipped in space and with its in/out channels swapped.
  *
- * On the shapes ringtrain trains (scripts/bench-conv-grads.ts) this beat the alternatives measured: an im2col matMul
+ * On the shapes ringtrain trains (bench/bench-conv-grads.ts) this beat the alternatives measured: an im2col matMul
  * (wasm's matMul with a transposed operand is a scalar loop), swapping the roles of x and dy in the filter-gradient
  * convolution, and splitting it into row bands. Only NHWC with dilation 1 is implemented (tfjs-core has no gradient
  * for dilated convolutions); anything else throws KernelUnsupportedError.
@@ -51,7 +51,10 @@ function forwardGeometry(kernel: string, xShape: Shape4D, filterShape: Shape4D, 
   const dilations = opts.dilations ?? 1;
   const [dh, dw] = typeof dilations === 'number' ? [dilations, dilations] : dilations;
   if (dh !== 1 || dw !== 1) {
-    throw new KernelUnsupportedError(kernel, `dilations [${dh},${dw}] are not supported; only dilation 1 has a gradient`);
+    throw new KernelUnsupportedError(
+      kernel,
+      `dilations [${dh},${dw}] are not supported; only dilation 1 has a gradient`,
+    );
   }
   if (xShape.length !== 4 || filterShape.length !== 4) {
     throw new KernelUnsupportedError(kernel, `expected rank-4 input and filter, got [${xShape}] and [${filterShape}]`);
@@ -60,14 +63,25 @@ function forwardGeometry(kernel: string, xShape: Shape4D, filterShape: Shape4D, 
     throw new KernelUnsupportedError(kernel, `input depth ${xShape[3]} does not match filter depth ${filterShape[2]}`);
   }
   return tf.backend_util.computeConv2DInfo(
-    xShape, filterShape, opts.strides, 1, opts.pad, opts.dimRoundingMode, false, 'channelsLast');
+    xShape,
+    filterShape,
+    opts.strides,
+    1,
+    opts.pad,
+    opts.dimRoundingMode,
+    false,
+    'channelsLast',
+  );
 }
 
 function checkDyShape(kernel: string, dy: tf.Tensor4D, info: Conv2DInfo): void {
   const [n, h, w, c] = info.outShape;
   const [dn, dh, dw, dc] = dy.shape;
   if (dn !== n || dh !== h || dw !== w || dc !== c) {
-    throw new KernelUnsupportedError(kernel, `dy has shape [${dy.shape}] but the convolution outputs [${info.outShape}]`);
+    throw new KernelUnsupportedError(
+      kernel,
+      `dy has shape [${dy.shape}] but the convolution outputs [${info.outShape}]`,
+    );
   }
 }
 
@@ -118,7 +132,11 @@ function stridedCopyThrashes(stride: number, count: number): boolean {
  * tests can run it on `cpu` as well. Returns [kh, kw, Ci, Co].
  */
 export function conv2dBackpropFilterViaConv(
-  x: tf.Tensor4D, dy: tf.Tensor4D, filterShape: Shape4D, opts: ConvGradOptions): tf.Tensor4D {
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  filterShape: Shape4D,
+  opts: ConvGradOptions,
+): tf.Tensor4D {
   const info = forwardGeometry('Conv2DBackpropFilter', x.shape, filterShape, opts);
   checkDyShape('Conv2DBackpropFilter', dy, info);
   const [kh, kw, , co] = filterShape;
@@ -130,8 +148,18 @@ export function conv2dBackpropFilterViaConv(
     let dyT = tf.transpose(dy, [1, 2, 0, 3]); // [Ho, Wo, N, Co]: dy becomes the filter.
     if (stridedCopyThrashes(ho * wo * n, co)) {
       // One zero image makes the filter's row length odd-ish, which keeps wasm's filter copy out of cache thrashing.
-      xT = tf.pad(xT, [[0, 0], [0, 0], [0, 0], [0, 1]]);
-      dyT = tf.pad(dyT, [[0, 0], [0, 0], [0, 1], [0, 0]]);
+      xT = tf.pad(xT, [
+        [0, 0],
+        [0, 0],
+        [0, 0],
+        [0, 1],
+      ]);
+      dyT = tf.pad(dyT, [
+        [0, 0],
+        [0, 0],
+        [0, 1],
+        [0, 0],
+      ]);
     }
     // The padded input must span exactly (Ho-1)*s + k rows so the output is k rows; the rest is cropped.
     const rowsAfter = (ho - 1) * sh + kh - top - x.shape[1];
@@ -150,7 +178,14 @@ export function conv2dBackpropFilterViaConv(
 function spreadByStride(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
   if (sh === 1 && sw === 1) return dy;
   const [n, ho, wo, c] = dy.shape;
-  const spaced = tf.pad(tf.reshape(dy, [n, ho, 1, wo, 1, c]), [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
+  const spaced = tf.pad(tf.reshape(dy, [n, ho, 1, wo, 1, c]), [
+    [0, 0],
+    [0, 0],
+    [0, sh - 1],
+    [0, 0],
+    [0, sw - 1],
+    [0, 0],
+  ]);
   return tf.reshape(spaced, [n, ho * sh, wo * sw, c]);
 }
 
@@ -159,7 +194,11 @@ function spreadByStride(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
  * tests can run it on `cpu` as well. Returns a tensor of `inputShape`.
  */
 export function conv2dBackpropInputViaConv(
-  inputShape: Shape4D, dy: tf.Tensor4D, filter: tf.Tensor4D, opts: ConvGradOptions): tf.Tensor4D {
+  inputShape: Shape4D,
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  opts: ConvGradOptions,
+): tf.Tensor4D {
   const info = forwardGeometry('Conv2DBackpropInput', inputShape, filter.shape, opts);
   checkDyShape('Conv2DBackpropInput', dy, info);
   const [kh, kw] = filter.shape;
@@ -213,8 +252,14 @@ const backpropFilterKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const a = attrsOf<tf.Conv2DBackpropFilterAttrs & { dilations?: number | [number, number] }>(attrs);
   const x = inputOf(tf.Conv2DBackpropFilter, inputs, 'x');
   const dy = inputOf(tf.Conv2DBackpropFilter, inputs, 'dy');
-  const result = tf.tidy(() => conv2dBackpropFilterViaConv(
-    borrow<tf.Rank.R4>(x, kernelBackend), borrow<tf.Rank.R4>(dy, kernelBackend), a.filterShape, a));
+  const result = tf.tidy(() =>
+    conv2dBackpropFilterViaConv(
+      borrow<tf.Rank.R4>(x, kernelBackend),
+      borrow<tf.Rank.R4>(dy, kernelBackend),
+      a.filterShape,
+      a,
+    ),
+  );
   return handOff(result, kernelBackend);
 };
 
@@ -223,8 +268,14 @@ const backpropInputKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const a = attrsOf<tf.Conv2DBackpropInputAttrs & { dilations?: number | [number, number] }>(attrs);
   const dy = inputOf(tf.Conv2DBackpropInput, inputs, 'dy');
   const filter = inputOf(tf.Conv2DBackpropInput, inputs, 'filter');
-  const result = tf.tidy(() => conv2dBackpropInputViaConv(
-    a.inputShape, borrow<tf.Rank.R4>(dy, kernelBackend), borrow<tf.Rank.R4>(filter, kernelBackend), a));
+  const result = tf.tidy(() =>
+    conv2dBackpropInputViaConv(
+      a.inputShape,
+      borrow<tf.Rank.R4>(dy, kernelBackend),
+      borrow<tf.Rank.R4>(filter, kernelBackend),
+      a,
+    ),
+  );
   return handOff(result, kernelBackend);
 };
 
@@ -268,8 +319,12 @@ const batchMatMulKernel: tf.KernelFunc = (args) => {
   const a = inputOf(tf.BatchMatMul, inputs, 'a');
   const b = inputOf(tf.BatchMatMul, inputs, 'b');
   const { transposeA, transposeB } = attrsOf<tf.BatchMatMulAttrs>(attrs);
-  const rewrite = (transposeA || transposeB) && a.dtype === 'float32' && b.dtype === 'float32' &&
-    isMatrixInBatchOfOne(a) && isMatrixInBatchOfOne(b);
+  const rewrite =
+    (transposeA || transposeB) &&
+    a.dtype === 'float32' &&
+    b.dtype === 'float32' &&
+    isMatrixInBatchOfOne(a) &&
+    isMatrixInBatchOfOne(b);
   if (!rewrite) return delegateToWasm(tf.BatchMatMul, args);
   const kernelBackend = backend as tf.KernelBackend;
   const batchDims = (a.shape.length >= b.shape.length ? a.shape : b.shape).slice(0, -2);
@@ -290,7 +345,11 @@ const batchMatMulKernel: tf.KernelFunc = (args) => {
  * positions equal to the window's max picks the first. Pure tensor ops on the active backend.
  */
 export function maxPoolGradNonOverlapping(
-  dy: tf.Tensor4D, x: tf.Tensor4D, y: tf.Tensor4D, filterSize: [number, number]): tf.Tensor4D {
+  dy: tf.Tensor4D,
+  x: tf.Tensor4D,
+  y: tf.Tensor4D,
+  filterSize: [number, number],
+): tf.Tensor4D {
   const [kh, kw] = filterSize;
   const [n, h, w, c] = x.shape;
   const [, ho, wo] = y.shape;
@@ -298,14 +357,29 @@ export function maxPoolGradNonOverlapping(
     const whole = ho * kh === h && wo * kw === w ? x : tf.slice(x, [0, 0, 0, 0], [n, ho * kh, wo * kw, c]);
     const windows = tf.reshape(whole, [n * ho, kh, wo, kw, c]);
     const perWindow = (t: tf.Tensor4D): tf.Tensor => tf.reshape(t, [n * ho, 1, wo, 1, c]);
-    const priority = tf.tensor(Array.from({ length: kh * kw }, (_, i) => kh * kw - i), [1, kh, 1, kw, 1]);
+    const priority = tf.tensor(
+      Array.from({ length: kh * kw }, (_, i) => kh * kw - i),
+      [1, kh, 1, kw, 1],
+    );
     // y >= x everywhere, so step(y - x) is 0 exactly where x is its window's max and 1 elsewhere.
     const belowMax = tf.step(tf.sub(perWindow(y), windows));
     const score = tf.sub(priority, tf.mul(priority, belowMax));
-    const best = tf.maxPool(tf.reshape(score, [n, ho * kh, wo * kw, c]) as tf.Tensor4D, filterSize, filterSize, 'valid');
+    const best = tf.maxPool(
+      tf.reshape(score, [n, ho * kh, wo * kw, c]) as tf.Tensor4D,
+      filterSize,
+      filterSize,
+      'valid',
+    );
     const isFirstMax = tf.sub(1, tf.step(tf.sub(perWindow(best), score)));
     const dx = tf.reshape(tf.mul(isFirstMax, perWindow(dy)), [n, ho * kh, wo * kw, c]) as tf.Tensor4D;
-    return dx.shape[1] === h && dx.shape[2] === w ? dx : tf.pad(dx, [[0, 0], [0, h - ho * kh], [0, w - wo * kw], [0, 0]]);
+    return dx.shape[1] === h && dx.shape[2] === w
+      ? dx
+      : tf.pad(dx, [
+          [0, 0],
+          [0, h - ho * kh],
+          [0, w - wo * kw],
+          [0, 0],
+        ]);
   });
 }
 
@@ -322,15 +396,29 @@ const maxPoolGradKernel: tf.KernelFunc = (args) => {
   const a = attrsOf<tf.MaxPoolGradAttrs>(attrs);
   if (x.shape.length !== 4 || x.dtype !== 'float32') return delegateToWasm(tf.MaxPoolGrad, args);
   const info = tf.backend_util.computePool2DInfo(
-    x.shape as Shape4D, a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
+    x.shape as Shape4D,
+    a.filterSize,
+    a.strides,
+    1,
+    a.pad,
+    a.dimRoundingMode,
+  );
   const { top, bottom, left, right } = info.padInfo;
   const nonOverlapping = info.filterHeight === info.strideHeight && info.filterWidth === info.strideWidth;
   // A rounding mode of 'ceil' can make the last window run past the input even without padding.
-  const windowsInside = info.outHeight * info.filterHeight <= x.shape[1] && info.outWidth * info.filterWidth <= x.shape[2];
-  if (!nonOverlapping || !windowsInside || top + bottom + left + right !== 0) return delegateToWasm(tf.MaxPoolGrad, args);
+  const windowsInside =
+    info.outHeight * info.filterHeight <= x.shape[1] && info.outWidth * info.filterWidth <= x.shape[2];
+  if (!nonOverlapping || !windowsInside || top + bottom + left + right !== 0)
+    return delegateToWasm(tf.MaxPoolGrad, args);
   const kernelBackend = backend as tf.KernelBackend;
-  const result = tf.tidy(() => maxPoolGradNonOverlapping(borrow<tf.Rank.R4>(dy, kernelBackend),
-    borrow<tf.Rank.R4>(x, kernelBackend), borrow<tf.Rank.R4>(y, kernelBackend), [info.filterHeight, info.filterWidth]));
+  const result = tf.tidy(() =>
+    maxPoolGradNonOverlapping(
+      borrow<tf.Rank.R4>(dy, kernelBackend),
+      borrow<tf.Rank.R4>(x, kernelBackend),
+      borrow<tf.Rank.R4>(y, kernelBackend),
+      [info.filterHeight, info.filterWidth],
+    ),
+  );
   return handOff(result, kernelBackend);
 };
 
@@ -339,7 +427,8 @@ const wasmKernels = new Map<string, tf.KernelFunc>();
 
 function delegateToWasm(kernelName: string, args: Parameters<tf.KernelFunc>[0]): tf.TensorInfo | tf.TensorInfo[] {
   const original = wasmKernels.get(kernelName);
-  if (original === undefined) throw new KernelUnsupportedError(kernelName, 'wasm has no kernel of its own to fall back to');
+  if (original === undefined)
+    throw new KernelUnsupportedError(kernelName, 'wasm has no kernel of its own to fall back to');
   return original(args);
 }
 

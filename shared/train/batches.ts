@@ -8,7 +8,10 @@ export class BatchLoader {
   private readonly images: Float32Array;
   private readonly labels: Int32Array;
 
-  constructor(private readonly split: MnistSplit, readonly batchSize: number) {
+  constructor(
+    private readonly split: MnistSplit,
+    readonly batchSize: number,
+  ) {
     this.images = new Float32Array(batchSize * split.rows * split.cols);
     this.labels = new Int32Array(batchSize);
   }
@@ -22,7 +25,13 @@ export class BatchLoader {
 }
 
 /** Evaluate samples [start, end) of a split; counts are additive, so shards can be summed across workers. */
-export function evaluateRange(replica: Replica, split: MnistSplit, start: number, end: number, batchSize = 1000): EvalCounts {
+export function evaluateRange(
+  replica: Replica,
+  split: MnistSplit,
+  start: number,
+  end: number,
+  batchSize = 1000,
+): EvalCounts {
   const loader = new BatchLoader(split, batchSize);
   const totals: EvalCounts = { correct: 0, total: 0, lossSum: 0 };
   const indices = new Uint32Array(batchSize);

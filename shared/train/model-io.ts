@@ -51,8 +51,14 @@ export function dirLoadHandler(dir: string): tf.io.IOHandler {
       }
       const groups = modelJson.weightsManifest ?? [];
       const buffers = await Promise.all(groups.flatMap((g) => g.paths.map((p) => fs.readFile(path.join(dir, p)))));
-      const weightData = tf.io.concatenateArrayBuffers(buffers.map((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)));
-      return tf.io.getModelArtifactsForJSONSync(modelJson, groups.flatMap((g) => g.weights), weightData);
+      const weightData = tf.io.concatenateArrayBuffers(
+        buffers.map((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)),
+      );
+      return tf.io.getModelArtifactsForJSONSync(
+        modelJson,
+        groups.flatMap((g) => g.weights),
+        weightData,
+      );
     },
   };
 }

@@ -26,18 +26,24 @@ export const DEFAULT_LR: Record<OptimizerName, number> = { adam: 2e-3, sgd: 0.05
 
 export function createOptimizer(opts: OptimizerOptions): tf.Optimizer {
   switch (opts.name) {
-    case 'adam': return tf.train.adam(opts.lr);
-    case 'sgd': return (opts.momentum ?? 0.9) > 0 ? tf.train.momentum(opts.lr, opts.momentum ?? 0.9) : tf.train.sgd(opts.lr);
-    case 'adadelta': return tf.train.adadelta(opts.lr);
+    case 'adam':
+      return tf.train.adam(opts.lr);
+    case 'sgd':
+      return (opts.momentum ?? 0.9) > 0 ? tf.train.momentum(opts.lr, opts.momentum ?? 0.9) : tf.train.sgd(opts.lr);
+    case 'adadelta':
+      return tf.train.adadelta(opts.lr);
   }
 }
 
 /** Optimizer slots per trainable variable, in the order tfjs's getWeights() lists them. */
 export function slotsPerVariable(opts: OptimizerOptions): number {
   switch (opts.name) {
-    case 'adam': return 2;
-    case 'sgd': return (opts.momentum ?? 0.9) > 0 ? 1 : 0;
-    case 'adadelta': return 2;
+    case 'adam':
+      return 2;
+    case 'sgd':
+      return (opts.momentum ?? 0.9) > 0 ? 1 : 0;
+    case 'adadelta':
+      return 2;
   }
 }
 

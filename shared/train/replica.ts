@@ -11,8 +11,16 @@ import { LayoutMismatchError } from '../errors.js';
 import type { BuiltModel } from './models.js';
 import { createOptimizer, setLearningRate, slotsPerVariable, type OptimizerOptions } from './optim.js';
 
-export interface ParamEntry { name: string; shape: number[]; offset: number; size: number }
-export interface ParamLayout { entries: ParamEntry[]; size: number }
+export interface ParamEntry {
+  name: string;
+  shape: number[];
+  offset: number;
+  size: number;
+}
+export interface ParamLayout {
+  entries: ParamEntry[];
+  size: number;
+}
 
 export interface Batch {
   /** n * height * width * channels pixels in [0,1]. */
@@ -21,7 +29,11 @@ export interface Batch {
   n: number;
 }
 
-export interface EvalCounts { correct: number; total: number; lossSum: number }
+export interface EvalCounts {
+  correct: number;
+  total: number;
+  lossSum: number;
+}
 
 function layoutOf(vars: readonly tf.Variable[]): ParamLayout {
   let offset = 0;
@@ -41,7 +53,10 @@ export class Replica {
   private lr: number;
   private readonly imageShape: number[];
 
-  constructor(readonly built: BuiltModel, private readonly optimizerOptions: OptimizerOptions) {
+  constructor(
+    readonly built: BuiltModel,
+    private readonly optimizerOptions: OptimizerOptions,
+  ) {
     this.vars = built.logitsModel.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
     this.layout = layoutOf(this.vars);
     this.gradients = new Float32Array(this.layout.size);
@@ -54,7 +69,9 @@ export class Replica {
     return 1 + slotsPerVariable(this.optimizerOptions) * this.layout.size;
   }
 
-  get learningRate(): number { return this.lr; }
+  get learningRate(): number {
+    return this.lr;
+  }
 
   setLearningRate(lr: number): void {
     this.lr = lr;
@@ -76,7 +93,11 @@ export class Replica {
     const loss = tf.tidy(() => {
       const { x, y } = this.inputs(batch);
       const { value, grads } = tf.variableGrads(
-        () => tf.losses.softmaxCrossEntropy(y, this.built.logitsModel.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
+        () =>
+          tf.losses.softmaxCrossEntropy(
+            y,
+            this.built.logitsModel.apply(x, { training: true }) as tf.Tensor,
+          ) as tf.Scalar,
         this.vars,
       );
       for (const [i, entry] of this.layout.entries.entries()) {
@@ -139,11 +160,16 @@ export class Replica {
     setLearningRate(fresh, this.lr);
     const slotCount = slotsPerVariable(this.optimizerOptions);
     if (flat[0] !== 0 || slotCount === 0) {
-      const named: Array<{ name: string; tensor: tf.Tensor }> = [{ name: 'iter', tensor: tf.scalar(flat[0]!, 'int32') }];
+      const named: Array<{ name: string; tensor: tf.Tensor }> = [
+        { name: 'iter', tensor: tf.scalar(flat[0]!, 'int32') },
+      ];
       for (let k = 0; k < slotCount; k++) {
         for (const [i, e] of this.layout.entries.entries()) {
           const start = 1 + k * this.layout.size + e.offset;
-          named.push({ name: `${this.vars[i]!.name}/slot${k}`, tensor: tf.tensor(flat.subarray(start, start + e.size), e.shape) });
+          named.push({
+            name: `${this.vars[i]!.name}/slot${k}`,
+            tensor: tf.tensor(flat.subarray(start, start + e.size), e.shape),
+          });
         }
       }
       await fresh.setWeights(named);

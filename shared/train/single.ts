@@ -7,8 +7,8 @@ import path from 'node:path';
 import type { TrainConfig } from '../config.js';
 import { limitSplit, loadMnist, type MnistDataset } from '../data/mnist.js';
 import type { Logger } from '../log.js';
-import type { ProgressView } from '../progress.js';
-import { shardForRank, stepsPerEpoch, batchIndices } from '../sampler.js';
+import type { ProgressView } from '../cli/progress.js';
+import { shardForRank, stepsPerEpoch, batchIndices } from '../data/sampler.js';
 import { selectBackend, type BackendChoice, type BackendName } from '../tf/backend.js';
 import { BatchLoader, evaluateRange } from './batches.js';
 import { saveModel } from './model-io.js';
@@ -27,7 +27,13 @@ export interface SingleRunOptions {
   progress: ProgressView;
 }
 
-export interface EpochResult { epoch: number; testAccuracy: number; testLoss: number; trainLoss: number; seconds: number }
+export interface EpochResult {
+  epoch: number;
+  testAccuracy: number;
+  testLoss: number;
+  trainLoss: number;
+  seconds: number;
+}
 
 export interface TrainSummary {
   model: string;
@@ -47,14 +53,23 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   const backend = await selectBackend(opts.backend, log);
   const data = await loadData(opts.dataDir, config);
   log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
-  const replica = new Replica(buildModel(config.model, config.seed), { name: config.optimizer, lr: config.lr, momentum: config.momentum });
+  const replica = new Replica(buildModel(config.model, config.seed), {
+    name: config.optimizer,
+    lr: config.lr,
+    momentum: config.momentum,
+  });
   const summary = await trainLoop(replica, data, opts);
   if (opts.saveDir) {
     await saveModel(replica.built.model, opts.saveDir);
     log.info({ dir: opts.saveDir }, 'model saved');
   }
   replica.dispose();
-  const result: TrainSummary = { ...summary, model: config.model, backend, wallSeconds: (performance.now() - started) / 1000 };
+  const result: TrainSummary = {
+    ...summary,
+    model: config.model,
+    backend,
+    wallSeconds: (performance.now() - started) / 1000,
+  };
   if (opts.summaryJson) await writeJson(opts.summaryJson, result);
   return result;
 }
@@ -80,7 +95,14 @@ async function trainLoop(replica: Replica, data: MnistDataset, opts: SingleRunOp
   for (let epoch = 0; epoch < config.epochs; epoch++) {
     const epochStart = performance.now();
     replica.setLearningRate(learningRateAt({ baseLr: config.lr, decay: config.lrDecay }, epoch));
-    const shard = shardForRank({ datasetSize: data.train.count, worldSize: 1, rank: 0, seed: config.seed, epoch, shuffle: true });
+    const shard = shardForRank({
+      datasetSize: data.train.count,
+      worldSize: 1,
+      rank: 0,
+      seed: config.seed,
+      epoch,
+      shuffle: true,
+    });
     const nSteps = stepsPerEpoch(shard.length, config.batchSize);
     progress.begin(`epoch ${epoch + 1}/${config.epochs}`, shard.length);
     let lossSum = 0;
@@ -104,7 +126,9 @@ async function trainLoop(replica: Replica, data: MnistDataset, opts: SingleRunOp
     };
     history.push(result);
     log.info({ ...result, lr: replica.learningRate, steps }, 'epoch finished');
-    progress.line(`epoch ${result.epoch}: train loss ${result.trainLoss.toFixed(4)}  test accuracy ${(100 * result.testAccuracy).toFixed(2)}%  (${result.seconds.toFixed(1)} s)`);
+    progress.line(
+      `epoch ${result.epoch}: train loss ${result.trainLoss.toFixed(4)}  test accuracy ${(100 * result.testAccuracy).toFixed(2)}%  (${result.seconds.toFixed(1)} s)`,
+    );
     if (config.targetAccuracy > 0 && result.testAccuracy >= config.targetAccuracy) {
       log.info({ epoch: result.epoch, testAccuracy: result.testAccuracy }, 'target accuracy reached');
       break;
@@ -112,7 +136,13 @@ async function trainLoop(replica: Replica, data: MnistDataset, opts: SingleRunOp
   }
   progress.stop();
   const last = history[history.length - 1];
-  return { epochs: history.length, steps, testAccuracy: last?.testAccuracy ?? 0, samplesPerSec: samples / Math.max(1e-9, trainMs / 1000), history };
+  return {
+    epochs: history.length,
+    steps,
+    testAccuracy: last?.testAccuracy ?? 0,
+    samplesPerSec: samples / Math.max(1e-9, trainMs / 1000),
+    history,
+  };
 }
 
 export async function writeJson(file: string, value: unknown): Promise<void> {

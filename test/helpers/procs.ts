@@ -20,12 +20,18 @@ const live = new Set<ChildProcess>();
 export const TEST_TOKEN = 'test-token-0123456789';
 
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RINGTRAIN_TOKEN: TEST_TOKEN, ...env } });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RINGTRAIN_TOKEN: TEST_TOKEN, ...env },
+  });
   live.add(child);
   child.once('exit', () => live.delete(child));
   let out = '';
   const listeners = new Set<() => void>();
-  const onData = (d: Buffer) => { out += d.toString(); for (const l of listeners) l(); };
+  const onData = (d: Buffer) => {
+    out += d.toString();
+    for (const l of listeners) l();
+  };
   child.stdout!.on('data', onData);
   child.stderr!.on('data', onData);
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -36,11 +42,25 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
       return new Promise((resolve, reject) => {
         const check = () => {
           const m = out.match(pattern);
-          if (m) { cleanup(); resolve(m); }
+          if (m) {
+            cleanup();
+            resolve(m);
+          }
         };
-        const onExit = () => { check(); cleanup(); reject(new Error(`process exited before ${pattern}; output:\n${out}`)); };
-        const timer = setTimeout(() => { cleanup(); reject(new Error(`timed out waiting for ${pattern}; output:\n${out}`)); }, timeoutMs);
-        const cleanup = () => { clearTimeout(timer); listeners.delete(check); child.off('exit', onExit); };
+        const onExit = () => {
+          check();
+          cleanup();
+          reject(new Error(`process exited before ${pattern}; output:\n${out}`));
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`timed out waiting for ${pattern}; output:\n${out}`));
+        }, timeoutMs);
+        const cleanup = () => {
+          clearTimeout(timer);
+          listeners.delete(check);
+          child.off('exit', onExit);
+        };
         listeners.add(check);
         child.once('exit', onExit);
         check();
@@ -49,7 +69,12 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
     exited(timeoutMs = 120_000) {
       return Promise.race([
         exit,
-        new Promise<number | null>((_, reject) => setTimeout(() => reject(new Error(`process did not exit in ${timeoutMs} ms; output:\n${out}`)), timeoutMs).unref()),
+        new Promise<number | null>((_, reject) =>
+          setTimeout(
+            () => reject(new Error(`process did not exit in ${timeoutMs} ms; output:\n${out}`)),
+            timeoutMs,
+          ).unref(),
+        ),
       ]);
     },
   };
@@ -67,11 +92,18 @@ export async function tempDir(prefix: string): Promise<string> {
 
 export async function readJsonLines<T>(file: string): Promise<T[]> {
   const text = await fs.readFile(file, 'utf8');
-  return text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as T);
+  return text
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as T);
 }
 
 /** Poll a JSON-lines file until `predicate` holds for its lines (a condition, not a fixed sleep). */
-export async function waitForLines<T>(file: string, predicate: (lines: T[]) => boolean, timeoutMs = 60_000): Promise<T[]> {
+export async function waitForLines<T>(
+  file: string,
+  predicate: (lines: T[]) => boolean,
+  timeoutMs = 60_000,
+): Promise<T[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const lines = await readJsonLines<T>(file).catch(() => [] as T[]);
@@ -82,7 +114,11 @@ export async function waitForLines<T>(file: string, predicate: (lines: T[]) => b
 }
 
 /** Poll until `check` resolves truthy. */
-export async function waitUntil(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 60_000): Promise<void> {
+export async function waitUntil(
+  check: () => Promise<boolean> | boolean,
+  what: string,
+  timeoutMs = 60_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

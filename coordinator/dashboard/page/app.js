@@ -45,7 +45,8 @@
   const percent = (v) => (isNum(v) ? `${(100 * v).toFixed(2)}%` : '–');
   const integer = (v) => (isNum(v) ? Math.round(v).toLocaleString('en-US') : '–');
   const ms = (v) => (isNum(v) ? (v >= 100 ? v.toFixed(0) : v.toFixed(1)) : '–');
-  const lossText = (v) => (v === null ? '–' : isNum(v) ? (Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4)) : String(v));
+  const lossText = (v) =>
+    v === null ? '–' : isNum(v) ? (Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4)) : String(v);
 
   function duration(seconds) {
     if (!isNum(seconds)) return '–';
@@ -74,23 +75,74 @@
     const common = { width, height: 220, legend: { live: true }, cursor: { drag: { x: true, y: false } } };
     const axis = { stroke: '#6b7383', grid: { stroke: '#eef0f4' }, ticks: { stroke: '#e3e6eb' } };
     if (name === 'loss') {
-      return { ...common, scales: { x: { time: false } },
-        axes: [{ ...axis, label: 'step', incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000] }, { ...axis, size: 56 }],
-        series: [{ label: 'step', value: (u, v) => (v === null ? '–' : integer(v)) },
-          { label: 'loss', stroke: '#3b6df2', width: 1.5, fill: 'rgba(59,109,242,0.07)', points: { show: false }, value: (u, v) => lossText(v) }] };
+      return {
+        ...common,
+        scales: { x: { time: false } },
+        axes: [
+          {
+            ...axis,
+            label: 'step',
+            incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000],
+          },
+          { ...axis, size: 56 },
+        ],
+        series: [
+          { label: 'step', value: (u, v) => (v === null ? '–' : integer(v)) },
+          {
+            label: 'loss',
+            stroke: '#3b6df2',
+            width: 1.5,
+            fill: 'rgba(59,109,242,0.07)',
+            points: { show: false },
+            value: (u, v) => lossText(v),
+          },
+        ],
+      };
     }
     if (name === 'accuracy') {
-      return { ...common, scales: { x: { time: false }, y: { range: (u, min, max) => [Math.max(0, Math.min(min, 0.8) - 0.02), Math.min(1, Math.max(max, 0) + 0.02)] } },
-        axes: [{ ...axis, label: 'epoch', incrs: [1, 2, 5, 10, 20, 50, 100] }, { ...axis, size: 56, values: (u, vals) => vals.map((v) => `${(100 * v).toFixed(0)}%`) }],
-        series: [{ label: 'epoch', value: (u, v) => (v === null ? '–' : String(v)) },
-          { label: 'test accuracy', stroke: '#1f9d63', width: 2, points: { show: true, size: 7, fill: '#1f9d63' }, value: (u, v) => percent(v) }] };
+      return {
+        ...common,
+        scales: {
+          x: { time: false },
+          y: { range: (u, min, max) => [Math.max(0, Math.min(min, 0.8) - 0.02), Math.min(1, Math.max(max, 0) + 0.02)] },
+        },
+        axes: [
+          { ...axis, label: 'epoch', incrs: [1, 2, 5, 10, 20, 50, 100] },
+          { ...axis, size: 56, values: (u, vals) => vals.map((v) => `${(100 * v).toFixed(0)}%`) },
+        ],
+        series: [
+          { label: 'epoch', value: (u, v) => (v === null ? '–' : String(v)) },
+          {
+            label: 'test accuracy',
+            stroke: '#1f9d63',
+            width: 2,
+            points: { show: true, size: 7, fill: '#1f9d63' },
+            value: (u, v) => percent(v),
+          },
+        ],
+      };
     }
     // Whole seconds at least: a run's first seconds otherwise get millisecond ticks.
     const secondIncrs = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
-    return { ...common, scales: { x: { time: true } },
-      axes: [{ ...axis, incrs: secondIncrs }, { ...axis, size: 56 }],
-      series: [{ label: 'time' },
-        { label: 'samples/s', stroke: '#f0a646', width: 1.5, fill: 'rgba(240,166,70,0.10)', points: { show: false }, value: (u, v) => integer(v) }] };
+    return {
+      ...common,
+      scales: { x: { time: true } },
+      axes: [
+        { ...axis, incrs: secondIncrs },
+        { ...axis, size: 56 },
+      ],
+      series: [
+        { label: 'time' },
+        {
+          label: 'samples/s',
+          stroke: '#f0a646',
+          width: 1.5,
+          fill: 'rgba(240,166,70,0.10)',
+          points: { show: false },
+          value: (u, v) => integer(v),
+        },
+      ],
+    };
   }
 
   function chartWidth(container) {
@@ -150,7 +202,8 @@
     const pct = Math.round(1000 * p.fraction) / 10;
     $('epoch-bar').style.width = `${pct}%`;
     $('epoch-progress').setAttribute('aria-valuenow', String(pct));
-    $('epoch-samples').textContent = `${integer(p.samplesDone)} / ${integer(p.samplesTotal)} samples (${pct.toFixed(1)}%)`;
+    $('epoch-samples').textContent =
+      `${integer(p.samplesDone)} / ${integer(p.samplesTotal)} samples (${pct.toFixed(1)}%)`;
     renderEta();
     $('kpi-generation').textContent = st.generation > 0 ? String(st.generation) : '–';
     $('kpi-step').textContent = st.step >= 0 ? integer(st.step + 1) : '–';
@@ -166,27 +219,40 @@
     if (!st) return;
     const p = st.progress;
     const elapsed = (Date.now() - view.receivedAt) / 1000;
-    const text = st.summary ? (st.summary.outcome === 'finished' ? 'done' : st.summary.outcome)
-      : p.etaSeconds === null ? 'ETA –'
+    const text = st.summary
+      ? st.summary.outcome === 'finished'
+        ? 'done'
+        : st.summary.outcome
+      : p.etaSeconds === null
+        ? 'ETA –'
         : `${duration(p.etaSeconds - elapsed)} left in epoch · ${duration(p.runEtaSeconds - elapsed)} left in run`;
     $('epoch-eta').textContent = text;
   }
 
   function renderSummary(summary) {
     const box = $('summary');
-    if (!summary) { box.hidden = true; return; }
+    if (!summary) {
+      box.hidden = true;
+      return;
+    }
     box.hidden = false;
     box.className = `summary ${summary.outcome}`;
-    box.textContent = summary.outcome === 'finished'
-      ? `Finished: ${summary.epochs} epoch(s), ${integer(summary.steps)} steps, test accuracy ${percent(summary.testAccuracy)}, ` +
-        `${integer(summary.samplesPerSec)} samples/s on ${summary.workers} worker(s), ${fixed(summary.wallSeconds, 1)} s`
-      : `Run ${summary.outcome}: ${summary.error || 'no reason given'}`;
+    box.textContent =
+      summary.outcome === 'finished'
+        ? `Finished: ${summary.epochs} epoch(s), ${integer(summary.steps)} steps, test accuracy ${percent(summary.testAccuracy)}, ` +
+          `${integer(summary.samplesPerSec)} samples/s on ${summary.workers} worker(s), ${fixed(summary.wallSeconds, 1)} s`
+        : `Run ${summary.outcome}: ${summary.error || 'no reason given'}`;
   }
 
   function splitBar(t) {
     const bar = el('div', 'split');
     if (!t) return bar;
-    const parts = [['data', t.data], ['compute', t.compute], ['allreduce', t.allreduce], ['apply', t.apply]];
+    const parts = [
+      ['data', t.data],
+      ['compute', t.compute],
+      ['allreduce', t.allreduce],
+      ['apply', t.apply],
+    ];
     const total = parts.reduce((s, [, v]) => s + Math.max(0, v || 0), 0);
     for (const [name, v] of parts) {
       const seg = el('div', `seg ${name}`);
@@ -194,7 +260,8 @@
       seg.title = `${name} ${ms(v)} ms`;
       bar.appendChild(seg);
     }
-    bar.title = `step ${ms(t.step)} ms: data ${ms(t.data)} · compute ${ms(t.compute)} · allreduce ${ms(t.allreduce)} ` +
+    bar.title =
+      `step ${ms(t.step)} ms: data ${ms(t.data)} · compute ${ms(t.compute)} · allreduce ${ms(t.allreduce)} ` +
       `(reduce-scatter ${ms(t.reduceScatter)}, allgather ${ms(t.allgather)}) · apply ${ms(t.apply)}`;
     return bar;
   }
@@ -218,9 +285,16 @@
     const split = el('td');
     split.appendChild(splitBar(t));
     tr.append(
-      el('td', 'num', w.rank >= 0 ? String(w.rank) : '–'), host, state,
-      el('td', 'num', integer(w.samplesPerSec)), el('td', 'num', w.lastStep >= 0 ? integer(w.lastStep + 1) : '–'), split,
-      el('td', 'num', ms(t && t.data)), el('td', 'num', ms(t && t.compute)), el('td', 'num', ms(t && t.allreduce)), el('td', 'num', ms(t && t.apply)),
+      el('td', 'num', w.rank >= 0 ? String(w.rank) : '–'),
+      host,
+      state,
+      el('td', 'num', integer(w.samplesPerSec)),
+      el('td', 'num', w.lastStep >= 0 ? integer(w.lastStep + 1) : '–'),
+      split,
+      el('td', 'num', ms(t && t.data)),
+      el('td', 'num', ms(t && t.compute)),
+      el('td', 'num', ms(t && t.allreduce)),
+      el('td', 'num', ms(t && t.apply)),
       seen,
     );
     return tr;
@@ -229,7 +303,9 @@
   function showLastSeen(cell) {
     const lastSeen = Number(cell.dataset.lastSeen);
     cell.textContent = ago(lastSeen);
-    const stale = cell.dataset.state === 'training' && !(view.status && view.status.summary) &&
+    const stale =
+      cell.dataset.state === 'training' &&
+      !(view.status && view.status.summary) &&
       Date.now() + view.clockOffsetMs - lastSeen > STALE_MS;
     cell.classList.toggle('stale', stale);
     cell.title = stale ? 'no report from this worker for a while' : '';
@@ -243,15 +319,18 @@
   function renderEvents() {
     if (drawn.eventsVersion === view.eventsVersion) return;
     drawn.eventsVersion = view.eventsVersion;
-    const items = view.events.slice().reverse().map((e) => {
-      const li = el('li');
-      li.dataset.level = e.level;
-      li.dataset.kind = e.kind;
-      const time = el('time', '', clock(e.at));
-      time.dateTime = new Date(e.at).toISOString();
-      li.append(time, el('span', 'lvl', e.level), el('span', 'msg', e.message));
-      return li;
-    });
+    const items = view.events
+      .slice()
+      .reverse()
+      .map((e) => {
+        const li = el('li');
+        li.dataset.level = e.level;
+        li.dataset.kind = e.kind;
+        const time = el('time', '', clock(e.at));
+        time.dateTime = new Date(e.at).toISOString();
+        li.append(time, el('span', 'lvl', e.level), el('span', 'msg', e.message));
+        return li;
+      });
     $('event-log').replaceChildren(...items);
     $('event-count').textContent = view.events.length ? `${view.events.length} shown` : '';
   }
@@ -261,8 +340,16 @@
     const node = $('connection');
     const state = view.connection === 'live' ? 'live' : ended ? 'offline' : view.connection;
     node.dataset.state = state;
-    $('connection-text').textContent = state === 'live' ? (ended ? 'live · final state' : 'live')
-      : state === 'offline' ? 'coordinator offline · final state' : state === 'reconnecting' ? 'reconnecting…' : 'connecting…';
+    $('connection-text').textContent =
+      state === 'live'
+        ? ended
+          ? 'live · final state'
+          : 'live'
+        : state === 'offline'
+          ? 'coordinator offline · final state'
+          : state === 'reconnecting'
+            ? 'reconnecting…'
+            : 'connecting…';
   }
 
   function render() {
@@ -333,7 +420,10 @@
     const source = new EventSource('/events');
     source.addEventListener('snapshot', (e) => parse(e, onSnapshot));
     source.addEventListener('update', (e) => parse(e, onUpdate));
-    source.onopen = () => { view.connection = 'live'; renderConnection(); };
+    source.onopen = () => {
+      view.connection = 'live';
+      renderConnection();
+    };
     source.onerror = () => {
       view.connection = 'reconnecting';
       renderConnection();
@@ -343,12 +433,24 @@
   }
 
   window.__ringtrain = {
-    get lossPoints() { return view.series.loss.x.length; },
-    get accuracyPoints() { return view.series.accuracy.x.length; },
-    get throughputPoints() { return view.series.throughput.x.length; },
-    get workerRows() { return document.querySelectorAll('#worker-rows tr').length; },
-    get connection() { return view.connection; },
-    get status() { return view.status; },
+    get lossPoints() {
+      return view.series.loss.x.length;
+    },
+    get accuracyPoints() {
+      return view.series.accuracy.x.length;
+    },
+    get throughputPoints() {
+      return view.series.throughput.x.length;
+    },
+    get workerRows() {
+      return document.querySelectorAll('#worker-rows tr').length;
+    },
+    get connection() {
+      return view.connection;
+    },
+    get status() {
+      return view.status;
+    },
   };
 
   watchChartSizes();

@@ -11,9 +11,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateToken, TOKEN_ENV } from '../shared/auth.js';
 
-const CLI = fileURLToPath(new URL('./ringtrain.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../scripts/ringtrain.js', import.meta.url));
 
-export interface EpochPoint { epoch: number; testAccuracy: number; seconds?: number; trainSeconds?: number }
+export interface EpochPoint {
+  epoch: number;
+  testAccuracy: number;
+  seconds?: number;
+  trainSeconds?: number;
+}
 
 /** What a run's --summary-json holds that the report uses (trainer and cluster summaries share these fields). */
 export interface RunSummary {
@@ -49,7 +54,10 @@ export interface ProcessMemory {
   cpuMidShare: number;
 }
 
-export interface RunResult { summary: RunSummary; memory: ProcessMemory[] }
+export interface RunResult {
+  summary: RunSummary;
+  memory: ProcessMemory[];
+}
 
 export interface TrainArgs {
   model?: string;
@@ -68,7 +76,14 @@ export interface TrainArgs {
 
 /** Training options of the trainer and the coordinator (the backend goes to the trainer and the workers). */
 function trainFlags(a: TrainArgs): string[] {
-  const flags = ['--epochs', String(a.epochs), '--model', a.model ?? 'lenet5', '--batch-size', String(a.batchSize ?? 64)];
+  const flags = [
+    '--epochs',
+    String(a.epochs),
+    '--model',
+    a.model ?? 'lenet5',
+    '--batch-size',
+    String(a.batchSize ?? 64),
+  ];
   if (a.trainLimit) flags.push('--train-limit', String(a.trainLimit));
   if (a.testLimit) flags.push('--test-limit', String(a.testLimit));
   if (a.targetAccuracy) flags.push('--target-accuracy', String(a.targetAccuracy));
@@ -87,25 +102,34 @@ class MemorySampler {
   private static readonly TICKS_PER_SECOND = 100;
   private readonly timer: NodeJS.Timeout;
 
-  constructor(private readonly procs: Array<{ pid: number; role: ProcessMemory['role'] }>, everyMs = 250) {
+  constructor(
+    private readonly procs: Array<{ pid: number; role: ProcessMemory['role'] }>,
+    everyMs = 250,
+  ) {
     this.timer = setInterval(() => void this.sample(), everyMs);
     void this.sample();
   }
 
   private async sample(): Promise<void> {
-    await Promise.all(this.procs.map(async ({ pid }) => {
-      const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-      const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-      const rss = kib('VmRSS');
-      const hwm = kib('VmHWM');
-      if (Number.isFinite(rss)) (this.rss.get(pid) ?? this.rss.set(pid, []).get(pid)!).push(rss / 1024);
-      if (Number.isFinite(hwm)) this.peak.set(pid, Math.max(this.peak.get(pid) ?? 0, hwm / 1024));
-      // /proc/PID/stat: utime and stime are fields 14 and 15, counted after the parenthesised command name.
-      const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const ticks = Number(fields[11]) + Number(fields[12]);
-      if (Number.isFinite(ticks)) (this.cpu.get(pid) ?? this.cpu.set(pid, []).get(pid)!).push({ at: performance.now(), seconds: ticks / MemorySampler.TICKS_PER_SECOND });
-    }));
+    await Promise.all(
+      this.procs.map(async ({ pid }) => {
+        const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+        const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+        const rss = kib('VmRSS');
+        const hwm = kib('VmHWM');
+        if (Number.isFinite(rss)) (this.rss.get(pid) ?? this.rss.set(pid, []).get(pid)!).push(rss / 1024);
+        if (Number.isFinite(hwm)) this.peak.set(pid, Math.max(this.peak.get(pid) ?? 0, hwm / 1024));
+        // /proc/PID/stat: utime and stime are fields 14 and 15, counted after the parenthesised command name.
+        const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const ticks = Number(fields[11]) + Number(fields[12]);
+        if (Number.isFinite(ticks))
+          (this.cpu.get(pid) ?? this.cpu.set(pid, []).get(pid)!).push({
+            at: performance.now(),
+            seconds: ticks / MemorySampler.TICKS_PER_SECOND,
+          });
+      }),
+    );
   }
 
   stop(): ProcessMemory[] {
@@ -118,8 +142,13 @@ class MemorySampler {
       };
       const cpu = this.cpu.get(pid) ?? [];
       return {
-        role, peakRssMiB: this.peak.get(pid) ?? NaN, rssMidMiB: quarter(1), rssEndMiB: quarter(3), samples: series.length,
-        cpuSeconds: cpu.at(-1)?.seconds ?? NaN, cpuMidShare: midShare(cpu),
+        role,
+        peakRssMiB: this.peak.get(pid) ?? NaN,
+        rssMidMiB: quarter(1),
+        rssEndMiB: quarter(3),
+        samples: series.length,
+        cpuSeconds: cpu.at(-1)?.seconds ?? NaN,
+        cpuMidShare: midShare(cpu),
       };
     });
   }
@@ -141,9 +170,14 @@ export function median(values: number[]): number {
 }
 
 function spawnCli(args: string[], env: NodeJS.ProcessEnv, ipc = false): { child: ChildProcess; output: () => string } {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])], env });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])],
+    env,
+  });
   let out = '';
-  const keep = (d: Buffer) => { out = (out + d.toString()).slice(-20_000); };
+  const keep = (d: Buffer) => {
+    out = (out + d.toString()).slice(-20_000);
+  };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
   return { child, output: () => out };
@@ -151,7 +185,10 @@ function spawnCli(args: string[], env: NodeJS.ProcessEnv, ipc = false): { child:
 
 function exited(child: ChildProcess, what: string, output: () => string, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} did not finish within ${timeoutMs} ms:\n${output()}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`${what} did not finish within ${timeoutMs} ms:\n${output()}`)),
+      timeoutMs,
+    );
     const done = (code: number | null) => {
       clearTimeout(timer);
       if (code === 0) resolve();
@@ -184,7 +221,21 @@ export async function runTrainer(args: TrainArgs, timeoutMs = 30 * 60_000): Prom
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-bench-'));
   try {
     const file = path.join(dir, 'summary.json');
-    const p = spawnCli(['train', ...trainFlags(args), '--backend', args.backend, '--no-save', '--quiet', '--run-dir', dir, '--summary-json', file], process.env);
+    const p = spawnCli(
+      [
+        'train',
+        ...trainFlags(args),
+        '--backend',
+        args.backend,
+        '--no-save',
+        '--quiet',
+        '--run-dir',
+        dir,
+        '--summary-json',
+        file,
+      ],
+      process.env,
+    );
     const sampler = new MemorySampler([{ pid: p.child.pid!, role: 'trainer' }]);
     try {
       await exited(p.child, 'ringtrain train', p.output, timeoutMs);
@@ -202,23 +253,72 @@ export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 3
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-bench-'));
   const env = { ...process.env, [TOKEN_ENV]: generateToken() };
   const file = path.join(dir, 'summary.json');
-  const coordinatorArgs = ['coordinator', '--host', '127.0.0.1', '--port', '0', '--min-workers', String(workers), '--run-dir', dir,
-    '--summary-json', file, '--quiet', '--check-every', '0', '--compression', args.compression ?? 'none', ...trainFlags(args)];
+  const coordinatorArgs = [
+    'coordinator',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--min-workers',
+    String(workers),
+    '--run-dir',
+    dir,
+    '--summary-json',
+    file,
+    '--quiet',
+    '--check-every',
+    '0',
+    '--compression',
+    args.compression ?? 'none',
+    ...trainFlags(args),
+  ];
   const coordinator = spawnCli(coordinatorArgs, env, true);
   const procs = [coordinator];
   try {
     const port = await new Promise<number>((resolve, reject) => {
-      coordinator.child.on('message', (m: { type?: string; port?: number }) => { if (m?.type === 'listening' && typeof m.port === 'number') resolve(m.port); });
-      coordinator.child.once('exit', (code) => reject(new Error(`the coordinator exited (${code}) before it listened:\n${coordinator.output()}`)));
+      coordinator.child.on('message', (m: { type?: string; port?: number }) => {
+        if (m?.type === 'listening' && typeof m.port === 'number') resolve(m.port);
+      });
+      coordinator.child.once('exit', (code) =>
+        reject(new Error(`the coordinator exited (${code}) before it listened:\n${coordinator.output()}`)),
+      );
     });
     for (let i = 0; i < workers; i++) {
-      procs.push(spawnCli(['worker', '--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0', '--advertise', '127.0.0.1', '--backend', args.backend], env));
+      procs.push(
+        spawnCli(
+          [
+            'worker',
+            '--coordinator',
+            `ws://127.0.0.1:${port}`,
+            '--listen',
+            '127.0.0.1:0',
+            '--advertise',
+            '127.0.0.1',
+            '--backend',
+            args.backend,
+          ],
+          env,
+        ),
+      );
     }
-    const sampler = new MemorySampler(procs.map((p, i) => ({ pid: p.child.pid!, role: i === 0 ? 'coordinator' : 'worker' })));
+    const sampler = new MemorySampler(
+      procs.map((p, i) => ({ pid: p.child.pid!, role: i === 0 ? 'coordinator' : 'worker' })),
+    );
     try {
       // The run is over once the coordinator wrote its summary; the processes' own shutdown is not part of it.
-      await Promise.race([exited(coordinator.child, `cluster of ${workers}`, coordinator.output, timeoutMs), fileAppears(file, timeoutMs)]);
-      await Promise.race([Promise.all(procs.map((p) => new Promise((resolve) => (p.child.exitCode !== null ? resolve(null) : p.child.once('exit', resolve))))), sleep(1000)]);
+      await Promise.race([
+        exited(coordinator.child, `cluster of ${workers}`, coordinator.output, timeoutMs),
+        fileAppears(file, timeoutMs),
+      ]);
+      await Promise.race([
+        Promise.all(
+          procs.map(
+            (p) =>
+              new Promise((resolve) => (p.child.exitCode !== null ? resolve(null) : p.child.once('exit', resolve))),
+          ),
+        ),
+        sleep(1000),
+      ]);
     } finally {
       for (const p of procs) p.child.kill('SIGKILL');
     }
@@ -233,7 +333,10 @@ export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 3
  * `count` single-process trainers at the same time, not connected in any way: the most any data-parallel scheme can
  * get out of this machine (they compete for nothing but the machine itself). Returns their summed samples/s.
  */
-export async function runIndependentTrainers(count: number, args: TrainArgs): Promise<{ samplesPerSec: number; each: number[]; memory: ProcessMemory[] }> {
+export async function runIndependentTrainers(
+  count: number,
+  args: TrainArgs,
+): Promise<{ samplesPerSec: number; each: number[]; memory: ProcessMemory[] }> {
   const results = await Promise.all(Array.from({ length: count }, () => runTrainer(args)));
   const each = results.map((r) => r.summary.samplesPerSec);
   return { samplesPerSec: each.reduce((a, b) => a + b, 0), each, memory: results.flatMap((r) => r.memory) };

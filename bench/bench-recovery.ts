@@ -14,23 +14,45 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { generateToken } from '../shared/auth.js';
 
-const CLI = fileURLToPath(new URL('./ringtrain.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../scripts/ringtrain.js', import.meta.url));
 
-interface Line { rank: number; gen: number; step: number; startedAt: number; dataMs: number; computeMs: number; allreduceMs: number; applyMs: number }
+interface Line {
+  rank: number;
+  gen: number;
+  step: number;
+  startedAt: number;
+  dataMs: number;
+  computeMs: number;
+  allreduceMs: number;
+  applyMs: number;
+}
 
-export interface RecoveryResult { killedAtStep: number; recoveryMs: number; lostSteps: number; newGenFirstStep: number; lastCompletedBeforeKill: number }
+export interface RecoveryResult {
+  killedAtStep: number;
+  recoveryMs: number;
+  lostSteps: number;
+  newGenFirstStep: number;
+  lastCompletedBeforeKill: number;
+}
 
 function spawnCli(args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; output: () => string } {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   return { child, output: () => out };
 }
 
 async function readLines(file: string): Promise<Line[]> {
   const text = await fs.readFile(file, 'utf8').catch(() => '');
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Line);
 }
 
 async function poll<T>(f: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
@@ -46,22 +68,71 @@ async function poll<T>(f: () => Promise<T | undefined>, timeoutMs: number, what:
 export async function measureRecovery(opts: { backend: string; killAtStep: number }): Promise<RecoveryResult> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-recovery-'));
   const env = { ...process.env, RINGTRAIN_TOKEN: generateToken() };
-  const coord = spawnCli(['coordinator', '--host', '127.0.0.1', '--port', '0', '--min-workers', '2', '--run-dir', dir,
-    '--train-limit', '19200', '--test-limit', '1000', '--epochs', '1', '--report-every', '1', '--check-every', '0'], env);
-  const port = await poll(async () => coord.output().match(/coordinator ws:\/\/[^:]+:(\d+)/)?.[1], 30_000, 'the coordinator');
-  const workers = [0, 1, 2].map(() => spawnCli(['worker', '--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0',
-    '--advertise', '127.0.0.1', '--backend', opts.backend], env));
+  const coord = spawnCli(
+    [
+      'coordinator',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--min-workers',
+      '2',
+      '--run-dir',
+      dir,
+      '--train-limit',
+      '19200',
+      '--test-limit',
+      '1000',
+      '--epochs',
+      '1',
+      '--report-every',
+      '1',
+      '--check-every',
+      '0',
+    ],
+    env,
+  );
+  const port = await poll(
+    async () => coord.output().match(/coordinator ws:\/\/[^:]+:(\d+)/)?.[1],
+    30_000,
+    'the coordinator',
+  );
+  const workers = [0, 1, 2].map(() =>
+    spawnCli(
+      [
+        'worker',
+        '--coordinator',
+        `ws://127.0.0.1:${port}`,
+        '--listen',
+        '127.0.0.1:0',
+        '--advertise',
+        '127.0.0.1',
+        '--backend',
+        opts.backend,
+      ],
+      env,
+    ),
+  );
   const metrics = path.join(dir, 'metrics.jsonl');
   try {
-    await poll(async () => ((await readLines(metrics)).some((l) => l.rank === 2 && l.step >= opts.killAtStep) ? true : undefined), 120_000, 'training progress');
+    await poll(
+      async () =>
+        (await readLines(metrics)).some((l) => l.rank === 2 && l.step >= opts.killAtStep) ? true : undefined,
+      120_000,
+      'training progress',
+    );
     const killedAt = Date.now();
     workers[1]!.child.kill('SIGKILL');
     const before = (await readLines(metrics)).filter((l) => l.startedAt <= killedAt);
     const gen = Math.max(...before.map((l) => l.gen));
-    const newLines = await poll(async () => {
-      const ls = (await readLines(metrics)).filter((l) => l.gen > gen);
-      return ls.length > 0 ? ls : undefined;
-    }, 60_000, 'the new generation');
+    const newLines = await poll(
+      async () => {
+        const ls = (await readLines(metrics)).filter((l) => l.gen > gen);
+        return ls.length > 0 ? ls : undefined;
+      },
+      60_000,
+      'the new generation',
+    );
     const first = newLines.reduce((a, b) => (b.step < a.step ? b : a));
     const completedAt = first.startedAt + first.dataMs + first.computeMs + first.allreduceMs + first.applyMs;
     // Survivors' completed steps under the old ring (the killed worker's last reports may never have been sent).
@@ -70,8 +141,11 @@ export async function measureRecovery(opts: { backend: string; killAtStep: numbe
     for (const l of survivorsOld) byStep.set(l.step, (byStep.get(l.step) ?? new Set()).add(l.rank));
     const lastCompleted = Math.max(-1, ...[...byStep].filter(([, ranks]) => ranks.size === 2).map(([s]) => s));
     return {
-      killedAtStep: lastCompleted, recoveryMs: completedAt - killedAt, newGenFirstStep: first.step,
-      lastCompletedBeforeKill: lastCompleted, lostSteps: Math.max(0, lastCompleted + 1 - first.step),
+      killedAtStep: lastCompleted,
+      recoveryMs: completedAt - killedAt,
+      newGenFirstStep: first.step,
+      lastCompletedBeforeKill: lastCompleted,
+      lostSteps: Math.max(0, lastCompleted + 1 - first.step),
     };
   } finally {
     for (const p of [coord, ...workers]) p.child.kill('SIGKILL');
@@ -84,17 +158,22 @@ async function main(): Promise<void> {
     .option('--backend <name>', 'worker backend', 'auto')
     .option('--kill-at-step <n>', 'kill once rank 2 reported this step', Number, 30)
     .option('--runs <n>', 'repetitions', Number, 3)
-    .parse(process.argv).opts();
+    .parse(process.argv)
+    .opts();
   const results: RecoveryResult[] = [];
   for (let i = 0; i < o.runs; i++) {
     const r = await measureRecovery({ backend: o.backend, killAtStep: o.killAtStep });
     results.push(r);
-    process.stdout.write(`run ${i + 1}: kill -> first completed step of the new generation ${r.recoveryMs.toFixed(0)} ms; ` +
-      `last step completed by all before the kill ${r.lastCompletedBeforeKill}, new generation starts at ${r.newGenFirstStep}; lost steps ${r.lostSteps}\n`);
+    process.stdout.write(
+      `run ${i + 1}: kill -> first completed step of the new generation ${r.recoveryMs.toFixed(0)} ms; ` +
+        `last step completed by all before the kill ${r.lastCompletedBeforeKill}, new generation starts at ${r.newGenFirstStep}; lost steps ${r.lostSteps}\n`,
+    );
   }
   const sorted = results.map((r) => r.recoveryMs).sort((a, b) => a - b);
-  process.stdout.write(`recovery median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(0)} ms (min ${sorted[0]!.toFixed(0)}, max ${sorted[sorted.length - 1]!.toFixed(0)}); ` +
-    `lost steps total ${results.reduce((s, r) => s + r.lostSteps, 0)}\n`);
+  process.stdout.write(
+    `recovery median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(0)} ms (min ${sorted[0]!.toFixed(0)}, max ${sorted[sorted.length - 1]!.toFixed(0)}); ` +
+      `lost steps total ${results.reduce((s, r) => s + r.lostSteps, 0)}\n`,
+  );
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main();

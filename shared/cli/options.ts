@@ -4,11 +4,11 @@
  */
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { ConfigError } from './errors.js';
-import { TRAIN_DEFAULTS, validateTrainConfig, type TrainConfig } from './config.js';
-import { BACKEND_CHOICES, parseBackendChoice, type BackendChoice } from './tf/backend.js';
-import { MODEL_NAMES } from './train/models.js';
-import { OPTIMIZER_NAMES } from './train/optim.js';
+import { ConfigError } from '../errors.js';
+import { TRAIN_DEFAULTS, validateTrainConfig, type TrainConfig } from '../config.js';
+import { BACKEND_CHOICES, parseBackendChoice, type BackendChoice } from '../tf/backend.js';
+import { MODEL_NAMES } from '../train/models.js';
+import { OPTIMIZER_NAMES } from '../train/optim.js';
 
 const D = TRAIN_DEFAULTS;
 
@@ -25,25 +25,45 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--seed <n>', 'seed for initial weights and the per-epoch shuffle', Number, D.seed)
     .option('--train-limit <n>', 'use only the first N training samples (0 = all)', Number, D.trainLimit)
     .option('--test-limit <n>', 'evaluate on only the first N test samples (0 = all)', Number, D.testLimit)
-    .option('--target-accuracy <a>', 'stop once test accuracy reaches this fraction (0 = run all epochs)', Number, D.targetAccuracy)
+    .option(
+      '--target-accuracy <a>',
+      'stop once test accuracy reaches this fraction (0 = run all epochs)',
+      Number,
+      D.targetAccuracy,
+    )
     .option('--scale-lr', 'cluster: scale the learning rate by the number of workers, with a warmup', D.scaleLr)
-    .option('--warmup-epochs <n>', 'cluster: epochs of linear learning-rate warmup with --scale-lr', Number, D.warmupEpochs);
+    .option(
+      '--warmup-epochs <n>',
+      'cluster: epochs of linear learning-rate warmup with --scale-lr',
+      Number,
+      D.warmupEpochs,
+    );
 }
 
 export function addBackendOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--backend <name>', 'TensorFlow.js backend; auto = tensorflow (tfjs-node) where it loads, else wasm').choices(BACKEND_CHOICES).default('auto'));
+  return cmd.addOption(
+    new Option('--backend <name>', 'TensorFlow.js backend; auto = tensorflow (tfjs-node) where it loads, else wasm')
+      .choices(BACKEND_CHOICES)
+      .default('auto'),
+  );
 }
 
 export function addDataDirOption(cmd: Command): Command {
-  return cmd.option('--data-dir <dir>', 'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST');
+  return cmd.option(
+    '--data-dir <dir>',
+    'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST',
+  );
 }
 
 export function addOutputOptions(cmd: Command): Command {
   return cmd
     .option('--run-dir <dir>', 'folder for JSON logs and outputs (default: runs/<timestamp>)')
     .option('--summary-json <file>', 'write a JSON summary of the run to this file')
-    .addOption(new Option('--log-level <level>', 'level of the JSON log file').choices(['trace', 'debug', 'info', 'warn', 'error']).default('info'))
+    .addOption(
+      new Option('--log-level <level>', 'level of the JSON log file')
+        .choices(['trace', 'debug', 'info', 'warn', 'error'])
+        .default('info'),
+    )
     .option('--quiet', 'no progress display on the terminal', false);
 }
 
@@ -51,9 +71,19 @@ type Opts = Record<string, unknown>;
 
 export function readTrainConfig(opts: Opts): TrainConfig {
   return validateTrainConfig({
-    model: opts.model, optimizer: opts.optimizer, lr: opts.lr, lrDecay: opts.lrDecay, momentum: opts.momentum,
-    epochs: opts.epochs, batchSize: opts.batchSize, seed: opts.seed, trainLimit: opts.trainLimit,
-    testLimit: opts.testLimit, targetAccuracy: opts.targetAccuracy, scaleLr: opts.scaleLr, warmupEpochs: opts.warmupEpochs,
+    model: opts.model,
+    optimizer: opts.optimizer,
+    lr: opts.lr,
+    lrDecay: opts.lrDecay,
+    momentum: opts.momentum,
+    epochs: opts.epochs,
+    batchSize: opts.batchSize,
+    seed: opts.seed,
+    trainLimit: opts.trainLimit,
+    testLimit: opts.testLimit,
+    targetAccuracy: opts.targetAccuracy,
+    scaleLr: opts.scaleLr,
+    warmupEpochs: opts.warmupEpochs,
   });
 }
 

@@ -20,7 +20,12 @@ export interface MachineInfo {
   loadAverageEnd: number[];
 }
 
-export interface PhaseMeans { dataMs: number; computeMs: number; allreduceMs: number; applyMs: number }
+export interface PhaseMeans {
+  dataMs: number;
+  computeMs: number;
+  allreduceMs: number;
+  applyMs: number;
+}
 
 export interface ScalingRow {
   name: string;
@@ -76,9 +81,18 @@ export interface TimeToAccuracyRow {
   history: EpochPoint[];
 }
 
-export interface TimeToAccuracySection { target: number; maxEpochs: number; trainSamples: number; testSamples: number; rows: TimeToAccuracyRow[] }
+export interface TimeToAccuracySection {
+  target: number;
+  maxEpochs: number;
+  trainSamples: number;
+  testSamples: number;
+  rows: TimeToAccuracyRow[];
+}
 
-export interface MemoryRow extends ProcessMemory { run: string; growth: number }
+export interface MemoryRow extends ProcessMemory {
+  run: string;
+  growth: number;
+}
 
 export interface MemorySection {
   /** The long run judged for leaks: a cluster training many epochs without stopping early. */
@@ -89,9 +103,18 @@ export interface MemorySection {
   tensors: TensorCountResult;
 }
 
-export interface StepsSection { lenet5: StepBenchResult; kerasCnn: StepBenchResult }
+export interface StepsSection {
+  lenet5: StepBenchResult;
+  kerasCnn: StepBenchResult;
+}
 
-export interface Target { id: string; description: string; required: string; measured: string; met: boolean | null }
+export interface Target {
+  id: string;
+  description: string;
+  required: string;
+  measured: string;
+  met: boolean | null;
+}
 
 export interface BenchReport {
   version: number;
@@ -126,27 +149,43 @@ export function evaluateTargets(r: Omit<BenchReport, 'targets'>): Target[] {
   const keras = r.steps.kerasCnn.samplesPerSec;
   return [
     {
-      id: 'scaling-2', description: '2 workers vs the single-process trainer (LeNet-5 samples/s)', required: '>= 1.90x (95% efficiency)',
-      measured: two ? `${two.speedup.toFixed(2)}x (${pct(two.efficiency)}); two unconnected trainers side by side: ${r.scaling.independent.speedup.toFixed(2)}x` : 'n/a',
+      id: 'scaling-2',
+      description: '2 workers vs the single-process trainer (LeNet-5 samples/s)',
+      required: '>= 1.90x (95% efficiency)',
+      measured: two
+        ? `${two.speedup.toFixed(2)}x (${pct(two.efficiency)}); two unconnected trainers side by side: ${r.scaling.independent.speedup.toFixed(2)}x`
+        : 'n/a',
       met: judge(!!two && two.speedup >= 1.9),
     },
     {
-      id: 'allreduce-busbw', description: 'allreduce bus bandwidth, 2 workers, 4 MB and above, vs the raw one-way link', required: '>= 80%',
-      measured: worst ? `min ${pct(worst.ratio)} (at ${formatBytes(worst.bytes)}); vs the link carrying both ways at once: min ${pct(worstDuplex.ratioDuplex)}` : 'n/a',
+      id: 'allreduce-busbw',
+      description: 'allreduce bus bandwidth, 2 workers, 4 MB and above, vs the raw one-way link',
+      required: '>= 80%',
+      measured: worst
+        ? `min ${pct(worst.ratio)} (at ${formatBytes(worst.bytes)}); vs the link carrying both ways at once: min ${pct(worstDuplex.ratioDuplex)}`
+        : 'n/a',
       met: judge(!!worst && worst.ratio >= 0.8),
     },
     {
-      id: 'time-to-accuracy', description: `time to ${(100 * r.timeToAccuracy.target).toFixed(1)}% test accuracy, 2 workers vs 1`, required: '<= 60%',
+      id: 'time-to-accuracy',
+      description: `time to ${(100 * r.timeToAccuracy.target).toFixed(1)}% test accuracy, 2 workers vs 1`,
+      required: '<= 60%',
       measured: one && pair ? `${num(pair.seconds, 1)} s vs ${num(one.seconds, 1)} s = ${pct(ttaRatio)}` : 'n/a',
       met: judge(Number.isFinite(ttaRatio) && ttaRatio <= 0.6),
     },
     {
-      id: 'keras-cnn', description: 'keras-cnn training, one process, wasm, batch 64', required: '>= 200 samples/s',
-      measured: `${num(keras)} samples/s (${r.steps.kerasCnn.backend})`, met: judge(keras >= 200),
+      id: 'keras-cnn',
+      description: 'keras-cnn training, one process, wasm, batch 64',
+      required: '>= 200 samples/s',
+      measured: `${num(keras)} samples/s (${r.steps.kerasCnn.backend})`,
+      met: judge(keras >= 200),
     },
     {
-      id: 'memory-flat', description: 'no leak over a long run: tfjs tensor count constant, RSS growth of every process under 10%', required: 'flat',
-      measured: `${r.memory.tensors.tensorsStart} -> ${r.memory.tensors.tensorsEnd} tensors over ${r.memory.tensors.steps} steps; ` +
+      id: 'memory-flat',
+      description: 'no leak over a long run: tfjs tensor count constant, RSS growth of every process under 10%',
+      required: 'flat',
+      measured:
+        `${r.memory.tensors.tensorsStart} -> ${r.memory.tensors.tensorsEnd} tensors over ${r.memory.tensors.steps} steps; ` +
         `largest RSS growth ${pct(Math.max(...r.memory.processes.map((p) => p.growth)))}`,
       met: judge(r.memory.tensors.flat && r.memory.processes.every((p) => !(p.growth > 0.1))),
     },
@@ -161,7 +200,10 @@ function phases(p?: PhaseMeans): string {
 function cpuBusy(busy?: ScalingRow['cpuBusy']): string {
   if (!busy || busy.length === 0) return '';
   const percent = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(0) : 'n/a');
-  const trainers = busy.filter((b) => b.role !== 'coordinator').map((b) => percent(b.share)).join(', ');
+  const trainers = busy
+    .filter((b) => b.role !== 'coordinator')
+    .map((b) => percent(b.share))
+    .join(', ');
   const coordinator = busy.find((b) => b.role === 'coordinator');
   const total = busy.reduce((sum, b) => sum + b.share, 0);
   return `${trainers}${coordinator ? ` + coordinator ${percent(coordinator.share)}` : ''} = ${percent(total)}%`;
@@ -169,45 +211,84 @@ function cpuBusy(busy?: ScalingRow['cpuBusy']): string {
 
 function scalingTable(s: ScalingSection): string {
   const rows = [s.trainer, ...s.clusters, s.independent];
-  const head = '| run | processes | samples/s | speed-up | efficiency | ms/step compute / allreduce / apply | CPU busy, % of a core | runs (samples/s) |\n' +
+  const head =
+    '| run | processes | samples/s | speed-up | efficiency | ms/step compute / allreduce / apply | CPU busy, % of a core | runs (samples/s) |\n' +
     '|---|---:|---:|---:|---:|---:|---:|---|';
-  return [head, ...rows.map((r) =>
-    `| ${r.name} | ${r.processes} | ${num(r.samplesPerSec)} | ${r.speedup.toFixed(2)}x | ${pct(r.efficiency)} | ${phases(r.phaseMeanMs)} | ${cpuBusy(r.cpuBusy)} | ${r.runs.map((x) => x.toFixed(0)).join(', ')} |`)].join('\n');
+  return [
+    head,
+    ...rows.map(
+      (r) =>
+        `| ${r.name} | ${r.processes} | ${num(r.samplesPerSec)} | ${r.speedup.toFixed(2)}x | ${pct(r.efficiency)} | ${phases(r.phaseMeanMs)} | ${cpuBusy(r.cpuBusy)} | ${r.runs.map((x) => x.toFixed(0)).join(', ')} |`,
+    ),
+  ].join('\n');
 }
 
 function ttaTable(t: TimeToAccuracySection): string {
-  const head = '| run | workers | lr schedule | compression | seconds | training seconds | epochs | final accuracy | test accuracy per epoch |\n|---|---:|---|---|---:|---:|---:|---:|---|';
-  return [head, ...t.rows.map((r) => {
-    const warmup = r.warmupEpochs > 0 ? `${r.warmupEpochs}-epoch warmup` : 'no warmup';
-    const lr = r.scaleLr ? `scaled x${r.workers}, ${warmup}` : 'base';
-    const seconds = `${num(r.seconds, 1)}${r.reached ? '' : ' (not reached)'}`;
-    const history = r.history.map((h) => `${(100 * h.testAccuracy).toFixed(2)}`).join(', ');
-    return `| ${r.name} | ${r.workers} | ${lr} | ${r.compression} | ${seconds} | ${num(r.trainSeconds, 1)} | ${r.epochs} | ${(100 * r.finalAccuracy).toFixed(2)}% | ${history} |`;
-  })].join('\n');
+  const head =
+    '| run | workers | lr schedule | compression | seconds | training seconds | epochs | final accuracy | test accuracy per epoch |\n|---|---:|---|---|---:|---:|---:|---:|---|';
+  return [
+    head,
+    ...t.rows.map((r) => {
+      const warmup = r.warmupEpochs > 0 ? `${r.warmupEpochs}-epoch warmup` : 'no warmup';
+      const lr = r.scaleLr ? `scaled x${r.workers}, ${warmup}` : 'base';
+      const seconds = `${num(r.seconds, 1)}${r.reached ? '' : ' (not reached)'}`;
+      const history = r.history.map((h) => `${(100 * h.testAccuracy).toFixed(2)}`).join(', ');
+      return `| ${r.name} | ${r.workers} | ${lr} | ${r.compression} | ${seconds} | ${num(r.trainSeconds, 1)} | ${r.epochs} | ${(100 * r.finalAccuracy).toFixed(2)}% | ${history} |`;
+    }),
+  ].join('\n');
 }
 
 function memoryTables(m: MemorySection): string {
-  const head = '| run | process | peak RSS MiB | top of RSS, 2nd quarter MiB | top of RSS, last quarter MiB | growth | CPU s |\n|---|---|---:|---:|---:|---:|---:|';
-  const line = (p: MemoryRow) => `| ${p.run} | ${p.role} | ${num(p.peakRssMiB)} | ${num(p.rssMidMiB)} | ${num(p.rssEndMiB)} | ${pct(p.growth)} | ${num(p.cpuSeconds, 1)} |`;
+  const head =
+    '| run | process | peak RSS MiB | top of RSS, 2nd quarter MiB | top of RSS, last quarter MiB | growth | CPU s |\n|---|---|---:|---:|---:|---:|---:|';
+  const line = (p: MemoryRow) =>
+    `| ${p.run} | ${p.role} | ${num(p.peakRssMiB)} | ${num(p.rssMidMiB)} | ${num(p.rssEndMiB)} | ${pct(p.growth)} | ${num(p.cpuSeconds, 1)} |`;
   const s = m.soak;
-  const procs = [`Long run: ${s.workers} workers, ${s.epochs} epochs of ${s.trainSamples} samples (${s.stepsPerWorker} steps per worker), ${num(s.seconds)} s.`, '',
-    head, ...m.processes.map(line), '', 'Peaks of the time-to-accuracy runs:', '', head, ...m.peaks.map(line)];
+  const procs = [
+    `Long run: ${s.workers} workers, ${s.epochs} epochs of ${s.trainSamples} samples (${s.stepsPerWorker} steps per worker), ${num(s.seconds)} s.`,
+    '',
+    head,
+    ...m.processes.map(line),
+    '',
+    'Peaks of the time-to-accuracy runs:',
+    '',
+    head,
+    ...m.peaks.map(line),
+  ];
   const t = m.tensors;
   const tensorHead = '| step | tfjs tensors | tfjs MiB | JS heap MiB |\n|---:|---:|---:|---:|';
-  const tensorRows = t.samples.map((s) => `| ${s.step} | ${s.numTensors} | ${(s.numBytes / 2 ** 20).toFixed(2)} | ${s.heapUsedMiB.toFixed(1)} |`);
-  return [...procs, '', `Tensor counts: two ${t.model} replicas training in one process on an in-memory ring of 2 with the workers' ` +
-    `step (allreduce, apply, parameter hash, periodic evaluation), ${t.steps} steps on ${t.backend}: ${t.flat ? 'flat' : 'NOT flat'}.`, '',
-  tensorHead, ...tensorRows].join('\n');
+  const tensorRows = t.samples.map(
+    (s) => `| ${s.step} | ${s.numTensors} | ${(s.numBytes / 2 ** 20).toFixed(2)} | ${s.heapUsedMiB.toFixed(1)} |`,
+  );
+  return [
+    ...procs,
+    '',
+    `Tensor counts: two ${t.model} replicas training in one process on an in-memory ring of 2 with the workers' ` +
+      `step (allreduce, apply, parameter hash, periodic evaluation), ${t.steps} steps on ${t.backend}: ${t.flat ? 'flat' : 'NOT flat'}.`,
+    '',
+    tensorHead,
+    ...tensorRows,
+  ].join('\n');
 }
 
 function stepsTable(s: StepsSection): string {
   const rows = [s.lenet5, s.kerasCnn];
   const head = '| model | backend | batch | samples/s | ms/step |\n|---|---|---:|---:|---:|';
-  const table = [head, ...rows.map((r) => `| ${r.model} | ${r.backend} | ${r.batchSize} | ${num(r.samplesPerSec)} | ${r.msPerStep.toFixed(1)} |`)].join('\n');
-  const kernels = rows.map((r) => {
-    const top = (r.kernels ?? []).slice(0, 6).map((k) => `${k.kernel} ${pct(k.share)}`).join(', ');
-    return `- ${r.model}: ${top}`;
-  }).join('\n');
+  const table = [
+    head,
+    ...rows.map(
+      (r) => `| ${r.model} | ${r.backend} | ${r.batchSize} | ${num(r.samplesPerSec)} | ${r.msPerStep.toFixed(1)} |`,
+    ),
+  ].join('\n');
+  const kernels = rows
+    .map((r) => {
+      const top = (r.kernels ?? [])
+        .slice(0, 6)
+        .map((k) => `${k.kernel} ${pct(k.share)}`)
+        .join(', ');
+      return `- ${r.model}: ${top}`;
+    })
+    .join('\n');
   return `${table}\n\nWhere a training step's kernel time goes (tf.profile):\n\n${kernels}`;
 }
 

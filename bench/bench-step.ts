@@ -15,12 +15,22 @@ import { selectBackend, BACKEND_CHOICES, parseBackendChoice } from '../shared/tf
 import { BatchLoader } from '../shared/train/batches.js';
 import { buildModel, MODEL_NAMES, parseModelName } from '../shared/train/models.js';
 import { Replica } from '../shared/train/replica.js';
-import { shardForRank, batchIndices } from '../shared/sampler.js';
+import { shardForRank, batchIndices } from '../shared/data/sampler.js';
 
-export interface KernelShare { kernel: string; calls: number; msPerStep: number; share: number }
+export interface KernelShare {
+  kernel: string;
+  calls: number;
+  msPerStep: number;
+  share: number;
+}
 
 export interface StepBenchResult {
-  model: string; backend: string; batchSize: number; steps: number; samplesPerSec: number; msPerStep: number;
+  model: string;
+  backend: string;
+  batchSize: number;
+  steps: number;
+  samplesPerSec: number;
+  msPerStep: number;
   /** With `profileSteps`: kernels by time per step, largest first. */
   kernels?: KernelShare[];
 }
@@ -38,16 +48,36 @@ async function profileKernels(step: (s: number) => void, first: number, steps: n
     }
   }
   const sum = [...totals.values()].reduce((a, b) => a + b.ms, 0);
-  return [...totals].map(([kernel, t]) => ({ kernel, calls: t.calls / steps, msPerStep: t.ms / steps, share: t.ms / Math.max(1e-9, sum) }))
+  return [...totals]
+    .map(([kernel, t]) => ({
+      kernel,
+      calls: t.calls / steps,
+      msPerStep: t.ms / steps,
+      share: t.ms / Math.max(1e-9, sum),
+    }))
     .sort((a, b) => b.msPerStep - a.msPerStep);
 }
 
-export async function benchStep(opts: { model: string; batchSize: number; steps: number; warmup: number; backend: string; profileSteps?: number }): Promise<StepBenchResult> {
+export async function benchStep(opts: {
+  model: string;
+  batchSize: number;
+  steps: number;
+  warmup: number;
+  backend: string;
+  profileSteps?: number;
+}): Promise<StepBenchResult> {
   const backend = await selectBackend(parseBackendChoice(opts.backend));
   const data = await loadMnist();
   const replica = new Replica(buildModel(parseModelName(opts.model), 1), { name: 'adam', lr: 1e-3 });
   const loader = new BatchLoader(data.train, opts.batchSize);
-  const order = shardForRank({ datasetSize: data.train.count, worldSize: 1, rank: 0, seed: 1, epoch: 0, shuffle: true });
+  const order = shardForRank({
+    datasetSize: data.train.count,
+    worldSize: 1,
+    rank: 0,
+    seed: 1,
+    epoch: 0,
+    shuffle: true,
+  });
   const step = (s: number) => {
     const { gradients } = replica.computeGradients(loader.load(batchIndices(order, s, opts.batchSize)));
     replica.applyGradients(gradients);
@@ -56,11 +86,18 @@ export async function benchStep(opts: { model: string; batchSize: number; steps:
   const started = performance.now();
   for (let s = 0; s < opts.steps; s++) step(opts.warmup + s);
   const seconds = (performance.now() - started) / 1000;
-  const kernels = opts.profileSteps ? await profileKernels(step, opts.warmup + opts.steps, opts.profileSteps) : undefined;
+  const kernels = opts.profileSteps
+    ? await profileKernels(step, opts.warmup + opts.steps, opts.profileSteps)
+    : undefined;
   replica.dispose();
   return {
-    model: opts.model, backend, batchSize: opts.batchSize, steps: opts.steps, samplesPerSec: (opts.steps * opts.batchSize) / seconds,
-    msPerStep: (1000 * seconds) / opts.steps, ...(kernels ? { kernels } : {}),
+    model: opts.model,
+    backend,
+    batchSize: opts.batchSize,
+    steps: opts.steps,
+    samplesPerSec: (opts.steps * opts.batchSize) / seconds,
+    msPerStep: (1000 * seconds) / opts.steps,
+    ...(kernels ? { kernels } : {}),
   };
 }
 
@@ -76,11 +113,22 @@ async function main(): Promise<void> {
     .parse(process.argv);
   const o = cmd.opts();
   const profileSteps = o.profile === undefined ? undefined : o.profile === true ? 10 : Number(o.profile);
-  const r = await benchStep({ model: o.model, batchSize: o.batchSize, steps: o.steps, warmup: o.warmup, backend: o.backend, profileSteps });
+  const r = await benchStep({
+    model: o.model,
+    batchSize: o.batchSize,
+    steps: o.steps,
+    warmup: o.warmup,
+    backend: o.backend,
+    profileSteps,
+  });
   if (o.json) return void process.stdout.write(`${JSON.stringify(r)}\n`);
-  process.stdout.write(`${r.model} on ${r.backend}, batch ${r.batchSize}: ${r.samplesPerSec.toFixed(0)} samples/s (${r.msPerStep.toFixed(1)} ms/step over ${r.steps} steps)\n`);
+  process.stdout.write(
+    `${r.model} on ${r.backend}, batch ${r.batchSize}: ${r.samplesPerSec.toFixed(0)} samples/s (${r.msPerStep.toFixed(1)} ms/step over ${r.steps} steps)\n`,
+  );
   for (const k of r.kernels?.slice(0, 12) ?? []) {
-    process.stdout.write(`  ${k.kernel.padEnd(24)} ${k.msPerStep.toFixed(2).padStart(7)} ms/step  ${(100 * k.share).toFixed(1).padStart(5)}%  (${k.calls} calls)\n`);
+    process.stdout.write(
+      `  ${k.kernel.padEnd(24)} ${k.msPerStep.toFixed(2).padStart(7)} ms/step  ${(100 * k.share).toFixed(1).padStart(5)}%  (${k.calls} calls)\n`,
+    );
   }
 }
 

@@ -13,7 +13,7 @@
  * algbw = bytes / time; busbw = algbw * 2(n-1)/n (the bytes each rank must send and receive per allreduce, relative to
  * the buffer), comparable to a link's bandwidth whatever n.
  *
- *   npm run build && node dist/scripts/bench-allreduce.js [--workers 2,3,4] [--sizes 4K,64K,1M,4M,16M,64M]
+ *   npm run build && node dist/bench/bench-allreduce.js [--workers 2,3,4] [--sizes 4K,64K,1M,4M,16M,64M]
  *     [--rounds 3] [--budget-mb 256] [--compression none|fp16] [--segment-bytes N] [--json FILE]
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -23,9 +23,9 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import WebSocket, { WebSocketServer } from 'ws';
 import { generateToken } from '../shared/auth.js';
-import { ringAllreduce, type AllreduceOptions, type RingLinks } from '../shared/allreduce.js';
+import { ringAllreduce, type AllreduceOptions, type RingLinks } from '../shared/ring/allreduce.js';
 import { silentLogger } from '../shared/log.js';
-import { noDelay, rawToBytes } from '../shared/ws-util.js';
+import { noDelay } from '../shared/ws-util.js';
 import { RingTransport, type RingAssignment } from '../worker/ring-transport.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -121,7 +121,10 @@ export function parseSize(text: string): number {
 
 type ChildMessage = { type: string; [key: string]: unknown };
 
-interface Child { proc: ChildProcess; next(type: string): Promise<ChildMessage> }
+interface Child {
+  proc: ChildProcess;
+  next(type: string): Promise<ChildMessage>;
+}
 
 function spawnChild(role: string): Child {
   const proc = fork(SELF, ['--child', role], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: process.env });
@@ -137,30 +140,41 @@ function spawnChild(role: string): Child {
     if (m!.type === 'error') w.reject(new Error(`${role} child failed: ${String(m!.message)}`));
     else w.resolve(m!);
   };
-  proc.on('message', (m: ChildMessage) => { queue.push(m); deliver(); });
+  proc.on('message', (m: ChildMessage) => {
+    queue.push(m);
+    deliver();
+  });
   proc.once('exit', (code) => {
     queue.push({ type: 'error', message: `exited with code ${code}` });
     deliver();
   });
   return {
     proc,
-    next: (type) => new Promise((resolve, reject) => { waiter = { type, resolve, reject }; deliver(); }),
+    next: (type) =>
+      new Promise((resolve, reject) => {
+        waiter = { type, resolve, reject };
+        deliver();
+      }),
   };
 }
 
 async function stopChildren(children: Child[]): Promise<void> {
-  await Promise.all(children.map(async (c) => {
-    if (c.proc.exitCode !== null || c.proc.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => c.proc.once('exit', () => resolve()));
-    c.proc.send({ type: 'close' });
-    const timer = setTimeout(() => c.proc.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  }));
+  await Promise.all(
+    children.map(async (c) => {
+      if (c.proc.exitCode !== null || c.proc.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => c.proc.once('exit', () => resolve()));
+      c.proc.send({ type: 'close' });
+      const timer = setTimeout(() => c.proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }),
+  );
 }
 
 /** One-way throughput of a single ws link between two processes, for every size. */
-export async function benchLink(opts: Pick<AllreduceBenchOptions, 'sizes' | 'rounds' | 'budgetBytes'>): Promise<LinkRow[]> {
+export async function benchLink(
+  opts: Pick<AllreduceBenchOptions, 'sizes' | 'rounds' | 'budgetBytes'>,
+): Promise<LinkRow[]> {
   const server = spawnChild('link-server');
   const client = spawnChild('link-client');
   try {
@@ -174,7 +188,10 @@ export async function benchLink(opts: Pick<AllreduceBenchOptions, 'sizes' | 'rou
 }
 
 /** Allreduce timings for one world size, every size. */
-async function benchRing(n: number, opts: AllreduceBenchOptions): Promise<Omit<AllreduceRow, 'linkMbPerSec' | 'ratio' | 'linkDuplexMbPerSec' | 'ratioDuplex'>[]> {
+async function benchRing(
+  n: number,
+  opts: AllreduceBenchOptions,
+): Promise<Omit<AllreduceRow, 'linkMbPerSec' | 'ratio' | 'linkDuplexMbPerSec' | 'ratioDuplex'>[]> {
   const token = generateToken();
   const children = Array.from({ length: n }, () => spawnChild('rank'));
   try {
@@ -183,14 +200,26 @@ async function benchRing(n: number, opts: AllreduceBenchOptions): Promise<Omit<A
     children.forEach((c, rank) => {
       const next = (rank + 1) % n;
       const assignment: RingAssignment = {
-        gen: 1, rank, worldSize: n, predecessorRank: (rank + n - 1) % n, successor: { host: '127.0.0.1', port: ports[next]!, rank: next },
+        gen: 1,
+        rank,
+        worldSize: n,
+        predecessorRank: (rank + n - 1) % n,
+        successor: { host: '127.0.0.1', port: ports[next]!, rank: next },
       };
       c.proc.send({ type: 'connect', assignment });
     });
     await Promise.all(children.map((c) => c.next('connected')));
     for (const c of children) {
-      c.proc.send({ type: 'run', sizes: opts.sizes, rounds: opts.rounds, budgetBytes: opts.budgetBytes, compression: opts.compression, segmentBytes: opts.segmentBytes,
-        noPrepare: opts.noPrepare, nagle: opts.nagle });
+      c.proc.send({
+        type: 'run',
+        sizes: opts.sizes,
+        rounds: opts.rounds,
+        budgetBytes: opts.budgetBytes,
+        compression: opts.compression,
+        segmentBytes: opts.segmentBytes,
+        noPrepare: opts.noPrepare,
+        nagle: opts.nagle,
+      });
     }
     const results = await Promise.all(children.map(async (c) => (await c.next('results')).rows as RankResult[]));
     return opts.sizes.map((bytes, i) => {
@@ -201,8 +230,15 @@ async function benchRing(n: number, opts: AllreduceBenchOptions): Promise<Omit<A
       const algbw = mbps(bytes, ms);
       const identical = new Set(perRank.map((r) => r.hash)).size === 1;
       return {
-        workers: n, bytes, iterations, ms, algbwMbPerSec: algbw, busbwMbPerSec: busBandwidth(algbw, n), verified: identical && perRank.every((r) => r.exact),
-        cpuPerRank: median(perRank.map((r) => r.cpu)), faultsPerMiB: median(perRank.map((r) => r.faultsPerMiB)),
+        workers: n,
+        bytes,
+        iterations,
+        ms,
+        algbwMbPerSec: algbw,
+        busbwMbPerSec: busBandwidth(algbw, n),
+        verified: identical && perRank.every((r) => r.exact),
+        cpuPerRank: median(perRank.map((r) => r.cpu)),
+        faultsPerMiB: median(perRank.map((r) => r.faultsPerMiB)),
       };
     });
   } finally {
@@ -217,7 +253,13 @@ export async function benchAllreduce(opts: AllreduceBenchOptions, link?: LinkRow
       const same = link?.find((l) => l.bytes === row.bytes);
       const linkMbPerSec = same?.mbPerSec ?? NaN;
       const linkDuplexMbPerSec = same?.duplexMbPerSec ?? NaN;
-      rows.push({ ...row, linkMbPerSec, ratio: row.busbwMbPerSec / linkMbPerSec, linkDuplexMbPerSec, ratioDuplex: row.busbwMbPerSec / linkDuplexMbPerSec });
+      rows.push({
+        ...row,
+        linkMbPerSec,
+        ratio: row.busbwMbPerSec / linkMbPerSec,
+        linkDuplexMbPerSec,
+        ratioDuplex: row.busbwMbPerSec / linkDuplexMbPerSec,
+      });
     }
   }
   return rows;
@@ -225,7 +267,10 @@ export async function benchAllreduce(opts: AllreduceBenchOptions, link?: LinkRow
 
 export function formatLink(rows: LinkRow[]): string {
   const head = '| message | MB/s one way | MB/s per direction, both ways at once |\n|---:|---:|---:|';
-  return [head, ...rows.map((r) => `| ${formatBytes(r.bytes)} | ${r.mbPerSec.toFixed(0)} | ${r.duplexMbPerSec.toFixed(0)} |`)].join('\n');
+  return [
+    head,
+    ...rows.map((r) => `| ${formatBytes(r.bytes)} | ${r.mbPerSec.toFixed(0)} | ${r.duplexMbPerSec.toFixed(0)} |`),
+  ].join('\n');
 }
 
 function percent(ratio: number): string {
@@ -233,12 +278,15 @@ function percent(ratio: number): string {
 }
 
 export function formatAllreduce(rows: AllreduceRow[]): string {
-  const head = '| workers | size | time | algbw MB/s | busbw MB/s | link one way MB/s | busbw / link | link both ways MB/s | busbw / both ways | CPU per rank |\n' +
+  const head =
+    '| workers | size | time | algbw MB/s | busbw MB/s | link one way MB/s | busbw / link | link both ways MB/s | busbw / both ways | CPU per rank |\n' +
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|';
   const body = rows.map((r) => {
     const time = r.ms >= 1 ? `${r.ms.toFixed(2)} ms` : `${(r.ms * 1000).toFixed(0)} µs`;
-    return `| ${r.workers} | ${formatBytes(r.bytes)} | ${time} | ${r.algbwMbPerSec.toFixed(0)} | ${r.busbwMbPerSec.toFixed(0)}${r.verified ? '' : ' (WRONG RESULT)'} | ` +
-      `${r.linkMbPerSec.toFixed(0)} | ${percent(r.ratio)} | ${r.linkDuplexMbPerSec.toFixed(0)} | ${percent(r.ratioDuplex)} | ${(100 * r.cpuPerRank).toFixed(0)}% |`;
+    return (
+      `| ${r.workers} | ${formatBytes(r.bytes)} | ${time} | ${r.algbwMbPerSec.toFixed(0)} | ${r.busbwMbPerSec.toFixed(0)}${r.verified ? '' : ' (WRONG RESULT)'} | ` +
+      `${r.linkMbPerSec.toFixed(0)} | ${percent(r.ratio)} | ${r.linkDuplexMbPerSec.toFixed(0)} | ${percent(r.ratioDuplex)} | ${(100 * r.cpuPerRank).toFixed(0)}% |`
+    );
   });
   return [head, ...body].join('\n');
 }
@@ -247,9 +295,14 @@ export function formatAllreduce(rows: AllreduceRow[]): string {
 // Child side
 
 interface RankResult {
-  bytes: number; iterations: number; roundMs: number[]; exact: boolean; hash: string;
+  bytes: number;
+  iterations: number;
+  roundMs: number[];
+  exact: boolean;
+  hash: string;
   /** CPU time over wall time during the timed rounds (1 = one core busy), and minor page faults per MiB reduced. */
-  cpu: number; faultsPerMiB: number;
+  cpu: number;
+  faultsPerMiB: number;
 }
 
 function send(message: ChildMessage): void {
@@ -272,14 +325,24 @@ async function runRank(ring: RingTransport, a: RingAssignment, m: ChildMessage):
   // A/B switches: hide `prepare` (every frame then costs a separate encoding copy), or turn Nagle back on.
   const links: RingLinks = m.noPrepare ? { send: (h, d) => ring.send(h, d), receive: (k) => ring.receive(k) } : ring;
   if (m.nagle) {
-    for (const ws of [(ring as unknown as { outbound?: WebSocket }).outbound, (ring as unknown as { inbound?: WebSocket }).inbound]) {
+    for (const ws of [
+      (ring as unknown as { outbound?: WebSocket }).outbound,
+      (ring as unknown as { inbound?: WebSocket }).inbound,
+    ]) {
       (ws as unknown as { _socket?: { setNoDelay(v: boolean): void } } | undefined)?._socket?.setNoDelay(false);
     }
   }
   let step = 0;
-  const allreduce = (buffer: Float32Array) => ringAllreduce(buffer, {
-    rank: a.rank, worldSize: a.worldSize, generation: a.gen, step: step++, links, average: true, ...extra,
-  } as AllreduceOptions);
+  const allreduce = (buffer: Float32Array) =>
+    ringAllreduce(buffer, {
+      rank: a.rank,
+      worldSize: a.worldSize,
+      generation: a.gen,
+      step: step++,
+      links,
+      average: true,
+      ...extra,
+    } as AllreduceOptions);
   const barrier = new Float32Array(1);
   const rows: RankResult[] = [];
   for (const bytes of m.sizes as number[]) {
@@ -301,7 +364,15 @@ async function runRank(ring: RingTransport, a: RingAssignment, m: ChildMessage):
     const faults = process.resourceUsage().minorPageFault - faultsBefore;
     const cpu = (cpuUsed.user + cpuUsed.system) / 1000 / roundMs.reduce((a, b) => a + b, 0);
     const hash = createHash('sha256').update(new Uint8Array(buffer.buffer)).digest('hex');
-    rows.push({ bytes, iterations, roundMs, exact, hash, cpu, faultsPerMiB: faults / ((bytes * iterations * roundMs.length) / MiB) });
+    rows.push({
+      bytes,
+      iterations,
+      roundMs,
+      exact,
+      hash,
+      cpu,
+      faultsPerMiB: faults / ((bytes * iterations * roundMs.length) / MiB),
+    });
   }
   return rows;
 }
@@ -314,8 +385,15 @@ async function rankChild(): Promise<void> {
       switch (m.type) {
         case 'listen':
           ring = new RingTransport({
-            host: '127.0.0.1', port: 0, token: String(m.token), maxPayloadBytes: MAX_PAYLOAD, connectTimeoutMs: 30_000,
-            heartbeatMs: 1_000, heartbeatMisses: 30, stallWarnMs: 60_000, log: silentLogger(),
+            host: '127.0.0.1',
+            port: 0,
+            token: String(m.token),
+            maxPayloadBytes: MAX_PAYLOAD,
+            connectTimeoutMs: 30_000,
+            heartbeatMs: 1_000,
+            heartbeatMisses: 30,
+            stallWarnMs: 60_000,
+            log: silentLogger(),
           });
           return send({ type: 'port', port: await ring.listen() });
         case 'connect':
@@ -329,7 +407,10 @@ async function rankChild(): Promise<void> {
           process.exit(0);
       }
     };
-    work().catch((err: unknown) => { send({ type: 'error', message: String((err as Error)?.stack ?? err) }); process.exit(1); });
+    work().catch((err: unknown) => {
+      send({ type: 'error', message: String((err as Error)?.stack ?? err) });
+      process.exit(1);
+    });
   });
 }
 
@@ -373,7 +454,9 @@ class Counter {
   expect(count: number): Promise<void> {
     this.received = 0;
     this.target = count;
-    return new Promise((resolve) => { this.done = resolve; });
+    return new Promise((resolve) => {
+      this.done = resolve;
+    });
   }
 }
 
@@ -393,11 +476,19 @@ async function linkServerChild(): Promise<void> {
   });
   await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
   send({ type: 'port', port: (wss.address() as { port: number }).port });
-  process.on('message', (m: ChildMessage) => { if (m.type === 'close') wss.close(() => process.exit(0)); });
+  process.on('message', (m: ChildMessage) => {
+    if (m.type === 'close') wss.close(() => process.exit(0));
+  });
 }
 
 /** One round: `count` messages one way (or both ways at once), timed until everything arrived; returns ms. */
-async function linkRound(ws: WebSocket, counter: Counter, bytes: number, count: number, duplex: boolean): Promise<number> {
+async function linkRound(
+  ws: WebSocket,
+  counter: Counter,
+  bytes: number,
+  count: number,
+  duplex: boolean,
+): Promise<number> {
   const acked = new Promise<void>((resolve) => ws.once('done', () => resolve()));
   const arrived = duplex ? counter.expect(count) : Promise.resolve();
   const started = performance.now();
@@ -411,8 +502,15 @@ async function linkClientChild(): Promise<void> {
     const work = async () => {
       if (m.type === 'close') process.exit(0);
       if (m.type !== 'run') return;
-      const ws = new WebSocket(`ws://127.0.0.1:${Number(m.port)}/`, { perMessageDeflate: false, maxPayload: MAX_PAYLOAD, generateMask: (mask) => mask.fill(0) });
-      await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
+      const ws = new WebSocket(`ws://127.0.0.1:${Number(m.port)}/`, {
+        perMessageDeflate: false,
+        maxPayload: MAX_PAYLOAD,
+        generateMask: (mask) => mask.fill(0),
+      });
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+      });
       noDelay(ws);
       const counter = new Counter();
       ws.on('message', (data, isBinary) => (isBinary ? counter.onMessage() : ws.emit('done')));
@@ -426,12 +524,21 @@ async function linkClientChild(): Promise<void> {
           oneWay.push(mbps(bytes * count, await linkRound(ws, counter, bytes, count, false)));
           duplex.push(mbps(bytes * count, await linkRound(ws, counter, bytes, count, true)));
         }
-        rows.push({ bytes, messages: count, mbPerSec: median(oneWay), roundsMbPerSec: oneWay, duplexMbPerSec: median(duplex) });
+        rows.push({
+          bytes,
+          messages: count,
+          mbPerSec: median(oneWay),
+          roundsMbPerSec: oneWay,
+          duplexMbPerSec: median(duplex),
+        });
       }
       ws.close();
       send({ type: 'results', rows });
     };
-    work().catch((err: unknown) => { send({ type: 'error', message: String((err as Error)?.stack ?? err) }); process.exit(1); });
+    work().catch((err: unknown) => {
+      send({ type: 'error', message: String((err as Error)?.stack ?? err) });
+      process.exit(1);
+    });
   });
 }
 
@@ -440,20 +547,30 @@ async function linkClientChild(): Promise<void> {
 async function main(): Promise<void> {
   const o = new Command('bench-allreduce')
     .option('--workers <list>', 'world sizes', '2,3,4')
-    .option('--sizes <list>', 'buffer sizes', DEFAULT_SIZES.map(formatBytes).join(',').replace(/ /g, '').replace(/B/g, ''))
+    .option(
+      '--sizes <list>',
+      'buffer sizes',
+      DEFAULT_SIZES.map(formatBytes).join(',').replace(/ /g, '').replace(/B/g, ''),
+    )
     .option('--rounds <n>', 'repetitions (median reported)', Number, 3)
     .option('--budget-mb <n>', 'MiB moved per round and size', Number, 256)
     .option('--compression <c>', 'none or fp16', 'none')
     .option('--segment-bytes <n>', 'pipelining segment size', (v: string) => parseSize(v))
     .option('--no-link', 'skip the raw link measurement')
     .option('--no-prepare', 'A/B: send copies instead of filling prepared frames in place')
-    .option('--nagle', 'A/B: leave Nagle\'s algorithm on for the ring links', false)
+    .option('--nagle', "A/B: leave Nagle's algorithm on for the ring links", false)
     .option('--json <file>', 'also write the rows as JSON')
-    .parse(process.argv).opts();
+    .parse(process.argv)
+    .opts();
   const opts: AllreduceBenchOptions = {
-    workers: String(o.workers).split(',').map(Number), sizes: String(o.sizes).split(',').map(parseSize), rounds: o.rounds,
-    budgetBytes: o.budgetMb * MiB, compression: o.compression === 'fp16' ? 'fp16' : 'none', segmentBytes: o.segmentBytes,
-    noPrepare: o.prepare === false, nagle: Boolean(o.nagle),
+    workers: String(o.workers).split(',').map(Number),
+    sizes: String(o.sizes).split(',').map(parseSize),
+    rounds: o.rounds,
+    budgetBytes: o.budgetMb * MiB,
+    compression: o.compression === 'fp16' ? 'fp16' : 'none',
+    segmentBytes: o.segmentBytes,
+    noPrepare: o.prepare === false,
+    nagle: Boolean(o.nagle),
   };
   const link = o.link ? await benchLink(opts) : undefined;
   if (link) process.stdout.write(`${formatLink(link)}\n\n`);

@@ -22,9 +22,9 @@
  * The hot path allocates no buffers: links that offer `prepare` hand out (reused) frame memory that results are
  * written into (float16 values straight from the add/average loops, float32 ones by a native copy).
  */
-import { ProtocolError } from './errors.js';
-import { FLOAT16_TO_FLOAT32, FLOAT16_TO_FLOAT32_BITS, encodeFloat16, float32BitsToFloat16 } from './float16.js';
-import { chunkRanges, ringSchedule, type ChunkRange, type RingTransfer } from './ring.js';
+import { ProtocolError } from '../errors.js';
+import { FLOAT16_TO_FLOAT32, FLOAT16_TO_FLOAT32_BITS, encodeFloat16, float32BitsToFloat16 } from '../wire/float16.js';
+import { chunkRanges, ringSchedule, type ChunkRange, type RingTransfer } from './schedule.js';
 
 export const Phase = { reduceScatter: 0, allgather: 1 } as const;
 export type Phase = (typeof Phase)[keyof typeof Phase];
@@ -96,7 +96,10 @@ export interface AllreduceOptions {
 }
 
 /** `reduceScatterMs`: until this rank's owned chunk was complete; `allgatherMs`: the rest (the phases overlap). */
-export interface AllreduceTimings { reduceScatterMs: number; allgatherMs: number }
+export interface AllreduceTimings {
+  reduceScatterMs: number;
+  allgatherMs: number;
+}
 
 /**
  * The segments of every ring chunk: `chunkRanges` cut further into pieces of at most `segmentValues` values (as
@@ -134,11 +137,17 @@ export async function ringAllreduce(buffer: Float32Array, options: AllreduceOpti
   if (!(buffer instanceof Float32Array)) throw new TypeError('ringAllreduce needs a Float32Array buffer');
   const schedule = ringSchedule(options.rank, options.worldSize);
   const compression = options.compression ?? 'none';
-  if (!COMPRESSIONS.includes(compression)) throw new RangeError(`compression must be one of ${COMPRESSIONS.join(', ')}, got ${String(compression)}`);
+  if (!COMPRESSIONS.includes(compression))
+    throw new RangeError(`compression must be one of ${COMPRESSIONS.join(', ')}, got ${String(compression)}`);
   const segments = cachedSegments(buffer.length, options.worldSize, segmentValuesOf(options.segmentBytes));
   if (options.worldSize === 1) return { reduceScatterMs: 0, allgatherMs: 0 };
-  const run = new RingRun(buffer, options, compression === 'fp16' ? ValueEncoding.float16 : ValueEncoding.float32, segments,
-    [...schedule.reduceScatter, ...schedule.allgather]);
+  const run = new RingRun(
+    buffer,
+    options,
+    compression === 'fp16' ? ValueEncoding.float16 : ValueEncoding.float32,
+    segments,
+    [...schedule.reduceScatter, ...schedule.allgather],
+  );
   return run.execute();
 }
 
@@ -152,8 +161,11 @@ class RingRun {
   private readonly reading = new Map<number, Promise<void>>();
 
   constructor(
-    private readonly buffer: Float32Array, private readonly o: AllreduceOptions, private readonly encoding: ValueEncoding,
-    private readonly segments: ChunkRange[][], private readonly transfers: RingTransfer[],
+    private readonly buffer: Float32Array,
+    private readonly o: AllreduceOptions,
+    private readonly encoding: ValueEncoding,
+    private readonly segments: ChunkRange[][],
+    private readonly transfers: RingTransfer[],
   ) {
     this.n = o.worldSize;
     this.bits = new Uint32Array(buffer.buffer, buffer.byteOffset, buffer.length);
@@ -181,8 +193,11 @@ class RingRun {
 
   private header(t: number, c: number, k: number, count: number): ChunkHeader {
     const header: ChunkHeader = {
-      generation: this.o.generation, step: this.o.step, phase: t < this.n - 1 ? Phase.reduceScatter : Phase.allgather,
-      chunk: c + k * this.n, count,
+      generation: this.o.generation,
+      step: this.o.step,
+      phase: t < this.n - 1 ? Phase.reduceScatter : Phase.allgather,
+      chunk: c + k * this.n,
+      count,
     };
     if (this.encoding === ValueEncoding.float16) header.encoding = ValueEncoding.float16;
     return header;
@@ -193,8 +208,13 @@ class RingRun {
     const received = await this.o.links.receive(key);
     const type = this.encoding === ValueEncoding.float16 ? Uint16Array : Float32Array;
     if (!(received instanceof type) || received.length !== count) {
-      const got = received instanceof Float32Array || received instanceof Uint16Array ? `${received.length} ${received.constructor.name} values` : typeof received;
-      throw new ProtocolError(`allreduce step ${key.step} phase ${key.phase} chunk ${key.chunk}: expected ${count} ${type.name} values, got ${got}`);
+      const got =
+        received instanceof Float32Array || received instanceof Uint16Array
+          ? `${received.length} ${received.constructor.name} values`
+          : typeof received;
+      throw new ProtocolError(
+        `allreduce step ${key.step} phase ${key.phase} chunk ${key.chunk}: expected ${count} ${type.name} values, got ${got}`,
+      );
     }
     return received;
   }
@@ -208,7 +228,10 @@ class RingRun {
       await pending;
       this.reading.delete(block);
     }
-    const out = next >= 0 && this.o.links.prepare ? this.o.links.prepare(this.header(next, c, k, range.end - range.start)) : undefined;
+    const out =
+      next >= 0 && this.o.links.prepare
+        ? this.o.links.prepare(this.header(next, c, k, range.end - range.start))
+        : undefined;
     const target = out ? out.values : null;
     const fp16 = this.encoding === ValueEncoding.float16;
     if (t < this.n - 2) {
@@ -216,7 +239,15 @@ class RingRun {
       else addFloat32(this.buffer, range.start, received as Float32Array, target as Float32Array | null);
     } else if (t === this.n - 2) {
       const divisor = this.o.average ? this.n : 1;
-      if (fp16) finishFloat16(this.buffer, this.bits, range.start, received as Uint16Array, divisor, target as Uint16Array | null);
+      if (fp16)
+        finishFloat16(
+          this.buffer,
+          this.bits,
+          range.start,
+          received as Uint16Array,
+          divisor,
+          target as Uint16Array | null,
+        );
       else finishFloat32(this.buffer, range.start, received as Float32Array, divisor, target as Float32Array | null);
     } else if (fp16) {
       copyFloat16(this.bits, range.start, received as Uint16Array, target as Uint16Array | null);
@@ -251,7 +282,9 @@ class RingRun {
   /** Keep a send's promise, observed at once so a failure is never an unhandled rejection. */
   private track(result: void | Promise<void>): Promise<void> | undefined {
     if (!(result instanceof Promise)) return undefined;
-    const observed = result.then(undefined, (err: unknown) => { this.sendError ??= err; });
+    const observed = result.then(undefined, (err: unknown) => {
+      this.sendError ??= err;
+    });
     this.sends.push(observed);
     return observed;
   }
@@ -268,7 +301,13 @@ function addFloat32(buffer: Float32Array, start: number, received: Float32Array,
 }
 
 /** The owner's last addition: sum, average, and the chunk's final value. */
-function finishFloat32(buffer: Float32Array, start: number, received: Float32Array, divisor: number, out: Float32Array | null): void {
+function finishFloat32(
+  buffer: Float32Array,
+  start: number,
+  received: Float32Array,
+  divisor: number,
+  out: Float32Array | null,
+): void {
   const n = received.length;
   // Round the sum to float32 before dividing, exactly as a sum stored and divided in a second pass would.
   for (let i = 0; i < n; i++) buffer[start + i] = Math.fround(buffer[start + i]! + received[i]!) / divisor;
@@ -280,7 +319,13 @@ function copyFloat32(buffer: Float32Array, start: number, received: Float32Array
   if (out !== null) out.set(received);
 }
 
-function addFloat16(buffer: Float32Array, bits: Uint32Array, start: number, received: Uint16Array, out: Uint16Array | null): void {
+function addFloat16(
+  buffer: Float32Array,
+  bits: Uint32Array,
+  start: number,
+  received: Uint16Array,
+  out: Uint16Array | null,
+): void {
   const n = received.length;
   if (out === null) {
     for (let i = 0; i < n; i++) buffer[start + i] += FLOAT16_TO_FLOAT32[received[i]!]!;
@@ -293,7 +338,14 @@ function addFloat16(buffer: Float32Array, bits: Uint32Array, start: number, rece
 }
 
 /** As finishFloat32, then rounded to float16 in place: what every other rank will decode. */
-function finishFloat16(buffer: Float32Array, bits: Uint32Array, start: number, received: Uint16Array, divisor: number, out: Uint16Array | null): void {
+function finishFloat16(
+  buffer: Float32Array,
+  bits: Uint32Array,
+  start: number,
+  received: Uint16Array,
+  divisor: number,
+  out: Uint16Array | null,
+): void {
   const n = received.length;
   for (let i = 0; i < n; i++) {
     buffer[start + i] = Math.fround(buffer[start + i]! + FLOAT16_TO_FLOAT32[received[i]!]!) / divisor;

@@ -4,7 +4,7 @@
  * waits for its frame. Used by the WebSocket ring transport and the in-memory test ring alike.
  */
 import type { ChunkHeader, ChunkKey, ChunkValues } from './allreduce.js';
-import { PeerLostError, ProtocolError } from './errors.js';
+import { PeerLostError, ProtocolError } from '../errors.js';
 
 interface Waiter {
   resolve(data: ChunkValues): void;
@@ -38,7 +38,8 @@ export class ChunkMailbox {
   }
 
   take(header: ChunkKey): Promise<ChunkValues> {
-    if (this.closed) return Promise.reject(new PeerLostError(`predecessor of ${this.owner}`, { cause: this.closedWith }));
+    if (this.closed)
+      return Promise.reject(new PeerLostError(`predecessor of ${this.owner}`, { cause: this.closedWith }));
     const key = chunkKeyOf(header);
     const data = this.early.get(key);
     if (data) {
@@ -50,7 +51,9 @@ export class ChunkMailbox {
   }
 
   /** Whether the frame for `header` is already here (a take would not wait). */
-  has(header: ChunkKey): boolean { return this.early.has(chunkKeyOf(header)); }
+  has(header: ChunkKey): boolean {
+    return this.early.has(chunkKeyOf(header));
+  }
 
   /** Drop buffered frames of other generations (a re-formed ring starts clean). */
   keepOnly(generation: number): void {
@@ -68,6 +71,10 @@ export class ChunkMailbox {
     this.early.clear();
   }
 
-  bufferedCount(): number { return this.early.size; }
-  waitingCount(): number { return this.waiters.size; }
+  bufferedCount(): number {
+    return this.early.size;
+  }
+  waitingCount(): number {
+    return this.waiters.size;
+  }
 }

@@ -21,7 +21,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
-import { ConfigError } from '../../shared/errors.js';
+import { ConfigError } from '../shared/errors.js';
 import { slotName, type WorkerSlot } from './hosts.js';
 
 /**
@@ -50,9 +50,14 @@ export function shellJoin(words: readonly string[]): string {
 }
 
 /** The first IPv4 address of a network interface (else a non-link-local IPv6 one), from `os.networkInterfaces()`. */
-export function interfaceAddress(name: string, interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces()): string | undefined {
+export function interfaceAddress(
+  name: string,
+  interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces(),
+): string | undefined {
   const list = interfaces[name] ?? [];
-  return (list.find((i) => i.family === 'IPv4') ?? list.find((i) => i.family === 'IPv6' && !i.address.startsWith('fe80')))?.address;
+  return (
+    list.find((i) => i.family === 'IPv4') ?? list.find((i) => i.family === 'IPv6' && !i.address.startsWith('fe80'))
+  )?.address;
 }
 
 /** The same lookup as interfaceAddress, as a `node -e` program run on the worker's host (argv[1] = interface). */
@@ -78,10 +83,12 @@ export interface WorkerScriptSpec {
  * file on stdin, and exit with its exit code.
  */
 export function workerScript(spec: WorkerScriptSpec): string {
-  if (spec.advertise === undefined && spec.networkInterface === undefined) throw new ConfigError('a worker needs an advertise address or a network interface');
-  const advertise = spec.advertise !== undefined
-    ? `advertise=${shellQuote(spec.advertise)};`
-    : `advertise=$(node -e ${shellQuote(INTERFACE_LOOKUP_JS)} ${shellQuote(spec.networkInterface!)}) || exit ${SCRIPT_CONFIG_EXIT};`;
+  if (spec.advertise === undefined && spec.networkInterface === undefined)
+    throw new ConfigError('a worker needs an advertise address or a network interface');
+  const advertise =
+    spec.advertise !== undefined
+      ? `advertise=${shellQuote(spec.advertise)};`
+      : `advertise=$(node -e ${shellQuote(INTERFACE_LOOKUP_JS)} ${shellQuote(spec.networkInterface!)}) || exit ${SCRIPT_CONFIG_EXIT};`;
   return [
     `IFS= read -r RINGTRAIN_TOKEN || { echo 'ringtrain: no cluster token on stdin' >&2; exit ${SCRIPT_CONFIG_EXIT}; };`,
     'export RINGTRAIN_TOKEN;',
@@ -113,11 +120,15 @@ const PLACEHOLDERS = ['host', 'slot', 'command', 'shell_command', 'ssh_args'] as
 export function checkLauncherTemplate(template: string): void {
   for (const m of template.matchAll(/\{([a-z_]+)\}/g)) {
     if (!(PLACEHOLDERS as readonly string[]).includes(m[1]!)) {
-      throw new ConfigError(`--launcher-command: unknown placeholder {${m[1]}} (known: ${PLACEHOLDERS.map((p) => `{${p}}`).join(' ')})`);
+      throw new ConfigError(
+        `--launcher-command: unknown placeholder {${m[1]}} (known: ${PLACEHOLDERS.map((p) => `{${p}}`).join(' ')})`,
+      );
     }
   }
   if (!/\{(?:command|shell_command)\}/.test(template)) {
-    throw new ConfigError('--launcher-command must contain {command} (a program and its arguments) or {shell_command} (one string for a remote shell, as ssh takes it)');
+    throw new ConfigError(
+      '--launcher-command must contain {command} (a program and its arguments) or {shell_command} (one string for a remote shell, as ssh takes it)',
+    );
   }
 }
 
@@ -125,7 +136,10 @@ export function checkLauncherTemplate(template: string): void {
 export function renderLauncherCommand(template: string, v: TemplateValues): string {
   checkLauncherTemplate(template);
   const command = `sh -c ${shellQuote(v.script)}`;
-  const sshArgs = [...(v.sshPort !== undefined ? ['-p', String(v.sshPort)] : []), ...(v.sshIdentity !== undefined ? ['-i', v.sshIdentity] : [])];
+  const sshArgs = [
+    ...(v.sshPort !== undefined ? ['-p', String(v.sshPort)] : []),
+    ...(v.sshIdentity !== undefined ? ['-i', v.sshIdentity] : []),
+  ];
   const values: Record<(typeof PLACEHOLDERS)[number], string> = {
     host: shellQuote(v.host),
     slot: String(v.slot),
@@ -141,7 +155,10 @@ export class LinePrefixer {
   private pending = '';
   private readonly decoder = new StringDecoder('utf8');
 
-  constructor(private readonly prefix: string, private readonly write: (text: string) => void) {}
+  constructor(
+    private readonly prefix: string,
+    private readonly write: (text: string) => void,
+  ) {}
 
   push(chunk: Buffer | string): void {
     const text = this.pending + (typeof chunk === 'string' ? chunk : this.decoder.write(chunk));
@@ -184,7 +201,11 @@ export class RemoteWorker {
     this.name = slotName(spec.slot);
     // Its own process group: Ctrl-C in the terminal reaches the launcher and the coordinator, which stop the workers
     // in order, instead of killing every ssh at once; kill() then ends the whole group.
-    this.child = spawn('/bin/sh', ['-c', spec.commandLine], { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: spec.env });
+    this.child = spawn('/bin/sh', ['-c', spec.commandLine], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+      env: spec.env,
+    });
     const out = new LinePrefixer(`[${this.name}] `, spec.stdout);
     const err = new LinePrefixer(`[${this.name}] `, spec.stderr);
     this.child.stdout!.on('data', (d: Buffer) => out.push(d));
@@ -200,7 +221,10 @@ export class RemoteWorker {
         err.flush();
         resolve(code);
       };
-      this.child.once('error', (e) => { spec.stderr(`[${this.name}] could not start the launcher command: ${e.message}\n`); done(127); });
+      this.child.once('error', (e) => {
+        spec.stderr(`[${this.name}] could not start the launcher command: ${e.message}\n`);
+        done(127);
+      });
       this.child.once('close', (code, signal) => done(code ?? 128 + (signal ? os.constants.signals[signal] : 0)));
     });
   }

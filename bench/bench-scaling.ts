@@ -13,27 +13,60 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 
-const CLI = fileURLToPath(new URL('./ringtrain.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../scripts/ringtrain.js', import.meta.url));
 
-export interface ScalingRow { name: string; workers: number; samplesPerSec: number; wallSeconds: number; testAccuracy: number; speedup: number; efficiency: number }
+export interface ScalingRow {
+  name: string;
+  workers: number;
+  samplesPerSec: number;
+  wallSeconds: number;
+  testAccuracy: number;
+  speedup: number;
+  efficiency: number;
+}
 
 function run(args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
-    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`ringtrain ${args[0]} exited with ${code}`))));
+    child.once('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`ringtrain ${args[0]} exited with ${code}`)),
+    );
   });
 }
 
-async function summaryOf(args: string[], dir: string, name: string): Promise<{ samplesPerSec: number; wallSeconds: number; testAccuracy: number }> {
+async function summaryOf(
+  args: string[],
+  dir: string,
+  name: string,
+): Promise<{ samplesPerSec: number; wallSeconds: number; testAccuracy: number }> {
   const file = path.join(dir, `${name}.json`);
   await run([...args, '--run-dir', path.join(dir, name), '--summary-json', file, '--quiet']);
   return JSON.parse(await fs.readFile(file, 'utf8'));
 }
 
-export async function benchScaling(opts: { workers: number[]; trainLimit: number; epochs: number; model: string; backend: string; batchSize: number }): Promise<ScalingRow[]> {
+export async function benchScaling(opts: {
+  workers: number[];
+  trainLimit: number;
+  epochs: number;
+  model: string;
+  backend: string;
+  batchSize: number;
+}): Promise<ScalingRow[]> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-scaling-'));
-  const common = ['--model', opts.model, '--train-limit', String(opts.trainLimit), '--test-limit', '2000', '--epochs', String(opts.epochs),
-    '--batch-size', String(opts.batchSize), '--backend', opts.backend];
+  const common = [
+    '--model',
+    opts.model,
+    '--train-limit',
+    String(opts.trainLimit),
+    '--test-limit',
+    '2000',
+    '--epochs',
+    String(opts.epochs),
+    '--batch-size',
+    String(opts.batchSize),
+    '--backend',
+    opts.backend,
+  ];
   const base = await summaryOf(['train', ...common, '--no-save'], dir, 'train');
   const rows: ScalingRow[] = [{ name: 'ringtrain train', workers: 1, ...base, speedup: 1, efficiency: 1 }];
   for (const n of opts.workers) {
@@ -46,8 +79,12 @@ export async function benchScaling(opts: { workers: number[]; trainLimit: number
 }
 
 export function formatScaling(rows: ScalingRow[]): string {
-  const head = '| run | workers | samples/s | speed-up vs train | efficiency | wall s | test accuracy |\n|---|---:|---:|---:|---:|---:|---:|';
-  const body = rows.map((r) => `| ${r.name} | ${r.workers} | ${r.samplesPerSec.toFixed(0)} | ${r.speedup.toFixed(2)}x | ${(100 * r.efficiency).toFixed(0)}% | ${r.wallSeconds.toFixed(1)} | ${(100 * r.testAccuracy).toFixed(2)}% |`);
+  const head =
+    '| run | workers | samples/s | speed-up vs train | efficiency | wall s | test accuracy |\n|---|---:|---:|---:|---:|---:|---:|';
+  const body = rows.map(
+    (r) =>
+      `| ${r.name} | ${r.workers} | ${r.samplesPerSec.toFixed(0)} | ${r.speedup.toFixed(2)}x | ${(100 * r.efficiency).toFixed(0)}% | ${r.wallSeconds.toFixed(1)} | ${(100 * r.testAccuracy).toFixed(2)}% |`,
+  );
   return [head, ...body].join('\n');
 }
 
@@ -60,9 +97,15 @@ async function main(): Promise<void> {
     .option('--model <name>', 'model', 'lenet5')
     .option('--backend <name>', 'backend', 'auto')
     .option('--json <file>', 'also write the rows as JSON')
-    .parse(process.argv).opts();
+    .parse(process.argv)
+    .opts();
   const rows = await benchScaling({
-    workers: String(o.workers).split(',').map(Number), trainLimit: o.trainLimit, epochs: o.epochs, model: o.model, backend: o.backend, batchSize: o.batchSize,
+    workers: String(o.workers).split(',').map(Number),
+    trainLimit: o.trainLimit,
+    epochs: o.epochs,
+    model: o.model,
+    backend: o.backend,
+    batchSize: o.batchSize,
   });
   process.stdout.write(`${formatScaling(rows)}\n\n(${os.cpus().length} cores; samples/s counts training time only)\n`);
   if (o.json) await fs.writeFile(o.json, `${JSON.stringify(rows, null, 2)}\n`);

@@ -35,7 +35,7 @@ export function float32BitsToFloat16(x: number): number {
   const sign = (x >>> 16) & 0x8000;
   const exponent = (x >>> 23) & 0xff;
   const mantissa = x & 0x7fffff;
-  if (exponent === 0xff) return sign | 0x7c00 | (mantissa === 0 ? 0 : (mantissa >>> 13) || 0x200);
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa === 0 ? 0 : mantissa >>> 13 || 0x200);
   const e = exponent - 112;
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
@@ -55,14 +55,16 @@ export function float32BitsToFloat16(x: number): number {
 
 /** Narrow `source` into `target` (same length). */
 export function encodeFloat16(source: Float32Array, target: Uint16Array): void {
-  if (target.length !== source.length) throw new RangeError(`float16 target holds ${target.length} values, source ${source.length}`);
+  if (target.length !== source.length)
+    throw new RangeError(`float16 target holds ${target.length} values, source ${source.length}`);
   const bits = new Uint32Array(source.buffer, source.byteOffset, source.length);
   for (let i = 0; i < bits.length; i++) target[i] = float32BitsToFloat16(bits[i]!);
 }
 
 /** Widen `source` into `target` (same length), exactly. */
 export function decodeFloat16(source: Uint16Array, target: Float32Array): void {
-  if (target.length !== source.length) throw new RangeError(`float32 target holds ${target.length} values, source ${source.length}`);
+  if (target.length !== source.length)
+    throw new RangeError(`float32 target holds ${target.length} values, source ${source.length}`);
   const bits = new Uint32Array(target.buffer, target.byteOffset, target.length);
   for (let i = 0; i < source.length; i++) bits[i] = FLOAT16_TO_FLOAT32_BITS[source[i]!]!;
 }

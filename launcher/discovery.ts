@@ -8,7 +8,7 @@
  * the polling loop are the I/O around them.
  */
 import { execFile } from 'node:child_process';
-import { ConfigError } from '../../shared/errors.js';
+import { ConfigError } from '../shared/errors.js';
 import { parseHostLines, slotName, type HostSpec, type WorkerSlot } from './hosts.js';
 
 export interface BlacklistOptions {
@@ -61,7 +61,9 @@ export class HostBlacklist {
 
   /** Hosts blacklisted at `now`, with the end of their cool-down. */
   entries(now: number): Array<{ host: string; until: number }> {
-    return [...this.until.keys()].filter((h) => this.isBlacklisted(h, now)).map((host) => ({ host, until: this.until.get(host)! }));
+    return [...this.until.keys()]
+      .filter((h) => this.isBlacklisted(h, now))
+      .map((host) => ({ host, until: this.until.get(host)! }));
   }
 }
 
@@ -82,7 +84,11 @@ export interface PlacementOptions {
  * or on slots a host no longer offers, stop; free slots of available hosts are filled in the listed order up to
  * the cap. When the cap shrinks below what is running, the workers furthest down the list stop.
  */
-export function planPlacement(hosts: readonly HostSpec[], running: readonly WorkerSlot[], opts: PlacementOptions): Placement {
+export function planPlacement(
+  hosts: readonly HostSpec[],
+  running: readonly WorkerSlot[],
+  opts: PlacementOptions,
+): Placement {
   const available = new Map(hosts.filter((h) => !opts.excluded(h.host)).map((h) => [h.host, h]));
   const stop: WorkerSlot[] = [];
   const kept: WorkerSlot[] = [];
@@ -109,7 +115,9 @@ export function runDiscoveryScript(file: string, timeoutMs: number): Promise<Hos
   return new Promise((resolve, reject) => {
     execFile(file, [], { timeout: timeoutMs, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
       if (err) {
-        const detail = err.killed ? `timed out after ${timeoutMs} ms` : `${err.message.split('\n')[0]}${stderr ? `: ${stderr.trim()}` : ''}`;
+        const detail = err.killed
+          ? `timed out after ${timeoutMs} ms`
+          : `${err.message.split('\n')[0]}${stderr ? `: ${stderr.trim()}` : ''}`;
         return reject(new ConfigError(`host discovery script ${file} failed: ${detail}`, { cause: err }));
       }
       try {

@@ -6,8 +6,15 @@
  * WebSocket transport, so both of the allreduce's send paths run in tests.
  */
 import { ChunkMailbox } from './chunk-mailbox.js';
-import { ProtocolError } from './errors.js';
-import { ValueEncoding, type ChunkHeader, type ChunkKey, type ChunkValues, type OutgoingChunk, type RingLinks } from './allreduce.js';
+import { ProtocolError } from '../errors.js';
+import {
+  ValueEncoding,
+  type ChunkHeader,
+  type ChunkKey,
+  type ChunkValues,
+  type OutgoingChunk,
+  type RingLinks,
+} from './allreduce.js';
 
 export interface InMemoryRingLink extends RingLinks {
   prepare(header: ChunkHeader): OutgoingChunk;
@@ -41,7 +48,8 @@ export function createInMemoryRing(worldSize: number): InMemoryRingLink[] {
         next.deliver({ ...header }, data.slice());
       },
       prepare(header: ChunkHeader): OutgoingChunk {
-        const values = header.encoding === ValueEncoding.float16 ? new Uint16Array(header.count) : new Float32Array(header.count);
+        const values =
+          header.encoding === ValueEncoding.float16 ? new Uint16Array(header.count) : new Float32Array(header.count);
         let sent = false;
         return {
           values,

@@ -43,8 +43,8 @@
  * ProtocolError (anything else wrong), whatever the input bytes.
  */
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
-import { ProtocolError, ProtocolVersionError } from './errors.js';
-import { Phase, ValueEncoding, type ChunkHeader } from './allreduce.js';
+import { ProtocolError, ProtocolVersionError } from '../errors.js';
+import { Phase, ValueEncoding, type ChunkHeader } from '../ring/allreduce.js';
 
 export const PROTOCOL_VERSION = 1;
 export const FrameKind = { control: 1, chunk: 2 } as const;
@@ -79,24 +79,55 @@ export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 // ---- worker -> coordinator ----
 /** `auth` answers the coordinator's challenge (shared/auth.ts). */
 export interface HelloMessage {
-  type: 'hello'; protocolVersion: number; workerId: string; host: string;
-  ringHost: string; ringPort: number; hasData: boolean; backend: string; pid: number; auth: Uint8Array;
+  type: 'hello';
+  protocolVersion: number;
+  workerId: string;
+  host: string;
+  ringHost: string;
+  ringPort: number;
+  hasData: boolean;
+  backend: string;
+  pid: number;
+  auth: Uint8Array;
 }
 /**
  * The worker's ring links are up. `step` is the number of global steps its replica has applied, meaningful when
  * `hasState` (a worker that joined mid-run has no state yet); the coordinator restores every replica from the most
  * advanced one, so no completed step is lost when the membership changes.
  */
-export interface ReadyMessage { type: 'ready'; gen: number; rank: number; step: number; hasState: boolean }
+export interface ReadyMessage {
+  type: 'ready';
+  gen: number;
+  rank: number;
+  step: number;
+  hasState: boolean;
+}
 /** Liveness, every heartbeat interval; `gen` 0 and `rank` -1 before the worker is part of a ring. */
-export interface HeartbeatMessage { type: 'heartbeat'; gen: number; rank: number; step: number }
+export interface HeartbeatMessage {
+  type: 'heartbeat';
+  gen: number;
+  rank: number;
+  step: number;
+}
 /** A step has waited on the ring predecessor for `waitingMs` (Horovod-style stall warning). */
-export interface StallMessage { type: 'stall'; gen: number; rank: number; step: number; waitingMs: number; peerRank: number }
+export interface StallMessage {
+  type: 'stall';
+  gen: number;
+  rank: number;
+  step: number;
+  waitingMs: number;
+  peerRank: number;
+}
 export interface StepRecord {
-  epoch: number; step: number;
+  epoch: number;
+  step: number;
   /** Any number: a diverging run's NaN/Infinity loss is a fact to report, not a protocol error. */
   loss: number;
-  samples: number; dataMs: number; computeMs: number; allreduceMs: number; applyMs: number;
+  samples: number;
+  dataMs: number;
+  computeMs: number;
+  allreduceMs: number;
+  applyMs: number;
   /** The reduce-scatter part of allreduceMs (the rest is allgather). */
   reduceScatterMs: number;
   /** Wall-clock start of the step, Unix epoch milliseconds (for timelines). */
@@ -105,61 +136,142 @@ export interface StepRecord {
   /** The averaged gradients held NaN/Inf; every replica skipped this update. */
   nonFinite?: boolean;
 }
-export interface MetricsMessage { type: 'metrics'; gen: number; rank: number; records: StepRecord[] }
+export interface MetricsMessage {
+  type: 'metrics';
+  gen: number;
+  rank: number;
+  records: StepRecord[];
+}
 /** `lossSum` may be NaN/Infinity like StepRecord.loss. */
 export interface EvalResultMessage {
-  type: 'evalResult'; gen: number; rank: number; epoch: number; correct: number; total: number; lossSum: number;
+  type: 'evalResult';
+  gen: number;
+  rank: number;
+  epoch: number;
+  correct: number;
+  total: number;
+  lossSum: number;
 }
 /** `trainMs`: the worker's wall time for the epoch's training steps. */
-export interface EpochDoneMessage { type: 'epochDone'; gen: number; rank: number; epoch: number; steps: number; trainMs: number }
+export interface EpochDoneMessage {
+  type: 'epochDone';
+  gen: number;
+  rank: number;
+  epoch: number;
+  steps: number;
+  trainMs: number;
+}
 /** Reply to requestWeights: flat float32 bytes (see float32ToBytes). */
 export interface WeightsMessage {
-  type: 'weights'; gen: number; rank: number; step: number; epoch: number; weights: Uint8Array; optimizer: Uint8Array;
+  type: 'weights';
+  gen: number;
+  rank: number;
+  step: number;
+  epoch: number;
+  weights: Uint8Array;
+  optimizer: Uint8Array;
 }
-export interface FailedMessage { type: 'failed'; gen: number; rank: number; code: string; message: string }
+export interface FailedMessage {
+  type: 'failed';
+  gen: number;
+  rank: number;
+  code: string;
+  message: string;
+}
 
 // ---- coordinator -> worker ----
-export interface WelcomeMessage { type: 'welcome'; protocolVersion: number; workerId: string; runId: string }
-export interface RingPeer { host: string; port: number; rank: number }
+export interface WelcomeMessage {
+  type: 'welcome';
+  protocolVersion: number;
+  workerId: string;
+  runId: string;
+}
+export interface RingPeer {
+  host: string;
+  port: number;
+  rank: number;
+}
 export interface AssignMessage {
-  type: 'assign'; gen: number; rank: number; worldSize: number; successor: RingPeer; predecessorRank: number;
+  type: 'assign';
+  gen: number;
+  rank: number;
+  worldSize: number;
+  successor: RingPeer;
+  predecessorRank: number;
   /** The training config; validated by its user, here only checked to be a plain object. */
   config: Record<string, unknown>;
 }
 /** `optimizer` may be empty (fresh optimizer state). */
 export interface StartMessage {
-  type: 'start'; gen: number; epoch: number; step: number; weights: Uint8Array; optimizer: Uint8Array;
+  type: 'start';
+  gen: number;
+  epoch: number;
+  step: number;
+  weights: Uint8Array;
+  optimizer: Uint8Array;
 }
 /** `indices` are uint32 LE (see bytesToUint32); sample bytes only go to workers without local data. */
 export interface ShardMessage {
-  type: 'shard'; gen: number; epoch: number; indices: Uint8Array; images?: Uint8Array; labels?: Uint8Array;
+  type: 'shard';
+  gen: number;
+  epoch: number;
+  indices: Uint8Array;
+  images?: Uint8Array;
+  labels?: Uint8Array;
   /** Global step number of this shard's first batch. */
   firstStep: number;
   /** Samples in the whole epoch, and how many of them earlier generations already trained on (for the lr schedule). */
-  epochSamples: number; offset: number;
-  testStart: number; testEnd: number; testImages?: Uint8Array; testLabels?: Uint8Array;
+  epochSamples: number;
+  offset: number;
+  testStart: number;
+  testEnd: number;
+  testImages?: Uint8Array;
+  testLabels?: Uint8Array;
 }
-export interface RequestWeightsMessage { type: 'requestWeights'; gen: number }
-export interface StopMessage { type: 'stop'; reason: string; exitCode: number }
+export interface RequestWeightsMessage {
+  type: 'requestWeights';
+  gen: number;
+}
+export interface StopMessage {
+  type: 'stop';
+  reason: string;
+  exitCode: number;
+}
 
 // ---- worker -> worker ----
 /** First message of the dialing predecessor, answering the listener's challenge. */
-export interface RingHelloMessage { type: 'ringHello'; gen: number; rank: number; protocolVersion: number; auth: Uint8Array }
+export interface RingHelloMessage {
+  type: 'ringHello';
+  gen: number;
+  rank: number;
+  protocolVersion: number;
+  auth: Uint8Array;
+}
 
 // ---- either direction: the accepting side of a link opens with a challenge ----
-export interface ChallengeMessage { type: 'challenge'; protocolVersion: number; nonce: Uint8Array }
+export interface ChallengeMessage {
+  type: 'challenge';
+  protocolVersion: number;
+  nonce: Uint8Array;
+}
 
 export type WorkerToCoordinatorMessage =
-  | HelloMessage | ReadyMessage | MetricsMessage | EvalResultMessage | EpochDoneMessage | WeightsMessage | FailedMessage
-  | HeartbeatMessage | StallMessage;
+  | HelloMessage
+  | ReadyMessage
+  | MetricsMessage
+  | EvalResultMessage
+  | EpochDoneMessage
+  | WeightsMessage
+  | FailedMessage
+  | HeartbeatMessage
+  | StallMessage;
 export type CoordinatorToWorkerMessage =
-  | WelcomeMessage | AssignMessage | StartMessage | ShardMessage | RequestWeightsMessage | StopMessage;
+  WelcomeMessage | AssignMessage | StartMessage | ShardMessage | RequestWeightsMessage | StopMessage;
 export type Message = WorkerToCoordinatorMessage | CoordinatorToWorkerMessage | RingHelloMessage | ChallengeMessage;
 export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
 
 export type DecodedFrame =
-  | { kind: 'control'; message: Message }
-  | { kind: 'chunk'; header: ChunkHeader; data: Float32Array };
+  { kind: 'control'; message: Message } | { kind: 'chunk'; header: ChunkHeader; data: Float32Array };
 
 // useRecords: false keeps msgpack plain maps (no msgpackr record extension, nothing stateful shared
 // between sender and receiver); mapsAsObjects decodes them as plain objects.
@@ -185,7 +297,8 @@ function describe(value: unknown): string {
   if (isPlainObject(value)) return 'a map';
   try {
     // msgpackr turns extensions (and the reserved byte 0xc1) into class instances; name the class.
-    const name: unknown = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+    const name: unknown = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor
+      ?.name;
     if (typeof name === 'string' && name !== '') return `a ${name}`;
   } catch {
     // an exotic object; fall through to the generic description
@@ -201,7 +314,10 @@ function isPlainObject(value: unknown): value is Fields {
 
 /** Typed, own-property-only access to a decoded map, with error messages naming the field path. */
 class FieldReader {
-  private constructor(private readonly fields: Fields, private readonly path: string) {}
+  private constructor(
+    private readonly fields: Fields,
+    private readonly path: string,
+  ) {}
 
   static of(value: unknown, path: string): FieldReader {
     if (!isPlainObject(value)) throw new ProtocolError(`${path}: expected a map, got ${describe(value)}`);
@@ -247,7 +363,8 @@ class FieldReader {
   /** A finite number >= 0 (durations). */
   duration(key: string): number {
     const value = this.raw(key);
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) this.fail(key, 'a finite number >= 0', value);
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0)
+      this.fail(key, 'a finite number >= 0', value);
     return value;
   }
 
@@ -307,10 +424,16 @@ function requireBelow(path: string, value: number, bound: number, boundName: str
 
 function stepRecord(r: FieldReader): StepRecord {
   const record: StepRecord = {
-    epoch: r.int('epoch'), step: r.int('step'), loss: r.number('loss'), samples: r.int('samples'),
-    dataMs: r.duration('dataMs'), computeMs: r.duration('computeMs'),
-    allreduceMs: r.duration('allreduceMs'), applyMs: r.duration('applyMs'),
-    reduceScatterMs: r.duration('reduceScatterMs'), startedAt: r.duration('startedAt'),
+    epoch: r.int('epoch'),
+    step: r.int('step'),
+    loss: r.number('loss'),
+    samples: r.int('samples'),
+    dataMs: r.duration('dataMs'),
+    computeMs: r.duration('computeMs'),
+    allreduceMs: r.duration('allreduceMs'),
+    applyMs: r.duration('applyMs'),
+    reduceScatterMs: r.duration('reduceScatterMs'),
+    startedAt: r.duration('startedAt'),
   };
   const paramHash = r.optionalString('paramHash');
   if (paramHash !== undefined) record.paramHash = paramHash;
@@ -338,8 +461,15 @@ function shard(r: FieldReader): ShardMessage {
   const offset = r.int('offset');
   if (offset > epochSamples) throw new ProtocolError(`shard: offset ${offset} exceeds epochSamples ${epochSamples}`);
   const message: ShardMessage = {
-    type: 'shard', gen: r.gen(), epoch: r.int('epoch'), indices: r.bytes('indices', 4), testStart, testEnd,
-    firstStep: r.int('firstStep'), epochSamples, offset,
+    type: 'shard',
+    gen: r.gen(),
+    epoch: r.int('epoch'),
+    indices: r.bytes('indices', 4),
+    testStart,
+    testEnd,
+    firstStep: r.int('firstStep'),
+    epochSamples,
+    offset,
   };
   for (const key of ['images', 'labels', 'testImages', 'testLabels'] as const) {
     const bytes = r.optionalBytes(key);
@@ -352,43 +482,99 @@ function evalResult(r: FieldReader): EvalResultMessage {
   const correct = r.int('correct');
   const total = r.int('total');
   if (correct > total) throw new ProtocolError(`evalResult: correct ${correct} exceeds total ${total}`);
-  return { type: 'evalResult', gen: r.gen(), rank: r.int('rank'), epoch: r.int('epoch'), correct, total, lossSum: r.number('lossSum') };
+  return {
+    type: 'evalResult',
+    gen: r.gen(),
+    rank: r.int('rank'),
+    epoch: r.int('epoch'),
+    correct,
+    total,
+    lossSum: r.number('lossSum'),
+  };
 }
 
 /** One validator per message type; each builds a fresh object holding only the known fields. */
 const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
   hello: (r) => ({
-    type: 'hello', protocolVersion: r.version(), workerId: r.string('workerId'), host: r.string('host'),
-    ringHost: r.string('ringHost'), ringPort: r.int('ringPort', 0, 65535), hasData: r.boolean('hasData'),
-    backend: r.string('backend'), pid: r.int('pid'), auth: r.bytes('auth'),
+    type: 'hello',
+    protocolVersion: r.version(),
+    workerId: r.string('workerId'),
+    host: r.string('host'),
+    ringHost: r.string('ringHost'),
+    ringPort: r.int('ringPort', 0, 65535),
+    hasData: r.boolean('hasData'),
+    backend: r.string('backend'),
+    pid: r.int('pid'),
+    auth: r.bytes('auth'),
   }),
-  ready: (r) => ({ type: 'ready', gen: r.gen(), rank: r.int('rank'), step: r.int('step'), hasState: r.boolean('hasState') }),
+  ready: (r) => ({
+    type: 'ready',
+    gen: r.gen(),
+    rank: r.int('rank'),
+    step: r.int('step'),
+    hasState: r.boolean('hasState'),
+  }),
   heartbeat: (r) => ({ type: 'heartbeat', gen: r.int('gen'), rank: r.int('rank', -1), step: r.int('step') }),
   stall: (r) => ({
-    type: 'stall', gen: r.gen(), rank: r.int('rank'), step: r.int('step'), waitingMs: r.duration('waitingMs'), peerRank: r.int('peerRank'),
+    type: 'stall',
+    gen: r.gen(),
+    rank: r.int('rank'),
+    step: r.int('step'),
+    waitingMs: r.duration('waitingMs'),
+    peerRank: r.int('peerRank'),
   }),
   challenge: (r) => ({ type: 'challenge', protocolVersion: r.version(), nonce: r.bytes('nonce') }),
   metrics: (r) => ({ type: 'metrics', gen: r.gen(), rank: r.int('rank'), records: r.array('records', stepRecord) }),
   evalResult,
   epochDone: (r) => ({
-    type: 'epochDone', gen: r.gen(), rank: r.int('rank'), epoch: r.int('epoch'), steps: r.int('steps'),
+    type: 'epochDone',
+    gen: r.gen(),
+    rank: r.int('rank'),
+    epoch: r.int('epoch'),
+    steps: r.int('steps'),
     trainMs: r.duration('trainMs'),
   }),
   weights: (r) => ({
-    type: 'weights', gen: r.gen(), rank: r.int('rank'), step: r.int('step'), epoch: r.int('epoch'),
-    weights: r.bytes('weights', 4), optimizer: r.bytes('optimizer', 4),
+    type: 'weights',
+    gen: r.gen(),
+    rank: r.int('rank'),
+    step: r.int('step'),
+    epoch: r.int('epoch'),
+    weights: r.bytes('weights', 4),
+    optimizer: r.bytes('optimizer', 4),
   }),
-  failed: (r) => ({ type: 'failed', gen: r.gen(), rank: r.int('rank'), code: r.string('code'), message: r.string('message') }),
-  welcome: (r) => ({ type: 'welcome', protocolVersion: r.version(), workerId: r.string('workerId'), runId: r.string('runId') }),
+  failed: (r) => ({
+    type: 'failed',
+    gen: r.gen(),
+    rank: r.int('rank'),
+    code: r.string('code'),
+    message: r.string('message'),
+  }),
+  welcome: (r) => ({
+    type: 'welcome',
+    protocolVersion: r.version(),
+    workerId: r.string('workerId'),
+    runId: r.string('runId'),
+  }),
   assign,
   start: (r) => ({
-    type: 'start', gen: r.gen(), epoch: r.int('epoch'), step: r.int('step'),
-    weights: r.bytes('weights', 4), optimizer: r.bytes('optimizer', 4),
+    type: 'start',
+    gen: r.gen(),
+    epoch: r.int('epoch'),
+    step: r.int('step'),
+    weights: r.bytes('weights', 4),
+    optimizer: r.bytes('optimizer', 4),
   }),
   shard,
   requestWeights: (r) => ({ type: 'requestWeights', gen: r.gen() }),
   stop: (r) => ({ type: 'stop', reason: r.string('reason'), exitCode: r.int('exitCode', 0, 255) }),
-  ringHello: (r) => ({ type: 'ringHello', gen: r.gen(), rank: r.int('rank'), protocolVersion: r.version(), auth: r.bytes('auth') }),
+  ringHello: (r) => ({
+    type: 'ringHello',
+    gen: r.gen(),
+    rank: r.int('rank'),
+    protocolVersion: r.version(),
+    auth: r.bytes('auth'),
+  }),
 };
 
 /** Check a decoded (or about to be encoded) value against the message schemas. */
@@ -396,7 +582,9 @@ function validateMessage(value: unknown): Message {
   if (!isPlainObject(value)) throw new ProtocolError(`message: expected a map, got ${describe(value)}`);
   const type = Object.hasOwn(value, 'type') ? value.type : undefined;
   if (typeof type !== 'string' || !Object.hasOwn(validators, type)) {
-    throw new ProtocolError(`message.type: expected one of ${Object.keys(validators).join(', ')}, got ${describe(type)}`);
+    throw new ProtocolError(
+      `message.type: expected one of ${Object.keys(validators).join(', ')}, got ${describe(type)}`,
+    );
   }
   const validate = validators[type as MessageType] as (r: FieldReader) => Message;
   return validate(FieldReader.of(value, type));
@@ -470,7 +658,8 @@ export function chunkFrameBytes(header: ChunkHeader): number {
 export function writeChunkHeader(frame: Uint8Array, header: ChunkHeader): void {
   const checked = checkChunkHeader(header);
   const expected = chunkFrameBytes(checked);
-  if (frame.byteLength !== expected) throw new ProtocolError(`a frame of ${checked.count} values needs ${expected} bytes, got ${frame.byteLength}`);
+  if (frame.byteLength !== expected)
+    throw new ProtocolError(`a frame of ${checked.count} values needs ${expected} bytes, got ${frame.byteLength}`);
   const view = new DataView(frame.buffer, frame.byteOffset, CHUNK_HEADER_BYTES);
   frame[0] = FrameKind.chunk;
   frame[1] = PROTOCOL_VERSION;
@@ -490,7 +679,9 @@ export function encodeChunkFrame(header: ChunkHeader, data: Float32Array | Uint1
   const encoding = header.encoding ?? ValueEncoding.float32;
   const expectedType = encoding === ValueEncoding.float16 ? Uint16Array : Float32Array;
   if (!(data instanceof expectedType)) {
-    throw new ProtocolError(`chunk data must be a ${expectedType.name} for encoding ${String(encoding)}, got ${describe(data)}`);
+    throw new ProtocolError(
+      `chunk data must be a ${expectedType.name} for encoding ${String(encoding)}, got ${describe(data)}`,
+    );
   }
   if (header.count !== data.length) {
     throw new ProtocolError(`chunk header count ${String(header.count)} does not match ${data.length} values`);
@@ -506,8 +697,11 @@ function checkChunkHeader(header: ChunkHeader): ChunkHeader {
   const fields = FieldReader.of(header, 'chunk header');
   const phase = fields.int('phase', 0, 1) as Phase;
   const checked: ChunkHeader = {
-    generation: fields.int('generation', 0, UINT32_MAX), step: fields.int('step', 0, UINT32_MAX),
-    phase, chunk: fields.int('chunk', 0, UINT32_MAX), count: fields.int('count', 0, UINT32_MAX),
+    generation: fields.int('generation', 0, UINT32_MAX),
+    step: fields.int('step', 0, UINT32_MAX),
+    phase,
+    chunk: fields.int('chunk', 0, UINT32_MAX),
+    count: fields.int('count', 0, UINT32_MAX),
   };
   if (header.encoding !== undefined) checked.encoding = fields.int('encoding', 0, 1) as ValueEncoding;
   return checked;
@@ -542,18 +736,24 @@ function float32Only(values: Float32Array | Uint16Array): Float32Array {
 
 function decodeChunkBody(buf: Uint8Array): { header: ChunkHeader; values: Float32Array | Uint16Array } {
   if (buf.byteLength < CHUNK_HEADER_BYTES) {
-    throw new ProtocolError(`chunk frame of ${buf.byteLength} bytes is shorter than its ${CHUNK_HEADER_BYTES}-byte header`);
+    throw new ProtocolError(
+      `chunk frame of ${buf.byteLength} bytes is shorter than its ${CHUNK_HEADER_BYTES}-byte header`,
+    );
   }
   const phase = buf[2];
-  if (phase !== Phase.reduceScatter && phase !== Phase.allgather) throw new ProtocolError(`chunk frame phase ${phase} is not 0 or 1`);
+  if (phase !== Phase.reduceScatter && phase !== Phase.allgather)
+    throw new ProtocolError(`chunk frame phase ${phase} is not 0 or 1`);
   const encoding = buf[3];
   if (encoding !== ValueEncoding.float32 && encoding !== ValueEncoding.float16) {
     throw new ProtocolError(`chunk frame encoding byte is ${encoding}, not 0 (float32) or 1 (float16)`);
   }
   const view = new DataView(buf.buffer, buf.byteOffset, CHUNK_HEADER_BYTES);
   const header: ChunkHeader = {
-    generation: view.getUint32(4, true), step: view.getUint32(8, true), phase,
-    chunk: view.getUint32(12, true), count: view.getUint32(16, true),
+    generation: view.getUint32(4, true),
+    step: view.getUint32(8, true),
+    phase,
+    chunk: view.getUint32(12, true),
+    count: view.getUint32(16, true),
   };
   if (encoding === ValueEncoding.float16) header.encoding = ValueEncoding.float16;
   const expected = chunkFrameBytes(header);
@@ -592,11 +792,17 @@ function wordsToBytes(words: Float32Array | Uint32Array): Uint8Array {
 }
 
 /** The memory of `size`-byte little-endian words as an aligned native region: `bytes` itself when possible, else a copy. */
-function alignedWords(bytes: Uint8Array, what: string, size: 2 | 4 = 4): { buffer: ArrayBufferLike; byteOffset: number; length: number } {
+function alignedWords(
+  bytes: Uint8Array,
+  what: string,
+  size: 2 | 4 = 4,
+): { buffer: ArrayBufferLike; byteOffset: number; length: number } {
   if (!(bytes instanceof Uint8Array)) throw new ProtocolError(`${what} must be bytes, got ${describe(bytes)}`);
-  if (bytes.byteLength % size !== 0) throw new ProtocolError(`${what}: ${bytes.byteLength} bytes is not a multiple of ${size}`);
+  if (bytes.byteLength % size !== 0)
+    throw new ProtocolError(`${what}: ${bytes.byteLength} bytes is not a multiple of ${size}`);
   const length = bytes.byteLength / size;
-  if (HOST_IS_LITTLE_ENDIAN && bytes.byteOffset % size === 0) return { buffer: bytes.buffer, byteOffset: bytes.byteOffset, length };
+  if (HOST_IS_LITTLE_ENDIAN && bytes.byteOffset % size === 0)
+    return { buffer: bytes.buffer, byteOffset: bytes.byteOffset, length };
   const copy = new Uint8Array(bytes.byteLength);
   copy.set(bytes);
   if (!HOST_IS_LITTLE_ENDIAN) swapBytes(copy, size);

@@ -10,7 +10,7 @@
  * process's CPU time per step: wasm computes on one thread, so when the wall time is well above it, other work on the
  * machine was competing for the cores.
  *
- * Run: node dist/scripts/bench-conv-grads.js
+ * Run: node dist/bench/bench-conv-grads.js
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
@@ -48,7 +48,11 @@ function msPerCall(fn: () => tf.Tensor): number {
   return times[times.length >> 1];
 }
 
-interface CaseTensors { x: tf.Tensor4D; filter: tf.Tensor4D; dy: tf.Tensor4D }
+interface CaseTensors {
+  x: tf.Tensor4D;
+  filter: tf.Tensor4D;
+  dy: tf.Tensor4D;
+}
 
 function makeCase(c: ConvCase): CaseTensors {
   const x = tf.randomNormal(c.x) as tf.Tensor4D;
@@ -58,13 +62,23 @@ function makeCase(c: ConvCase): CaseTensors {
 }
 
 function backpropInput(c: ConvCase, t: CaseTensors): tf.Tensor {
-  return tf.engine().runKernel(tf.Conv2DBackpropInput, { dy: t.dy, filter: t.filter },
-    { strides: 1, pad: c.pad, dataFormat: 'NHWC', inputShape: c.x }) as tf.Tensor;
+  return tf
+    .engine()
+    .runKernel(
+      tf.Conv2DBackpropInput,
+      { dy: t.dy, filter: t.filter },
+      { strides: 1, pad: c.pad, dataFormat: 'NHWC', inputShape: c.x },
+    ) as tf.Tensor;
 }
 
 function backpropFilter(c: ConvCase, t: CaseTensors): tf.Tensor {
-  return tf.engine().runKernel(tf.Conv2DBackpropFilter, { x: t.x, dy: t.dy },
-    { strides: 1, pad: c.pad, dataFormat: 'NHWC', filterShape: c.filter }) as tf.Tensor;
+  return tf
+    .engine()
+    .runKernel(
+      tf.Conv2DBackpropFilter,
+      { x: t.x, dy: t.dy },
+      { strides: 1, pad: c.pad, dataFormat: 'NHWC', filterShape: c.filter },
+    ) as tf.Tensor;
 }
 
 function benchKernels(): void {
@@ -72,15 +86,19 @@ function benchKernels(): void {
   const builtin = CASES.map((c, i) => msPerCall(() => backpropInput(c, tensors[i])));
   registerWasmConvGradients();
   console.log('kernel ms per call (median), batch 64');
-  console.log(`${'case'.padEnd(17)}${'forward'.padStart(9)}${'dx builtin'.padStart(12)}${'dx ours'.padStart(9)}` +
-    `${'dW ours'.padStart(9)}`);
+  console.log(
+    `${'case'.padEnd(17)}${'forward'.padStart(9)}${'dx builtin'.padStart(12)}${'dx ours'.padStart(9)}` +
+      `${'dW ours'.padStart(9)}`,
+  );
   CASES.forEach((c, i) => {
     const t = tensors[i];
     const forward = msPerCall(() => tf.conv2d(t.x, t.filter, 1, c.pad));
     const dx = msPerCall(() => backpropInput(c, t));
     const dW = msPerCall(() => backpropFilter(c, t));
-    console.log(`${c.name.padEnd(17)}${forward.toFixed(2).padStart(9)}${builtin[i].toFixed(2).padStart(12)}` +
-      `${dx.toFixed(2).padStart(9)}${dW.toFixed(2).padStart(9)}`);
+    console.log(
+      `${c.name.padEnd(17)}${forward.toFixed(2).padStart(9)}${builtin[i].toFixed(2).padStart(12)}` +
+        `${dx.toFixed(2).padStart(9)}${dW.toFixed(2).padStart(9)}`,
+    );
   });
   tensors.forEach((t) => tf.dispose([t.x, t.filter, t.dy]));
 }
@@ -115,20 +133,34 @@ function kerasCnn(): tf.Sequential {
   });
 }
 
-interface StepHarness { step: () => void; dispose: () => void }
+interface StepHarness {
+  step: () => void;
+  dispose: () => void;
+}
 
 function trainingStep(model: tf.Sequential): StepHarness {
   const optimizer = tf.train.adam();
   const xs = tf.randomUniform([BATCH, 28, 28, 1]);
   const ys = tf.tidy(() => tf.oneHot(tf.randomUniform([BATCH], 0, 10, 'int32') as tf.Tensor1D, 10).toFloat());
   const step = (): void => {
-    const loss = optimizer.minimize(() => tf.tidy(() => {
-      const probs = model.apply(xs, { training: true }) as tf.Tensor;
-      return tf.mean(tf.metrics.categoricalCrossentropy(ys, probs)) as tf.Scalar;
-    }), true);
+    const loss = optimizer.minimize(
+      () =>
+        tf.tidy(() => {
+          const probs = model.apply(xs, { training: true }) as tf.Tensor;
+          return tf.mean(tf.metrics.categoricalCrossentropy(ys, probs)) as tf.Scalar;
+        }),
+      true,
+    );
     loss?.dispose();
   };
-  return { step, dispose: () => { tf.dispose([xs, ys]); optimizer.dispose(); model.dispose(); } };
+  return {
+    step,
+    dispose: () => {
+      tf.dispose([xs, ys]);
+      optimizer.dispose();
+      model.dispose();
+    },
+  };
 }
 
 /** Self time per kernel name, collected by wrapping every registered wasm kernel while `run` executes. */
@@ -138,19 +170,23 @@ function profileKernels(run: () => void): Map<string, { calls: number; ms: numbe
   const originals = tf.getKernelsForBackend('wasm');
   for (const config of originals) {
     tf.unregisterKernel(config.kernelName, 'wasm');
-    tf.registerKernel({ ...config, setupFunc: undefined, kernelFunc: (args) => {
-      childMs.push(0);
-      const start = performance.now();
-      const out = config.kernelFunc(args);
-      const elapsed = performance.now() - start;
-      const self = elapsed - (childMs.pop() ?? 0);
-      if (childMs.length > 0) childMs[childMs.length - 1] += elapsed;
-      const entry = totals.get(config.kernelName) ?? { calls: 0, ms: 0 };
-      entry.calls++;
-      entry.ms += self;
-      totals.set(config.kernelName, entry);
-      return out;
-    } });
+    tf.registerKernel({
+      ...config,
+      setupFunc: undefined,
+      kernelFunc: (args) => {
+        childMs.push(0);
+        const start = performance.now();
+        const out = config.kernelFunc(args);
+        const elapsed = performance.now() - start;
+        const self = elapsed - (childMs.pop() ?? 0);
+        if (childMs.length > 0) childMs[childMs.length - 1] += elapsed;
+        const entry = totals.get(config.kernelName) ?? { calls: 0, ms: 0 };
+        entry.calls++;
+        entry.ms += self;
+        totals.set(config.kernelName, entry);
+        return out;
+      },
+    });
   }
   try {
     run();
@@ -168,8 +204,10 @@ function printProfile(totals: Map<string, { calls: number; ms: number }>, steps:
   const all = rows.reduce((sum, [, e]) => sum + e.ms, 0);
   console.log(`  kernel self time per step (${(all / steps).toFixed(1)} ms in kernels):`);
   for (const [name, e] of rows.slice(0, 12)) {
-    console.log(`    ${name.padEnd(22)}${(e.ms / steps).toFixed(2).padStart(8)} ms ` +
-      `${((100 * e.ms) / all).toFixed(1).padStart(5)}%  ${(e.calls / steps).toFixed(0).padStart(3)} calls`);
+    console.log(
+      `    ${name.padEnd(22)}${(e.ms / steps).toFixed(2).padStart(8)} ms ` +
+        `${((100 * e.ms) / all).toFixed(1).padStart(5)}%  ${(e.calls / steps).toFixed(0).padStart(3)} calls`,
+    );
   }
 }
 
@@ -194,11 +232,18 @@ function benchTraining(name: string, build: () => tf.Sequential, steps: number, 
   const leaked = tf.memory().numTensors - tensorsBefore;
   const samplesPerSec = (BATCH * 1000) / ms;
   const verdict = samplesPerSec >= target ? 'meets' : 'BELOW';
-  console.log(`${name} training step, batch ${BATCH}: ${ms.toFixed(1)} ms/step, ${samplesPerSec.toFixed(0)} samples/s ` +
-    `(${verdict} target ${target}); process CPU time ${msCpu.toFixed(1)} ms/step; ` +
-    `tensors leaked over ${steps} steps: ${leaked}`);
+  console.log(
+    `${name} training step, batch ${BATCH}: ${ms.toFixed(1)} ms/step, ${samplesPerSec.toFixed(0)} samples/s ` +
+      `(${verdict} target ${target}); process CPU time ${msCpu.toFixed(1)} ms/step; ` +
+      `tensors leaked over ${steps} steps: ${leaked}`,
+  );
   const profiledSteps = Math.max(2, Math.floor(steps / 4));
-  printProfile(profileKernels(() => { for (let i = 0; i < profiledSteps; i++) harness.step(); }), profiledSteps);
+  printProfile(
+    profileKernels(() => {
+      for (let i = 0; i < profiledSteps; i++) harness.step();
+    }),
+    profiledSteps,
+  );
   harness.dispose();
 }
 
@@ -207,8 +252,10 @@ async function main(): Promise<void> {
   if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend did not start');
   await tf.ready();
   const flags = tf.env().features;
-  console.log(`backend wasm, simd ${String(flags['WASM_HAS_SIMD_SUPPORT'])}, ` +
-    `threads ${String(flags['WASM_HAS_MULTITHREAD_SUPPORT'])}`);
+  console.log(
+    `backend wasm, simd ${String(flags['WASM_HAS_SIMD_SUPPORT'])}, ` +
+      `threads ${String(flags['WASM_HAS_MULTITHREAD_SUPPORT'])}`,
+  );
   benchKernels();
   benchTraining('lenet5', lenet5, 40, 1200);
   benchTraining('keras-cnn', kerasCnn, 10, 200);

@@ -11,7 +11,7 @@
  * `evalShard` splits the test set into contiguous, non-overlapping ranges whose sizes sum to
  * exactly the test set size.
  */
-import { mixSeed, permutation } from './rng.js';
+import { mixSeed, permutation } from '../rng.js';
 
 export interface ShardOptions {
   datasetSize: number;

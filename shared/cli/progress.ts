@@ -15,7 +15,9 @@ export interface ProgressView {
 }
 
 function formatFields(fields: Record<string, string | number>): string {
-  return Object.entries(fields).map(([k, v]) => `${k} ${typeof v === 'number' ? round(v) : v}`).join('  ');
+  return Object.entries(fields)
+    .map(([k, v]) => `${k} ${typeof v === 'number' ? round(v) : v}`)
+    .join('  ');
 }
 
 function round(v: number): string {
@@ -46,10 +48,16 @@ function ttyView(stream: NodeJS.WriteStream): ProgressView {
       bar.update(done, { rate: rate.toFixed(0), extra: formatFields(fields) });
     },
     line(text) {
-      if (active) { bar.stop(); active = false; }
+      if (active) {
+        bar.stop();
+        active = false;
+      }
       stream.write(`${text}\n`);
     },
-    stop() { if (active) bar.stop(); active = false; },
+    stop() {
+      if (active) bar.stop();
+      active = false;
+    },
   };
 }
 
@@ -60,7 +68,12 @@ function plainView(stream: NodeJS.WritableStream, everyMs: number): ProgressView
   let started = 0;
   let lastPrint = 0;
   return {
-    begin(l, t) { label = l; total = t; started = performance.now(); lastPrint = started; },
+    begin(l, t) {
+      label = l;
+      total = t;
+      started = performance.now();
+      lastPrint = started;
+    },
     update(done, fields) {
       const now = performance.now();
       if (now - lastPrint < everyMs && done < total) return;
@@ -68,14 +81,20 @@ function plainView(stream: NodeJS.WritableStream, everyMs: number): ProgressView
       const secs = (now - started) / 1000;
       const rate = done / Math.max(1e-3, secs);
       const eta = rate > 0 ? (total - done) / rate : 0;
-      stream.write(`${label} ${done}/${total} (${((100 * done) / Math.max(1, total)).toFixed(0)}%) ${rate.toFixed(0)} samples/s ETA ${eta.toFixed(0)}s ${formatFields(fields)}\n`);
+      stream.write(
+        `${label} ${done}/${total} (${((100 * done) / Math.max(1, total)).toFixed(0)}%) ${rate.toFixed(0)} samples/s ETA ${eta.toFixed(0)}s ${formatFields(fields)}\n`,
+      );
     },
-    line(text) { stream.write(`${text}\n`); },
+    line(text) {
+      stream.write(`${text}\n`);
+    },
     stop() {},
   };
 }
 
-export function createProgressView(opts: { stream?: NodeJS.WriteStream; quiet?: boolean; everyMs?: number } = {}): ProgressView {
+export function createProgressView(
+  opts: { stream?: NodeJS.WriteStream; quiet?: boolean; everyMs?: number } = {},
+): ProgressView {
   const stream = opts.stream ?? process.stdout;
   if (opts.quiet) return { begin() {}, update() {}, line() {}, stop() {} };
   return stream.isTTY ? ttyView(stream) : plainView(stream, opts.everyMs ?? 10_000);

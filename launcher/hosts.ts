@@ -10,7 +10,7 @@
  * A host is whatever the launcher command reaches it by (an ssh name, `user@name`, an address, a network-namespace
  * name); IPv6 addresses are written in brackets (`[fd00::2]:2`) and stored without them. Pure functions only.
  */
-import { ConfigError } from '../../shared/errors.js';
+import { ConfigError } from '../shared/errors.js';
 
 export interface HostSpec {
   host: string;
@@ -60,7 +60,11 @@ export function parseHostEntry(entry: string, where = '-H'): HostSpec {
   if (bracketed) {
     const [, address, slots, advertise] = bracketed;
     if (!IPV6.test(address!)) throw new ConfigError(`${where}: '${address}' is not an IPv6 address`);
-    return withAdvertise({ host: address!, slots: slots === undefined ? 1 : checkSlots(slots, where) }, advertise, where);
+    return withAdvertise(
+      { host: address!, slots: slots === undefined ? 1 : checkSlots(slots, where) },
+      advertise,
+      where,
+    );
   }
   // An unbracketed host has no ':', so the first one starts the slot count; an '@' after it starts the advertise
   // address (an '@' before it belongs to the host: `user@host`).
@@ -88,9 +92,15 @@ function rejectDuplicates(hosts: HostSpec[], where: string): HostSpec[] {
 
 /** `-H a:4,b:4@10.0.0.2` */
 export function parseHostList(list: string): HostSpec[] {
-  const entries = list.split(',').map((e) => e.trim()).filter(Boolean);
+  const entries = list
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean);
   if (entries.length === 0) throw new ConfigError('-H: no hosts given');
-  return rejectDuplicates(entries.map((e) => parseHostEntry(e, '-H')), '-H');
+  return rejectDuplicates(
+    entries.map((e) => parseHostEntry(e, '-H')),
+    '-H',
+  );
 }
 
 /** An MPI-style hostfile: `host [slots=N] [advertise=ADDR]` per line; blank lines and `#` comments are ignored. */
@@ -102,7 +112,8 @@ export function parseHostfile(text: string, file = 'hostfile'): HostSpec[] {
     const where = `${file}:${i + 1}`;
     const [name, ...fields] = line.split(/\s+/);
     const bracketed = /^\[(.+)\]$/.exec(name!);
-    if (bracketed && !IPV6.test(bracketed[1]!)) throw new ConfigError(`${where}: '${bracketed[1]}' is not an IPv6 address`);
+    if (bracketed && !IPV6.test(bracketed[1]!))
+      throw new ConfigError(`${where}: '${bracketed[1]}' is not an IPv6 address`);
     const host = bracketed ? bracketed[1]! : checkHost(name!, where);
     const spec: HostSpec = { host, slots: 1 };
     for (const field of fields) {
@@ -119,7 +130,8 @@ export function parseHostfile(text: string, file = 'hostfile'): HostSpec[] {
 
 /** `host:slots` lines (a discovery script's output); blank lines and `#` comments are ignored. An empty list is valid. */
 export function parseHostLines(text: string, where = 'host discovery'): HostSpec[] {
-  const hosts = text.split(/\r?\n/)
+  const hosts = text
+    .split(/\r?\n/)
     .map((l) => l.replace(/#.*$/, '').trim())
     .filter(Boolean)
     .map((l, i) => parseHostEntry(l, `${where} line ${i + 1}`));
