@@ -14,7 +14,6 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { COORDINATOR_DEFAULTS, startCoordinator, type CoordinatorHandle } from '../coordinator/start.js';
 import { ADMISSION_DEFAULTS } from '../shared/admission.js';
-import { Phase } from '../shared/ring/allreduce.js';
 import { authAnswer } from '../shared/auth.js';
 import { validateTrainConfig } from '../shared/config.js';
 import { CLOSE_CODES, type RingtrainError } from '../shared/errors.js';
@@ -28,6 +27,7 @@ import {
   PROTOCOL_VERSION,
   type Message,
   type MessageOf,
+  Phase,
 } from '../shared/wire/protocol.js';
 import { RingTransport } from '../worker/ring-transport.js';
 import { challengeOf, controlFrame, probe, type Probe } from './helpers/probe.js';
