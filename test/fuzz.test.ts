@@ -14,7 +14,6 @@ import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
-import { Phase, type ChunkHeader } from '../shared/ring/allreduce.js';
 import {
   checkpointFileName,
   decodeCheckpoint,
@@ -41,6 +40,8 @@ import {
   MessageType,
   PROTOCOL_VERSION,
   type Message,
+  Phase,
+  type ChunkHeader,
 } from '../shared/wire/protocol.js';
 import { normalize, sampleMessages as samples } from './helpers/messages.js';
 

@@ -18,8 +18,10 @@ import {
   uint32ToBytes,
   writeChunkHeader,
   type Message,
+  Phase,
+  ValueEncoding,
+  type ChunkHeader,
 } from '../shared/wire/protocol.js';
-import { Phase, ValueEncoding, type ChunkHeader } from '../shared/ring/allreduce.js';
 import { ProtocolError, ProtocolVersionError } from '../shared/errors.js';
 import { createRng } from '../shared/rng.js';
 import { normalize, sampleMessages as samples } from './helpers/messages.js';
