@@ -210,7 +210,16 @@ export interface StartMessage {
   weights: Uint8Array;
   optimizer: Uint8Array;
 }
-/** `indices` are uint32 LE (see bytesToUint32); sample bytes only go to workers without local data. */
+/** The shape of one shipped sample: height * width * channels uint8 pixels, HWC order. */
+export interface SampleShapeFields {
+  height: number;
+  width: number;
+  channels: number;
+}
+/**
+ * `indices` are uint32 LE (see bytesToUint32); sample bytes only go to workers without local data, and then with
+ * `sampleShape` (required whenever images are present; images hold exactly labels * sample bytes).
+ */
 export interface ShardMessage {
   type: 'shard';
   gen: number;
@@ -218,6 +227,7 @@ export interface ShardMessage {
   indices: Uint8Array;
   images?: Uint8Array;
   labels?: Uint8Array;
+  sampleShape?: SampleShapeFields;
   /** Global step number of this shard's first batch. */
   firstStep: number;
   /** Samples in the whole epoch, and how many of them earlier generations already trained on (for the lr schedule). */
@@ -475,7 +485,33 @@ function shard(r: FieldReader): ShardMessage {
     const bytes = r.optionalBytes(key);
     if (bytes !== undefined) message[key] = bytes;
   }
+  if (message.images !== undefined || message.testImages !== undefined) checkShippedSamples(r, message);
   return message;
+}
+
+const MAX_SAMPLE_SIDE = 65535;
+const MAX_SAMPLE_CHANNELS = 4;
+
+/** Shipped samples come with their shape, and every image byte array holds exactly one sample per label. */
+function checkShippedSamples(r: FieldReader, message: ShardMessage): void {
+  const s = r.nested('sampleShape');
+  const shape: SampleShapeFields = {
+    height: s.int('height', 1, MAX_SAMPLE_SIDE),
+    width: s.int('width', 1, MAX_SAMPLE_SIDE),
+    channels: s.int('channels', 1, MAX_SAMPLE_CHANNELS),
+  };
+  const bytesPerSample = shape.height * shape.width * shape.channels;
+  for (const [images, labels] of [
+    ['images', 'labels'],
+    ['testImages', 'testLabels'],
+  ] as const) {
+    const count = message[labels]?.byteLength ?? 0;
+    const length = message[images]?.byteLength ?? 0;
+    if (length !== count * bytesPerSample) {
+      throw new ProtocolError(`shard.${images}: ${length} bytes for ${count} labels of ${bytesPerSample} bytes each`);
+    }
+  }
+  message.sampleShape = shape;
 }
 
 function evalResult(r: FieldReader): EvalResultMessage {
