@@ -154,7 +154,16 @@ export interface StartMessage {
   weights: Uint8Array;
   optimizer: Uint8Array;
 }
-/** `indices` are uint32 LE (see bytesToUint32); sample bytes only go to workers without local data. */
+/** The shape of one shipped sample: height * width * channels uint8 pixels, HWC order. */
+export interface SampleShapeFields {
+  height: number;
+  width: number;
+  channels: number;
+}
+/**
+ * `indices` are uint32 LE (see bytesToUint32); sample bytes only go to workers without local data, and then with
+ * `sampleShape` (required whenever images are present; images hold exactly labels * sample bytes).
+ */
 export interface ShardMessage {
   type: 'shard';
   gen: number;
@@ -162,6 +171,7 @@ export interface ShardMessage {
   indices: Uint8Array;
   images?: Uint8Array;
   labels?: Uint8Array;
+  sampleShape?: SampleShapeFields;
   /** Global step number of this shard's first batch. */
   firstStep: number;
   /** Samples in the whole epoch, and how many of them earlier generations already trained on (for the lr schedule). */
