@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
-import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
+import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { loadMnist, type MnistDataset, type MnistSplit } from '../shared/data/mnist.js';
 import {
   AuthError,
@@ -50,6 +50,8 @@ export interface WorkerConfig {
   /** Address peers dial to reach this worker's ring listener (default: this machine's hostname). */
   advertise?: string;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
@@ -485,16 +487,10 @@ class WorkerSession {
   }
 }
 
+/** The same validator as the command line: a bad or unknown field fails the worker with a ConfigError naming it. */
 function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
-  const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
-  return {
-    train: validateTrainConfig(train),
-    checkEvery: int(checkEvery, 0),
-    reportEvery: Math.max(1, int(reportEvery, 10)),
-    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
-    compression: compression === 'fp16' ? 'fp16' : 'none',
-  };
+  const { checkEvery, reportEvery, nonFinite, compression, ...train } = validateRunConfig(config, 'assign.config');
+  return { train, checkEvery, reportEvery, nonFinite, compression };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {

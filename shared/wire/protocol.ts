@@ -43,6 +43,7 @@
  * ProtocolError (anything else wrong), whatever the input bytes.
  */
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
+import type { RunConfig } from '../config.js';
 import { ProtocolError, ProtocolVersionError } from '../errors.js';
 import { Phase, ValueEncoding, type ChunkHeader } from '../ring/allreduce.js';
 
@@ -198,8 +199,11 @@ export interface AssignMessage {
   worldSize: number;
   successor: RingPeer;
   predecessorRank: number;
-  /** The training config; validated by its user, here only checked to be a plain object. */
-  config: Record<string, unknown>;
+  /**
+   * The run config (RunConfig, shared/config.ts): the fields of the option tables' TRAIN_OPTIONS and RUN_OPTIONS.
+   * Here only checked to be a map; the worker validates it with the command line's validator (validateRunConfig).
+   */
+  config: { [K in keyof RunConfig]?: unknown };
 }
 /** `optimizer` may be empty (fresh optimizer state). */
 export interface StartMessage {
