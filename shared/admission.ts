@@ -9,7 +9,7 @@ import { authAnswer, newNonce, verifyAnswer, type LinkContext } from './auth.js'
 import { AuthError, CLOSE_CODES, PeerLostError, ProtocolError } from './errors.js';
 import type { Logger } from './log.js';
 import { decodeFrame, PROTOCOL_VERSION, type DecodedFrame, type Message, type MessageOf } from './wire/protocol.js';
-import { closeWithError, noDelay, rawToBytes, sendMessage } from './ws-util.js';
+import { closeWithError, rawToBytes, sendMessage } from './ws-util.js';
 
 export interface AdmissionOptions {
   token: string;
@@ -39,7 +39,6 @@ export class Admission<C extends LinkContext> {
 
   /** Handle a new link: challenge it, and hand it over once its answer verifies. */
   accept(ws: WebSocket, remote: string, admitted: (ws: WebSocket, answer: Answer<C>) => void): void {
-    noDelay(ws);
     if (this.pending >= this.opts.maxPending) {
       if (this.refusedSinceLog++ % 100 === 0)
         this.opts.log.warn({ remote, pending: this.pending }, 'too many unauthenticated links; refusing');
@@ -155,6 +154,5 @@ export async function dialAuthenticated(
     throw err;
   }
   ws.removeAllListeners();
-  noDelay(ws);
   return ws;
 }

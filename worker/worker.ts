@@ -162,7 +162,6 @@ class WorkerSession {
           ringPort: this.ringPort,
           hasData: this.data !== undefined,
           backend: this.backend,
-          pid: process.pid,
           auth,
         }),
       });
@@ -304,7 +303,6 @@ class WorkerSession {
       gen: m.gen,
       rank: this.rank,
       step: this.stepsDone,
-      epoch: 0,
       weights: float32ToBytes(weights),
       optimizer: float32ToBytes(optimizer),
     });

@@ -88,7 +88,6 @@ export interface HelloMessage {
   ringPort: number;
   hasData: boolean;
   backend: string;
-  pid: number;
   auth: Uint8Array;
 }
 /**
@@ -168,7 +167,6 @@ export interface WeightsMessage {
   gen: number;
   rank: number;
   step: number;
-  epoch: number;
   weights: Uint8Array;
   optimizer: Uint8Array;
 }
@@ -508,7 +506,6 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     ringPort: r.int('ringPort', 0, 65535),
     hasData: r.boolean('hasData'),
     backend: r.string('backend'),
-    pid: r.int('pid'),
     auth: r.bytes('auth'),
   }),
   ready: (r) => ({
@@ -543,7 +540,6 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     gen: r.gen(),
     rank: r.int('rank'),
     step: r.int('step'),
-    epoch: r.int('epoch'),
     weights: r.bytes('weights', 4),
     optimizer: r.bytes('optimizer', 4),
   }),
