@@ -27,6 +27,7 @@ import {
 import { ChunkMailbox } from '../shared/ring/chunk-mailbox.js';
 import { CLOSE_CODES, PeerLostError, ProtocolError, StepAbortedError, type RingtrainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
+import { bracketHost } from '../shared/net.js';
 import {
   CHUNK_HEADER_BYTES,
   chunkFrameBytes,
@@ -34,6 +35,7 @@ import {
   decodeFrame,
   encodeChunkFrame,
   FrameKind,
+  HOST_IS_LITTLE_ENDIAN,
   PROTOCOL_VERSION,
   writeChunkHeader,
   type RingPeer,
@@ -72,8 +74,6 @@ interface PendingInbound {
   gen: number;
   rank: number;
 }
-
-const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** An outgoing frame buffer and typed views of its values, reused across steps. */
 interface PooledFrame {
@@ -226,7 +226,7 @@ export class RingTransport implements RingLinks {
   }
 
   private async dialSuccessor(a: RingAssignment): Promise<void> {
-    const url = `ws://${formatHost(a.successor.host)}:${a.successor.port}/`;
+    const url = `ws://${bracketHost(a.successor.host)}:${a.successor.port}/`;
     const ws = await dialAuthenticated(url, {
       token: this.opts.token,
       context: 'ring',
@@ -393,8 +393,4 @@ export class RingTransport implements RingLinks {
     this.server?.closeAllConnections();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
-}
-
-function formatHost(host: string): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }

@@ -193,6 +193,19 @@ export function sliceSplit(split: MnistSplit, indices: ArrayLike<number>): Mnist
   return { images, labels, count: indices.length, rows: split.rows, cols: split.cols };
 }
 
+/** The dataset a run trains on: loaded from `dataDir` (default: the embedded MNIST), cut to the run's limits. */
+export async function loadLimited(
+  dataDir: string | undefined,
+  limits: { trainLimit: number; testLimit: number },
+): Promise<MnistDataset> {
+  const data = await loadMnist(dataDir);
+  return {
+    ...data,
+    train: limits.trainLimit > 0 ? limitSplit(data.train, limits.trainLimit) : data.train,
+    test: limits.testLimit > 0 ? limitSplit(data.test, limits.testLimit) : data.test,
+  };
+}
+
 /**
  * The first `n` samples (all of them when `n` >= count). The result shares memory with `split`
  * (views, no copy); use sliceSplit when an independent copy is needed.

@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { TrainConfig } from '../config.js';
-import { limitSplit, loadMnist, type MnistDataset } from '../data/mnist.js';
+import { loadLimited, type MnistDataset } from '../data/mnist.js';
 import type { Logger } from '../log.js';
 import type { ProgressView } from '../cli/progress.js';
 import { shardForRank, stepsPerEpoch, batchIndices } from '../data/sampler.js';
@@ -53,7 +53,7 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   const started = performance.now();
   const { config, log } = opts;
   const backend = await selectBackend(opts.backend, log);
-  const data = await loadData(opts.dataDir, config);
+  const data = await loadLimited(opts.dataDir, config);
   log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
   const replica = new Replica(buildModel(config.model, config.seed), {
     name: config.optimizer,
@@ -74,15 +74,6 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   };
   if (opts.summaryJson) await writeJson(opts.summaryJson, result);
   return result;
-}
-
-async function loadData(dataDir: string | undefined, config: TrainConfig): Promise<MnistDataset> {
-  const data = await loadMnist(dataDir);
-  return {
-    ...data,
-    train: config.trainLimit > 0 ? limitSplit(data.train, config.trainLimit) : data.train,
-    test: config.testLimit > 0 ? limitSplit(data.test, config.testLimit) : data.test,
-  };
 }
 
 type LoopSummary = Pick<TrainSummary, 'epochs' | 'steps' | 'testAccuracy' | 'samplesPerSec' | 'history'>;

@@ -54,7 +54,8 @@ export const FRAME_PREFIX_BYTES = 2;
 export const CHUNK_HEADER_BYTES = 20;
 
 const UINT32_MAX = 0xffffffff;
-const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** Typed arrays are in the host's byte order; the wire and the files are little-endian. */
+export const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 export const MessageType = {
   hello: 'hello',
