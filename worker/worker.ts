@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
-import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
+import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
 import { loadDataset } from '../shared/data/load.js';
 import {
@@ -51,6 +51,8 @@ export interface WorkerConfig {
   /** Address peers dial to reach this worker's ring listener (default: this machine's hostname). */
   advertise?: string;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
@@ -489,16 +491,10 @@ function shippedShape(m: MessageOf<'shard'>): SampleShape {
   return [m.sampleShape.height, m.sampleShape.width, m.sampleShape.channels];
 }
 
+/** The same validator as the command line: a bad or unknown field fails the worker with a ConfigError naming it. */
 function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
-  const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
-  return {
-    train: validateTrainConfig(train),
-    checkEvery: int(checkEvery, 0),
-    reportEvery: Math.max(1, int(reportEvery, 10)),
-    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
-    compression: compression === 'fp16' ? 'fp16' : 'none',
-  };
+  const { checkEvery, reportEvery, nonFinite, compression, ...train } = validateRunConfig(config, 'assign.config');
+  return { train, checkEvery, reportEvery, nonFinite, compression };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {

@@ -20,6 +20,8 @@ import { Replica } from './replica.js';
 export interface SingleRunOptions {
   config: TrainConfig;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
   summaryJson?: string;
   /** Folder for the trained model (model.json + weights.bin); none when absent. */

@@ -1,4 +1,5 @@
 /** The control messages of protocol version 1 (the wire format is documented in protocol.ts). */
+import type { RunConfig } from '../config.js';
 export const MessageType = {
   hello: 'hello',
   ready: 'ready',
@@ -142,8 +143,11 @@ export interface AssignMessage {
   worldSize: number;
   successor: RingPeer;
   predecessorRank: number;
-  /** The training config; validated by its user, here only checked to be a plain object. */
-  config: Record<string, unknown>;
+  /**
+   * The run config (RunConfig, shared/config.ts): the fields of the option tables' TRAIN_OPTIONS and RUN_OPTIONS.
+   * Here only checked to be a map; the worker validates it with the command line's validator (validateRunConfig).
+   */
+  config: { [K in keyof RunConfig]?: unknown };
 }
 /** `optimizer` may be empty (fresh optimizer state). */
 export interface StartMessage {

@@ -67,7 +67,7 @@ export const sampleMessages: Message[] = [
     worldSize: 3,
     successor: { host: '10.0.0.3', port: 40124, rank: 2 },
     predecessorRank: 0,
-    config: { model: 'cnn', batchSize: 32, lr: 0.01, schedule: { warmup: [1, 2] }, note: 'ünïcode ✓' },
+    config: { model: 'cnn', batchSize: 32, lr: 0.01, optimizer: { warmup: [1, 2] }, seed: 'ünïcode ✓' },
   },
   {
     type: 'start',
