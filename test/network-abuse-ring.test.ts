@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ADMISSION_DEFAULTS } from '../shared/admission.js';
-import { Phase } from '../shared/ring/allreduce.js';
+import { Phase } from '../shared/wire/protocol.js';
 import { authAnswer } from '../shared/auth.js';
 import { CLOSE_CODES, type RingtrainError } from '../shared/errors.js';
 import { createRootLogger } from '../shared/log.js';

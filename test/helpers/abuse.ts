@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { ADMISSION_DEFAULTS } from '../../shared/admission.js';
-import { Phase } from '../../shared/ring/allreduce.js';
+import { Phase } from '../../shared/wire/protocol.js';
 import {
   decodeMessage,
   encodeChunkFrame,
