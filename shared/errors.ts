@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'AUTH_FAILED'
   | 'RENDEZVOUS_TIMEOUT'
   | 'PEER_LOST'
+  | 'PEER_BUSY'
   | 'STEP_ABORTED'
   | 'CHECKPOINT_CORRUPT';
 
@@ -128,6 +129,16 @@ export class PeerLostError extends RingtrainError {
   }
 }
 
+/** A listener that is busy (close code 1013): not a refusal, so dial again after a backoff. */
+export class PeerBusyError extends RingtrainError {
+  constructor(
+    readonly peer: string,
+    reason: string,
+  ) {
+    super('PEER_BUSY', `${peer} is busy (${reason}); try again later`);
+  }
+}
+
 /** A step abandoned because the membership changed or a peer stalled. */
 export class StepAbortedError extends RingtrainError {
   constructor(
@@ -167,6 +178,8 @@ export const CLOSE_CODES = {
   policyViolation: 1008,
   tooBig: 1009,
   internal: 1011,
+  /** The listener is busy (its unauthenticated slots are full): not a refusal, dial again after a backoff. */
+  tryAgainLater: 1013,
   versionMismatch: 4001,
   staleGeneration: 4002,
   evicted: 4003,
@@ -182,6 +195,8 @@ export function closeCodeFor(err: unknown): number {
       return CLOSE_CODES.versionMismatch;
     case 'PROTOCOL_INVALID':
       return CLOSE_CODES.protocolError;
+    case 'PEER_BUSY':
+      return CLOSE_CODES.tryAgainLater;
     default:
       return CLOSE_CODES.internal;
   }

@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import type { Registry } from 'prom-client';
 import { ConfigError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import { guardServer } from '../../shared/ws-util.js';
 import type { DashboardCursor, DashboardState } from './state.js';
 
 export interface DashboardOptions {
@@ -301,6 +302,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<DashboardH
     else socket.destroy();
     log.debug({ err }, 'malformed dashboard request');
   });
+  guardServer(server, log);
   const port = await listen(server, opts.host, opts.port).catch((err: unknown) => {
     live.close();
     throw err;
