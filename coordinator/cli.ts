@@ -152,6 +152,7 @@ export function coordinatorCommand(): Command {
       dashboardHost: String(opts.dashboardHost),
       dashboardPort: Number(opts.dashboardPort),
       ...(opts.timeline ? { timeline: String(opts.timeline) } : {}),
+      runDir,
       log,
     });
     const given = resolveToken(opts.token);
