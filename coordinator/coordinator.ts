@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { Compression } from '../shared/ring/allreduce.js';
 import type { TrainConfig } from '../shared/config.js';
-import type { MnistDataset } from '../shared/data/mnist.js';
+import type { Dataset } from '../shared/data/dataset.js';
 import { CLOSE_CODES, ProtocolError, RendezvousTimeoutError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
@@ -94,7 +94,7 @@ interface WorkerRecord {
 export interface CoordinatorDeps {
   train: TrainConfig;
   opts: CoordinatorOptions;
-  data: MnistDataset;
+  data: Dataset;
   runDir: string;
   summaryJson?: string;
   checkpoints: CheckpointStore;

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS } from '../shared/admission.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
-import { limitSplit, loadMnist, type MnistDataset } from '../shared/data/mnist.js';
+import { limitDataset, type Dataset } from '../shared/data/dataset.js';
+import { loadDataset } from '../shared/data/load.js';
 import { CLOSE_CODES, ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
@@ -71,13 +72,8 @@ export interface CoordinatorHandle {
   close(reason?: string): Promise<ClusterSummary>;
 }
 
-async function loadRunData(train: TrainConfig, dataDir?: string): Promise<MnistDataset> {
-  const data = await loadMnist(dataDir);
-  return {
-    ...data,
-    train: train.trainLimit > 0 ? limitSplit(data.train, train.trainLimit) : data.train,
-    test: train.testLimit > 0 ? limitSplit(data.test, train.testLimit) : data.test,
-  };
+async function loadRunData(train: TrainConfig, dataDir?: string): Promise<Dataset> {
+  return limitDataset(await loadDataset(dataDir), train.trainLimit, train.testLimit);
 }
 
 /** The newest valid checkpoint, its training config, and where to continue. */

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ringAllreduce, type Compression, type RingLinks } from '../shared/ring/allreduce.js';
-import type { MnistSplit } from '../shared/data/mnist.js';
+import type { DataSplit } from '../shared/data/dataset.js';
 import { RingtrainError, StepAbortedError } from '../shared/errors.js';
 import type { StepRecord } from '../shared/wire/protocol.js';
 import { batchIndices, stepsPerEpoch } from '../shared/data/sampler.js';
@@ -29,7 +29,7 @@ export interface ShardPlan {
   epoch: number;
   /** Sample indices into `split`, in training order. */
   order: Uint32Array;
-  split: MnistSplit;
+  split: DataSplit;
   batchSize: number;
   /** Global step number of the first batch. */
   firstStep: number;
@@ -95,7 +95,7 @@ export class PrefetchingLoader implements StepInput {
   private current = 0;
   private ready?: { indices: Uint32Array; batch: Batch };
 
-  constructor(split: MnistSplit, batchSize: number) {
+  constructor(split: DataSplit, batchSize: number) {
     this.loaders = [new BatchLoader(split, batchSize), new BatchLoader(split, batchSize)];
   }
 

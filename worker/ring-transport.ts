@@ -16,14 +16,7 @@
 import http from 'node:http';
 import WebSocket, { WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS, dialAuthenticated } from '../shared/admission.js';
-import {
-  ValueEncoding,
-  type ChunkHeader,
-  type ChunkKey,
-  type ChunkValues,
-  type OutgoingChunk,
-  type RingLinks,
-} from '../shared/ring/allreduce.js';
+import { type ChunkValues, type OutgoingChunk, type RingLinks } from '../shared/ring/allreduce.js';
 import { ChunkMailbox } from '../shared/ring/chunk-mailbox.js';
 import { CLOSE_CODES, PeerLostError, ProtocolError, StepAbortedError, type RingtrainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
@@ -37,6 +30,9 @@ import {
   PROTOCOL_VERSION,
   writeChunkHeader,
   type RingPeer,
+  ValueEncoding,
+  type ChunkHeader,
+  type ChunkKey,
 } from '../shared/wire/protocol.js';
 import { closeWithError, keepAlive, rawToBytes } from '../shared/ws-util.js';
 

@@ -13,7 +13,8 @@ import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
-import { loadMnist, type MnistDataset, type MnistSplit } from '../shared/data/mnist.js';
+import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
+import { loadDataset } from '../shared/data/load.js';
 import {
   AuthError,
   CLOSE_CODES,
@@ -119,7 +120,7 @@ class WorkerSession {
   constructor(
     private readonly cfg: WorkerConfig,
     private readonly backend: string,
-    private readonly data: MnistDataset | undefined,
+    private readonly data: Dataset | undefined,
     private readonly ring: RingTransport,
     private readonly ringPort: number,
   ) {
@@ -399,22 +400,19 @@ class WorkerSession {
   }
 
   /** Shipped samples (worker without data) are trained in shipped order; local data is indexed. */
-  private trainData(m: MessageOf<'shard'>): { split: MnistSplit; order: Uint32Array } {
+  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array } {
     if (m.images && m.labels) {
-      const split = { images: m.images, labels: m.labels, count: m.labels.length, rows: 28, cols: 28 };
+      const split = makeSplit(m.images, m.labels, shippedShape(m));
       return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i) };
     }
     if (!this.data) throw new ProtocolError('shard without samples for a worker without data');
     return { split: this.data.train, order: bytesToUint32(m.indices) };
   }
 
-  private testRange(m: MessageOf<'shard'>): { split: MnistSplit; start: number; end: number } {
+  private testRange(m: MessageOf<'shard'>): { split: DataSplit; start: number; end: number } {
     if (m.testImages && m.testLabels) {
-      return {
-        split: { images: m.testImages, labels: m.testLabels, count: m.testLabels.length, rows: 28, cols: 28 },
-        start: 0,
-        end: m.testLabels.length,
-      };
+      const split = makeSplit(m.testImages, m.testLabels, shippedShape(m));
+      return { split, start: 0, end: split.count };
     }
     if (!this.data) throw new ProtocolError('no evaluation samples for a worker without data');
     return { split: this.data.test, start: m.testStart, end: m.testEnd };
@@ -485,6 +483,12 @@ class WorkerSession {
   }
 }
 
+/** The decoder guarantees sampleShape whenever a shard ships images. */
+function shippedShape(m: MessageOf<'shard'>): SampleShape {
+  if (!m.sampleShape) throw new ProtocolError('shard ships samples without their sampleShape');
+  return [m.sampleShape.height, m.sampleShape.width, m.sampleShape.channels];
+}
+
 function readSettings(config: Record<string, unknown>): RunSettings {
   const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
   const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
@@ -499,7 +503,7 @@ function readSettings(config: Record<string, unknown>): RunSettings {
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
   const backend = await selectBackend(cfg.backend, cfg.log);
-  const data = cfg.dataDir ? await loadMnist(cfg.dataDir) : undefined;
+  const data = cfg.dataDir ? await loadDataset(cfg.dataDir) : undefined;
   if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
   const ring = new RingTransport({
     host: cfg.listenHost,
