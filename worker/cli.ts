@@ -60,7 +60,13 @@ export function workerCommand(): Command {
     .option('--tls-ca <file>', 'trust this CA (PEM) for a wss:// coordinator')
     .option('--run-dir <dir>', "folder for this worker's JSON log (default: none, warnings on stderr only)")
     .option('--name <name>', 'log file name inside --run-dir', 'worker')
-    .option('--log-level <level>', 'level of the JSON log file', 'info');
+    .option('--log-level <level>', 'level of the JSON log file', 'info')
+    .option(
+      '--debug-delay-ms <ms>',
+      'testing: sleep this long before every step (a slow worker)',
+      intOption('--debug-delay-ms'),
+      0,
+    );
   addBackendOptions(cmd);
   addDataDirOption(cmd);
   cmd.action(async (opts: Record<string, unknown>) => {
@@ -89,6 +95,7 @@ export function workerCommand(): Command {
       heartbeatMisses: Number(opts.heartbeatMisses),
       stallWarnMs: Number(opts.stallWarnMs),
       coordinatorRetryMs: Number(opts.coordinatorRetryMs),
+      debugDelayMs: Number(opts.debugDelayMs),
       ...(opts.tlsCa ? { tlsCa: fs.readFileSync(String(opts.tlsCa), 'utf8') } : {}),
       log,
     });

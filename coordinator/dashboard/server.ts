@@ -9,6 +9,7 @@
  *   /api/status       DashboardState.snapshot() as JSON
  *   /api/runs         the runs this dashboard shows (several with `ringtrain dashboard --run-dir A --run-dir B`), each
  *                     with its status and series, for the side-by-side view
+ *   /api/files        what the run offers: {"timeline": bool, "model": bool}
  *   /timeline.json    the run's timeline (Chrome trace format, bounded), as a download, when the run has one
  *   /model/model.json the run's latest saved model (TensorFlow.js layers format) and its weight files, when it has one
  *   /events           server-sent events: `snapshot` (everything) on connect, then `update` (status, new series
@@ -309,6 +310,12 @@ class Runs {
   }
 }
 
+/** What the page may offer for a run: the timeline download, the model panel. */
+async function runFiles(res: http.ServerResponse, run: DashboardRun): Promise<void> {
+  const model = run.model ? (await run.model.file('model.json')) !== undefined : false;
+  send(res, 200, JSON_TYPE, JSON.stringify({ timeline: !!run.timeline, model }), NO_STORE);
+}
+
 async function sendModelFile(res: http.ServerResponse, run: DashboardRun, name: string): Promise<void> {
   const body = MODEL_FILE.test(name) && run.model ? await run.model.file(name) : undefined;
   if (!body) return send(res, 404, TEXT, 'no such model file\n');
@@ -335,6 +342,8 @@ function runRoute(
   switch (url.pathname) {
     case '/api/status':
       return send(res, 200, JSON_TYPE, JSON.stringify(run.state.snapshot()), NO_STORE);
+    case '/api/files':
+      return runFiles(res, run);
     case '/events':
       return runs.liveOf(run).open(req, res);
     case '/timeline.json':

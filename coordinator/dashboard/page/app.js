@@ -500,9 +500,10 @@
   function offerTimeline() {
     const link = $('timeline-link');
     link.href = `/timeline.json${runQuery()}`;
-    fetch(link.href, { method: 'HEAD' })
-      .then((res) => {
-        link.hidden = !res.ok;
+    fetch(`/api/files${runQuery()}`)
+      .then((res) => res.json())
+      .then((files) => {
+        link.hidden = !files.timeline;
       })
       .catch(() => undefined);
   }

@@ -31,9 +31,9 @@
   }
 
   async function loadModel() {
-    const res = await fetch(`/model/model.json${query}`, { cache: 'no-store' });
-    if (!res.ok) return false;
-    const json = await res.json();
+    const files = await (await fetch(`/api/files${query}`, { cache: 'no-store' })).json();
+    if (!files.model) return false;
+    const json = await (await fetch(`/model/model.json${query}`, { cache: 'no-store' })).json();
     $('model-card').hidden = false;
     await loadScript('/vendor/tf.min.js');
     await tf.setBackend('cpu');
