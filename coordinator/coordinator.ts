@@ -31,7 +31,7 @@ import type { CheckpointStore } from './checkpoints.js';
 import { planShard } from './data-plan.js';
 import { planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type RunObserver, type RunSummaryView, type WorkerView } from './events.js';
-import { RunState, type EpochOutcome, type PhaseMeans } from './run-state.js';
+import { RunState, type EpochOutcome, type PhaseMeans, type WaitSummary } from './run-state.js';
 
 export interface CoordinatorOptions {
   minWorkers: number;
@@ -63,7 +63,7 @@ export interface ResumeState {
 }
 
 /** What --summary-json holds: the fields observers see at the end of a run, and the cluster's details. */
-export interface ClusterSummary extends RunSummaryView {
+export interface ClusterSummary extends RunSummaryView, WaitSummary {
   model: string;
   backend: string;
   generations: number;
@@ -75,7 +75,6 @@ export interface ClusterSummary extends RunSummaryView {
 }
 
 type RunPhase = 'rendezvous' | 'forming' | 'syncing' | 'training' | 'waiting' | 'finished' | 'failed';
-
 interface WorkerRecord {
   id: string;
   ws: WebSocket;
@@ -583,6 +582,7 @@ export class Coordinator {
       hashMismatches: s.hashMismatches,
       nonFiniteSteps: s.nonFiniteSteps,
       history: s.history,
+      waits: s.waits.workers(),
       outcome,
       ...(error ? { error } : {}),
     };

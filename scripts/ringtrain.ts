@@ -7,6 +7,7 @@ import { workerCommand } from '../worker/cli.js';
 import { launchCommand } from '../launcher/launch.js';
 import { trainCommand } from './cli/train.js';
 import { nativeCommands } from './cli/native.js';
+import { dashboardCommand } from './cli/dashboard.js';
 
 const program = new Command('ringtrain')
   .description('distributed data-parallel training on Node.js: a coordinator, WebSocket workers and a ring allreduce')
@@ -16,6 +17,7 @@ program.addCommand(coordinatorCommand());
 program.addCommand(workerCommand());
 program.addCommand(launchCommand());
 for (const c of nativeCommands()) program.addCommand(c);
+program.addCommand(dashboardCommand());
 
 // horovodrun spells it -np; commander's short flags are one letter, so accept that spelling here.
 program.parseAsync(process.argv.map((a) => (a === '-np' ? '--np' : a))).catch((err: unknown) => {

@@ -63,6 +63,8 @@ export interface WorkerConfig {
   coordinatorRetryMs: number;
   /** Trust this CA for a wss:// coordinator (PEM). */
   tlsCa?: string;
+  /** Testing only: sleep this long before every step, to make this worker the one the others wait for. */
+  debugDelayMs?: number;
   log: Logger;
 }
 
@@ -343,6 +345,7 @@ class WorkerSession {
       offset: m.offset,
       checkEvery: settings.checkEvery,
       nonFinite: settings.nonFinite,
+      debugDelayMs: this.cfg.debugDelayMs ?? 0,
       schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
     };
     this.state = 'training';

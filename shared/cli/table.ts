@@ -346,6 +346,13 @@ export const WORKER_OPTIONS = {
     help: "address ring peers dial to reach this worker (default: this machine's hostname)",
     roles: ['worker'],
   }),
+  debugDelayMs: int({
+    flag: 'debug-delay-ms',
+    arg: 'ms',
+    help: 'testing: sleep this long before every step (a slow worker)',
+    default: 0,
+    roles: ['worker'],
+  }),
   stallWarnMs: int({
     flag: 'stall-warn-ms',
     arg: 'ms',
