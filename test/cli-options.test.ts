@@ -46,6 +46,7 @@ const SET_BY_LAUNCH: Record<string, string> = {
   name: 'per slot',
   // The worker's --max-payload shares its flag with the coordinator's, which is the one launch takes.
   maxPayloadBytes: 'launch takes the coordinator --max-payload; workers keep their default',
+  debugDelayMs: 'a test hook for one slow worker; launch never slows all of them',
 };
 
 async function parsedBy(make: () => Command, args: string[]): Promise<Record<string, unknown>> {
