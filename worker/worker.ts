@@ -165,7 +165,6 @@ class WorkerSession {
           ringPort: this.ringPort,
           hasData: this.data !== undefined,
           backend: this.backend,
-          pid: process.pid,
           auth,
         }),
       });
@@ -307,7 +306,6 @@ class WorkerSession {
       gen: m.gen,
       rank: this.rank,
       step: this.stepsDone,
-      epoch: 0,
       weights: float32ToBytes(weights),
       optimizer: float32ToBytes(optimizer),
     });

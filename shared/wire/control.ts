@@ -128,7 +128,6 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     ringPort: r.int('ringPort', 0, 65535),
     hasData: r.boolean('hasData'),
     backend: r.string('backend'),
-    pid: r.int('pid'),
     auth: r.bytes('auth'),
   }),
   ready: (r) => ({
@@ -163,7 +162,6 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     gen: r.gen(),
     rank: r.int('rank'),
     step: r.int('step'),
-    epoch: r.int('epoch'),
     weights: r.bytes('weights', 4),
     optimizer: r.bytes('optimizer', 4),
   }),

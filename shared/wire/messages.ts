@@ -32,7 +32,6 @@ export interface HelloMessage {
   ringPort: number;
   hasData: boolean;
   backend: string;
-  pid: number;
   auth: Uint8Array;
 }
 /**
@@ -112,7 +111,6 @@ export interface WeightsMessage {
   gen: number;
   rank: number;
   step: number;
-  epoch: number;
   weights: Uint8Array;
   optimizer: Uint8Array;
 }
