@@ -245,6 +245,13 @@ export class Coordinator {
       this.log.warn({ host: msg.host, max }, 'worker turned away: cluster full');
       return void ws.close(CLOSE_CODES.goingAway, 'cluster full');
     }
+    // Backends round the optimizer's update differently, so a mixed ring would drift apart silently.
+    const ringBackend = [...this.workers.values()][0]?.backend;
+    if (ringBackend !== undefined && msg.backend !== ringBackend) {
+      this.log.warn({ host: msg.host, backend: msg.backend, ringBackend }, 'worker turned away: backend differs');
+      const why = `backend ${msg.backend} differs from the ring's ${ringBackend}: start every worker with one --backend`;
+      return void ws.close(CLOSE_CODES.policyViolation, why);
+    }
     const log = this.log.child({ workerId: msg.workerId, host: msg.host });
     const worker: WorkerRecord = {
       id: msg.workerId,
