@@ -5,6 +5,7 @@ import { RingtrainError } from '../shared/errors.js';
 import { coordinatorCommand } from '../coordinator/cli.js';
 import { workerCommand } from '../worker/cli.js';
 import { launchCommand } from '../launcher/launch.js';
+import { evaluateCommand } from './cli/evaluate.js';
 import { trainCommand } from './cli/train.js';
 
 const program = new Command('ringtrain')
@@ -14,6 +15,7 @@ program.addCommand(trainCommand());
 program.addCommand(coordinatorCommand());
 program.addCommand(workerCommand());
 program.addCommand(launchCommand());
+program.addCommand(evaluateCommand());
 
 // horovodrun spells it -np; commander's short flags are one letter, so accept that spelling here.
 program.parseAsync(process.argv.map((a) => (a === '-np' ? '--np' : a))).catch((err: unknown) => {

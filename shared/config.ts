@@ -3,11 +3,11 @@
  * benchmarks, with documented defaults and one validation function, so a bad value fails early with a clear message.
  */
 import { ConfigError } from './errors.js';
-import { parseModelName, type ModelName } from './train/models.js';
 import { DEFAULT_LR, parseOptimizerName, type OptimizerName } from './train/optim.js';
 
 export interface TrainConfig {
-  model: ModelName;
+  /** A built-in model name, or the path of a model module (.js/.mjs) or a layers model.json. */
+  model: string;
   optimizer: OptimizerName;
   /** Learning rate; undefined = the optimizer's default (DEFAULT_LR). */
   lr: number;
@@ -63,6 +63,12 @@ function inRange(name: string, v: number, lo: number, hi: number): number {
   return v;
 }
 
+function modelSpec(v: unknown): string {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 4096)
+    throw new ConfigError(`model must be a built-in name or a file path, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** Check every field; returns a new object (also used on configs received over the network). */
 export function validateTrainConfig(raw: Partial<Record<keyof TrainConfig, unknown>>): TrainConfig {
   const c = { ...TRAIN_DEFAULTS, ...raw } as Record<keyof TrainConfig, unknown>;
@@ -74,7 +80,7 @@ export function validateTrainConfig(raw: Partial<Record<keyof TrainConfig, unkno
   const optimizer = parseOptimizerName(String(c.optimizer));
   const lrGiven = raw.lr !== undefined && raw.lr !== null;
   return {
-    model: parseModelName(String(c.model)),
+    model: modelSpec(c.model),
     optimizer,
     lr: lrGiven ? inRange('lr', num('lr'), 1e-9, 100) : DEFAULT_LR[optimizer],
     lrDecay: inRange('lr-decay', num('lrDecay'), 0, 1),

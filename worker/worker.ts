@@ -36,7 +36,7 @@ import {
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
 import { evaluateRange } from '../shared/train/batches.js';
-import { buildModel } from '../shared/train/models.js';
+import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
 import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
@@ -91,6 +91,8 @@ interface RunSettings {
   reportEvery: number;
   nonFinite: NonFinitePolicy;
   compression: Compression;
+  /** The model's topology (model JSON) from the coordinator. */
+  modelTopology?: string;
 }
 
 class WorkerSession {
@@ -262,10 +264,7 @@ class WorkerSession {
     this.log = this.log.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
-    if (!this.replica) {
-      const t = this.settings.train;
-      this.replica = new Replica(buildModel(t.model, t.seed), { name: t.optimizer, lr: t.lr, momentum: t.momentum });
-    }
+    this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend);
     await this.ring.connect({
       gen: m.gen,
       rank: m.rank,
@@ -490,7 +489,7 @@ function shippedShape(m: MessageOf<'shard'>): SampleShape {
 }
 
 function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
+  const { checkEvery, reportEvery, nonFinite, compression, modelTopology, ...train } = config;
   const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
   return {
     train: validateTrainConfig(train),
@@ -498,6 +497,7 @@ function readSettings(config: Record<string, unknown>): RunSettings {
     reportEvery: Math.max(1, int(reportEvery, 10)),
     nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
     compression: compression === 'fp16' ? 'fp16' : 'none',
+    ...(typeof modelTopology === 'string' ? { modelTopology } : {}),
   };
 }
 

@@ -15,7 +15,11 @@ const D = TRAIN_DEFAULTS;
 /** The training options of `ringtrain train`, also accepted by the coordinator and `launch`. */
 export function addTrainOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--model <name>', 'model to train').choices(MODEL_NAMES).default(D.model))
+    .option(
+      '--model <name|path>',
+      `model to train: ${MODEL_NAMES.join(', ')}, a model module (.js/.mjs) or a layers model.json`,
+      D.model,
+    )
     .addOption(new Option('--optimizer <name>', 'optimizer').choices(OPTIMIZER_NAMES).default(D.optimizer))
     .option('--lr <rate>', 'learning rate (default: adam 2e-3, sgd 0.05, adadelta 1.0)', Number)
     .option('--lr-decay <factor>', 'multiply the learning rate by this after every epoch', Number, D.lrDecay)
