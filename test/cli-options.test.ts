@@ -30,7 +30,7 @@ import { workerCommand } from '../worker/cli.js';
 import { WORKER_DEFAULTS } from '../worker/worker.js';
 import { runCli } from './helpers/procs.js';
 
-const ROLES: Role[] = ['train', 'coordinator', 'worker', 'launch'];
+const ROLES: Role[] = ['train', 'coordinator', 'worker', 'launch', 'evaluate'];
 const specs = (): AnySpec[] => ALL_TABLES.flatMap((t) => Object.values(t) as AnySpec[]);
 
 /** What launch sets for its children itself instead of forwarding (each with its reason). */

@@ -36,7 +36,7 @@ import {
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
 import { evaluateRange } from '../shared/train/batches.js';
-import { buildModel } from '../shared/train/models.js';
+import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
 import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
@@ -95,6 +95,8 @@ interface RunSettings {
   reportEvery: number;
   nonFinite: NonFinitePolicy;
   compression: Compression;
+  /** The model's topology (model JSON) from the coordinator. */
+  modelTopology?: string;
 }
 
 class WorkerSession {
@@ -261,14 +263,11 @@ class WorkerSession {
     this.gen = m.gen;
     this.rank = m.rank;
     this.worldSize = m.worldSize;
-    this.settings = readSettings(m.config);
+    this.settings = readSettings(m.config, m.modelTopology);
     this.log = this.log.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
-    if (!this.replica) {
-      const t = this.settings.train;
-      this.replica = new Replica(buildModel(t.model, t.seed), { name: t.optimizer, lr: t.lr, momentum: t.momentum });
-    }
+    this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend);
     await this.ring.connect({
       gen: m.gen,
       rank: m.rank,
@@ -493,9 +492,9 @@ function shippedShape(m: MessageOf<'shard'>): SampleShape {
 }
 
 /** The same validator as the command line: a bad or unknown field fails the worker with a ConfigError naming it. */
-function readSettings(config: Record<string, unknown>): RunSettings {
+function readSettings(config: Record<string, unknown>, modelTopology: string | undefined): RunSettings {
   const { checkEvery, reportEvery, nonFinite, compression, ...train } = validateRunConfig(config, 'assign.config');
-  return { train, checkEvery, reportEvery, nonFinite, compression };
+  return { train, checkEvery, reportEvery, nonFinite, compression, ...(modelTopology ? { modelTopology } : {}) };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {

@@ -48,7 +48,17 @@ function assign(r: FieldReader): AssignMessage {
   requireBelow('assign.rank', rank, worldSize, 'worldSize');
   requireBelow('assign.successor.rank', successor.rank, worldSize, 'worldSize');
   requireBelow('assign.predecessorRank', predecessorRank, worldSize, 'worldSize');
-  return { type: 'assign', gen: r.gen(), rank, worldSize, successor, predecessorRank, config: r.record('config') };
+  const modelTopology = r.optionalString('modelTopology');
+  return {
+    type: 'assign',
+    gen: r.gen(),
+    rank,
+    worldSize,
+    successor,
+    predecessorRank,
+    config: r.record('config'),
+    ...(modelTopology !== undefined ? { modelTopology } : {}),
+  };
 }
 
 function shard(r: FieldReader): ShardMessage {

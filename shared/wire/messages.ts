@@ -146,6 +146,8 @@ export interface AssignMessage {
    * Here only checked to be a map; the worker validates it with the command line's validator (validateRunConfig).
    */
   config: { [K in keyof RunConfig]?: unknown };
+  /** The model's topology (layers model JSON) the coordinator built once: workers need no copy of a user's module. */
+  modelTopology?: string;
 }
 /** `optimizer` may be empty (fresh optimizer state). */
 export interface StartMessage {
