@@ -75,6 +75,7 @@ async function runCoordinator(opts: Opts): Promise<void> {
     dashboardHost: own.dashboardHost,
     dashboardPort: own.dashboardPort,
     ...(own.timeline ? { timeline: own.timeline } : {}),
+    runDir,
     log,
   });
   const { config, generatedToken } = coordinatorConfig(opts, log, progress, observability);

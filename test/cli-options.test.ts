@@ -31,7 +31,7 @@ import { WORKER_DEFAULTS } from '../worker/worker.js';
 import { runCli } from './helpers/procs.js';
 import { parsedBy } from './helpers/cli.js';
 
-const ROLES: Role[] = ['train', 'coordinator', 'worker', 'launch'];
+const ROLES: Role[] = ['train', 'coordinator', 'worker', 'launch', 'evaluate'];
 const specs = (): AnySpec[] => ALL_TABLES.flatMap((t) => Object.values(t) as AnySpec[]);
 
 /** What launch sets for its children itself instead of forwarding (each with its reason). */
@@ -47,6 +47,7 @@ const SET_BY_LAUNCH: Record<string, string> = {
   name: 'per slot',
   // The worker's --max-payload shares its flag with the coordinator's, which is the one launch takes.
   maxPayloadBytes: 'launch takes the coordinator --max-payload; workers keep their default',
+  debugDelayMs: 'a test hook for one slow worker; launch never slows all of them',
 };
 
 describe('option tables', () => {

@@ -18,8 +18,10 @@ import {
   uint32ToBytes,
   writeChunkHeader,
   type Message,
+  Phase,
+  ValueEncoding,
+  type ChunkHeader,
 } from '../shared/wire/protocol.js';
-import { Phase, ValueEncoding, type ChunkHeader } from '../shared/ring/allreduce.js';
 import { ProtocolError, ProtocolVersionError } from '../shared/errors.js';
 import { createRng } from '../shared/rng.js';
 import { normalize, sampleMessages as samples } from './helpers/messages.js';
@@ -368,6 +370,41 @@ test('bad input is rejected with ProtocolError or ProtocolVersionError and a cle
         images: null,
       }),
       /shard\.images/,
+    ],
+    [
+      'shipped samples without their shape',
+      controlFrame({
+        type: 'shard',
+        gen: 1,
+        epoch: 0,
+        indices: new Uint8Array(4),
+        testStart: 0,
+        testEnd: 0,
+        firstStep: 0,
+        epochSamples: 1,
+        offset: 0,
+        images: new Uint8Array(784),
+        labels: new Uint8Array(1),
+      }),
+      /shard\.sampleShape/,
+    ],
+    [
+      'shipped samples of another size than their shape',
+      controlFrame({
+        type: 'shard',
+        gen: 1,
+        epoch: 0,
+        indices: new Uint8Array(4),
+        testStart: 0,
+        testEnd: 0,
+        firstStep: 0,
+        epochSamples: 1,
+        offset: 0,
+        images: new Uint8Array(784),
+        labels: new Uint8Array(1),
+        sampleShape: { height: 32, width: 32, channels: 3 },
+      }),
+      /shard\.images: 784 bytes for 1 labels of 3072 bytes/,
     ],
     [
       'test range reversed',

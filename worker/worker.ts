@@ -13,7 +13,8 @@ import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
 import { validateRunConfig, type TrainConfig } from '../shared/config.js';
-import { loadMnist, type MnistDataset, type MnistSplit } from '../shared/data/mnist.js';
+import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
+import { loadDataset } from '../shared/data/load.js';
 import {
   AuthError,
   CLOSE_CODES,
@@ -35,7 +36,7 @@ import {
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
 import { evaluateRange } from '../shared/train/batches.js';
-import { buildModel } from '../shared/train/models.js';
+import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
 import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
@@ -62,6 +63,8 @@ export interface WorkerConfig {
   coordinatorRetryMs: number;
   /** Trust this CA for a wss:// coordinator (PEM). */
   tlsCa?: string;
+  /** Testing only: sleep this long before every step, to make this worker the one the others wait for. */
+  debugDelayMs?: number;
   log: Logger;
 }
 
@@ -92,6 +95,8 @@ interface RunSettings {
   reportEvery: number;
   nonFinite: NonFinitePolicy;
   compression: Compression;
+  /** The model's topology (model JSON) from the coordinator. */
+  modelTopology?: string;
 }
 
 class WorkerSession {
@@ -121,7 +126,7 @@ class WorkerSession {
   constructor(
     private readonly cfg: WorkerConfig,
     private readonly backend: string,
-    private readonly data: MnistDataset | undefined,
+    private readonly data: Dataset | undefined,
     private readonly ring: RingTransport,
     private readonly ringPort: number,
   ) {
@@ -258,14 +263,11 @@ class WorkerSession {
     this.gen = m.gen;
     this.rank = m.rank;
     this.worldSize = m.worldSize;
-    this.settings = readSettings(m.config);
+    this.settings = readSettings(m.config, m.modelTopology);
     this.log = this.log.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
-    if (!this.replica) {
-      const t = this.settings.train;
-      this.replica = new Replica(buildModel(t.model, t.seed), { name: t.optimizer, lr: t.lr, momentum: t.momentum });
-    }
+    this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend);
     await this.ring.connect({
       gen: m.gen,
       rank: m.rank,
@@ -340,6 +342,7 @@ class WorkerSession {
       offset: m.offset,
       checkEvery: settings.checkEvery,
       nonFinite: settings.nonFinite,
+      debugDelayMs: this.cfg.debugDelayMs ?? 0,
       schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
     };
     this.state = 'training';
@@ -399,22 +402,19 @@ class WorkerSession {
   }
 
   /** Shipped samples (worker without data) are trained in shipped order; local data is indexed. */
-  private trainData(m: MessageOf<'shard'>): { split: MnistSplit; order: Uint32Array } {
+  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array } {
     if (m.images && m.labels) {
-      const split = { images: m.images, labels: m.labels, count: m.labels.length, rows: 28, cols: 28 };
+      const split = makeSplit(m.images, m.labels, shippedShape(m));
       return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i) };
     }
     if (!this.data) throw new ProtocolError('shard without samples for a worker without data');
     return { split: this.data.train, order: bytesToUint32(m.indices) };
   }
 
-  private testRange(m: MessageOf<'shard'>): { split: MnistSplit; start: number; end: number } {
+  private testRange(m: MessageOf<'shard'>): { split: DataSplit; start: number; end: number } {
     if (m.testImages && m.testLabels) {
-      return {
-        split: { images: m.testImages, labels: m.testLabels, count: m.testLabels.length, rows: 28, cols: 28 },
-        start: 0,
-        end: m.testLabels.length,
-      };
+      const split = makeSplit(m.testImages, m.testLabels, shippedShape(m));
+      return { split, start: 0, end: split.count };
     }
     if (!this.data) throw new ProtocolError('no evaluation samples for a worker without data');
     return { split: this.data.test, start: m.testStart, end: m.testEnd };
@@ -485,15 +485,21 @@ class WorkerSession {
   }
 }
 
+/** The decoder guarantees sampleShape whenever a shard ships images. */
+function shippedShape(m: MessageOf<'shard'>): SampleShape {
+  if (!m.sampleShape) throw new ProtocolError('shard ships samples without their sampleShape');
+  return [m.sampleShape.height, m.sampleShape.width, m.sampleShape.channels];
+}
+
 /** The same validator as the command line: a bad or unknown field fails the worker with a ConfigError naming it. */
-function readSettings(config: Record<string, unknown>): RunSettings {
+function readSettings(config: Record<string, unknown>, modelTopology: string | undefined): RunSettings {
   const { checkEvery, reportEvery, nonFinite, compression, ...train } = validateRunConfig(config, 'assign.config');
-  return { train, checkEvery, reportEvery, nonFinite, compression };
+  return { train, checkEvery, reportEvery, nonFinite, compression, ...(modelTopology ? { modelTopology } : {}) };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
   const backend = await selectBackend(cfg.backend, cfg.log);
-  const data = cfg.dataDir ? await loadMnist(cfg.dataDir) : undefined;
+  const data = cfg.dataDir ? await loadDataset(cfg.dataDir) : undefined;
   if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
   const ring = new RingTransport({
     host: cfg.listenHost,

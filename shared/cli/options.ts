@@ -8,7 +8,7 @@ import { Command, Option } from 'commander';
 import { ConfigError } from '../errors.js';
 import { validateTrainConfig, type TrainConfig } from '../config.js';
 import { parseBackendChoice, type BackendChoice } from '../tf/backend.js';
-import type { AnySpec, Forward, OptionTable, Role, ValuesOf } from './spec.js';
+import { int, type AnySpec, type Forward, type OptionTable, type Role, type ValuesOf } from './spec.js';
 import { ALL_TABLES, TRAIN_OPTIONS } from './table.js';
 
 type Opts = Record<string, unknown>;
@@ -110,4 +110,10 @@ export function exitWhenDone(done: Promise<number>, graceMs = 3000): void {
     process.exitCode = code;
     setTimeout(() => process.exit(code), graceMs).unref();
   });
+}
+
+/** A commander parser for the integer options of the small tools (dashboard, doctor) that have no table of their own. */
+export function intOption(flag: string): (value: string) => number {
+  const spec = int({ flag: flag.replace(/^--/, ''), help: '', roles: [] });
+  return (value) => spec.check(spec.parse(value), flag) as number;
 }

@@ -19,7 +19,8 @@
  */
 import { COMPRESSIONS } from '../ring/allreduce.js';
 import { BACKEND_CHOICES } from '../tf/backend.js';
-import { MODEL_NAMES, parseModelName } from '../train/models.js';
+import { ConfigError } from '../errors.js';
+import { MODEL_NAMES } from '../train/models.js';
 import { OPTIMIZER_NAMES } from '../train/optim.js';
 import { choice, flag, int, real, refine, text, type OptionTable } from './spec.js';
 import { LAUNCH_OPTIONS } from './table-launch.js';
@@ -27,22 +28,28 @@ import { LAUNCH_OPTIONS } from './table-launch.js';
 export { LAUNCH_OPTIONS };
 
 const TRAINING = ['train', 'coordinator', 'launch'] as const;
+
+function modelSpec(v: unknown, name: string): string {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 4096)
+    throw new ConfigError(`${name} must be a built-in model name or a file path, got ${JSON.stringify(v)}`);
+  return v;
+}
 const CLUSTER = ['coordinator', 'launch'] as const;
 const WORKERS = ['worker', 'launch'] as const;
 
 /** The training config (`TrainConfig`): `ringtrain train`, and the coordinator, which sends it to every worker. */
 export const TRAIN_OPTIONS = {
-  // The error of an unknown model lists the known ones (ModelUnknownError), as building the model would.
+  // A built-in name or a file: a model module (.js/.mjs) or a layers model.json (shared/train/model-spec.ts).
   model: refine(
-    choice(MODEL_NAMES, {
+    text({
       flag: 'model',
-      arg: 'name',
-      help: 'model to train',
+      arg: 'name|path',
+      help: `model to train: ${MODEL_NAMES.join(', ')}, a model module (.js/.mjs) or a layers model.json`,
       default: 'lenet5',
       roles: TRAINING,
       forward: 'coordinator',
     }),
-    (v) => parseModelName(String(v)),
+    (v, name) => modelSpec(v, name),
   ),
   optimizer: choice(OPTIMIZER_NAMES, {
     flag: 'optimizer',
@@ -346,6 +353,13 @@ export const WORKER_OPTIONS = {
     help: "address ring peers dial to reach this worker (default: this machine's hostname)",
     roles: ['worker'],
   }),
+  debugDelayMs: int({
+    flag: 'debug-delay-ms',
+    arg: 'ms',
+    help: 'testing: sleep this long before every step (a slow worker)',
+    default: 0,
+    roles: ['worker'],
+  }),
   stallWarnMs: int({
     flag: 'stall-warn-ms',
     arg: 'ms',
@@ -426,7 +440,7 @@ export const COMMON_OPTIONS = {
     arg: 'name',
     help: 'TensorFlow.js backend; auto = tensorflow (tfjs-node) where it loads, else wasm',
     default: 'auto',
-    roles: ['train', 'worker', 'launch'],
+    roles: ['train', 'worker', 'launch', 'evaluate'],
     forward: 'worker',
   }),
   threads: int({
@@ -435,14 +449,14 @@ export const COMMON_OPTIONS = {
     help: "TensorFlow threads per process (default: the backend's; launch: cores / local workers)",
     min: 1,
     max: 1024,
-    roles: ['train', 'worker', 'launch'],
+    roles: ['train', 'worker', 'launch', 'evaluate'],
     forward: 'worker',
   }),
   dataDir: text({
     flag: 'data-dir',
     arg: 'dir',
     help: 'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST',
-    roles: ['train', 'coordinator', 'worker', 'launch'],
+    roles: ['train', 'coordinator', 'worker', 'launch', 'evaluate'],
     forward: 'both',
   }),
   runDir: text({

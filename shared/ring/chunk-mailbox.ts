@@ -3,7 +3,8 @@
  * to a step ahead, so frames are buffered by (generation, step, phase, chunk) until taken; a receive that comes first
  * waits for its frame. Used by the WebSocket ring transport and the in-memory test ring alike.
  */
-import type { ChunkHeader, ChunkKey, ChunkValues } from './allreduce.js';
+import type { ChunkValues } from './allreduce.js';
+import { type ChunkHeader, type ChunkKey } from '../wire/chunk.js';
 import { PeerLostError, ProtocolError } from '../errors.js';
 
 interface Waiter {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { ADMISSION_DEFAULTS } from '../../shared/admission.js';
-import { Phase } from '../../shared/ring/allreduce.js';
+import { Phase } from '../../shared/wire/protocol.js';
 import {
   decodeMessage,
   encodeChunkFrame,
@@ -60,9 +60,11 @@ export function notHandshakes(): Array<[string, Uint8Array | string]> {
       "a 'welcome' (the wrong direction)",
       encodeMessage({ type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'x', runId: 'y' }),
     ],
-    ['64 KiB of zeros (beyond the handshake limit)', new Uint8Array(ADMISSION_DEFAULTS.maxHandshakeBytes + 1)],
   ];
 }
+
+/** One byte past the pre-authentication limit: ws itself cuts it off with 1009, whatever the post-auth limit. */
+export const justPastHandshakeLimit = (): Uint8Array => new Uint8Array(ADMISSION_DEFAULTS.maxHandshakeBytes + 1);
 
 export async function expectClose(p: Probe, code: number, label: string): Promise<{ code: number; reason: string }> {
   const closed = await p.closed;

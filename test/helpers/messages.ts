@@ -83,6 +83,7 @@ export const sampleMessages: Message[] = [
     indices: uint32ToBytes(new Uint32Array([5, 9, 59_999])),
     images: new Uint8Array(784 * 3).fill(7),
     labels: new Uint8Array([1, 2, 3]),
+    sampleShape: { height: 28, width: 28, channels: 1 },
     testStart: 0,
     testEnd: 3334,
     testImages: new Uint8Array(784),
