@@ -10,6 +10,7 @@ import {
   defaultRunDir,
   exitWhenDone,
   intOption,
+  readDataOptions,
   readTrainConfig,
 } from '../shared/cli/options.js';
 import { createRootLogger } from '../shared/log.js';
@@ -161,6 +162,7 @@ export function coordinatorCommand(): Command {
       port: Number(opts.port),
       train,
       dataDir: opts.dataDir as string | undefined,
+      dataOptions: readDataOptions(opts),
       runDir,
       summaryJson: opts.summaryJson as string | undefined,
       token,

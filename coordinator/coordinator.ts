@@ -24,11 +24,12 @@ import {
   float32ToBytes,
   PROTOCOL_VERSION,
   type Message,
+  type DatasetInfo,
   type MessageOf,
 } from '../shared/wire/protocol.js';
 import { rawToBytes, sendMessage } from '../shared/ws-util.js';
 import type { CheckpointStore } from './checkpoints.js';
-import { planShard } from './data-plan.js';
+import { datasetRefusal, planShard } from './data-plan.js';
 import { planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type RunObserver, type RunSummaryView, type WorkerView } from './events.js';
 import { RunState, type EpochOutcome, type PhaseMeans } from './run-state.js';
@@ -96,6 +97,8 @@ export interface CoordinatorDeps {
   train: TrainConfig;
   opts: CoordinatorOptions;
   data: Dataset;
+  /** The full dataset's description (before --train-limit / --test-limit), which local copies must match. */
+  dataInfo: DatasetInfo;
   runDir: string;
   summaryJson?: string;
   checkpoints: CheckpointStore;
@@ -246,6 +249,14 @@ export class Coordinator {
       this.log.warn({ host: msg.host, max }, 'worker turned away: cluster full');
       return void ws.close(CLOSE_CODES.goingAway, 'cluster full');
     }
+    const refusal = datasetRefusal(msg, this.d.dataInfo);
+    if (refusal) {
+      this.log.error(
+        { host: msg.host, workerId: msg.workerId, reason: refusal },
+        'worker refused: its dataset differs',
+      );
+      return void ws.close(CLOSE_CODES.policyViolation, refusal);
+    }
     const log = this.log.child({ workerId: msg.workerId, host: msg.host });
     const worker: WorkerRecord = {
       id: msg.workerId,
@@ -308,6 +319,7 @@ export class Coordinator {
       reportEvery: this.d.opts.reportEvery,
       nonFinite: this.d.opts.nonFinite,
       compression: this.d.opts.compression ?? 'none',
+      inputShape: [...this.d.data.shape],
     };
     this.members.forEach((w, rank) => {
       w.rank = rank;

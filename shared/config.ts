@@ -2,6 +2,7 @@
  * Training configuration shared by `ringtrain train`, the coordinator (which hands it to every worker) and the
  * benchmarks, with documented defaults and one validation function, so a bad value fails early with a clear message.
  */
+import { parseAugment, type AugmentName } from './data/augment.js';
 import { ConfigError } from './errors.js';
 import { parseModelName, type ModelName } from './train/models.js';
 import { DEFAULT_LR, parseOptimizerName, type OptimizerName } from './train/optim.js';
@@ -27,6 +28,8 @@ export interface TrainConfig {
   /** Scale the learning rate by the world size, with a linear warmup (cluster only). */
   scaleLr: boolean;
   warmupEpochs: number;
+  /** Seeded training-time augmentation of every batch (shared/data/augment.ts); [] = none. */
+  augment: AugmentName[];
 }
 
 export const TRAIN_DEFAULTS: TrainConfig = {
@@ -46,6 +49,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   // LeNet-5/MNIST with 2 and 4 workers, a 1-epoch warmup never reached 99% in fewer epochs and once took 6 instead of 3.
   // Large worlds should ask for one (--warmup-epochs), as Goyal et al. do for 256 GPUs.
   warmupEpochs: 0,
+  augment: [],
 };
 
 function positiveInt(name: string, v: number): number {
@@ -87,5 +91,6 @@ export function validateTrainConfig(raw: Partial<Record<keyof TrainConfig, unkno
     targetAccuracy: inRange('target-accuracy', num('targetAccuracy'), 0, 1),
     scaleLr: Boolean(c.scaleLr),
     warmupEpochs: inRange('warmup-epochs', num('warmupEpochs'), 0, 1000),
+    augment: parseAugment(c.augment),
   };
 }

@@ -8,6 +8,7 @@ import {
   exitWhenDone,
   intOption,
   parseHostPort,
+  readDataOptions,
   readBackend,
 } from '../shared/cli/options.js';
 import { ConfigError } from '../shared/errors.js';
@@ -83,6 +84,7 @@ export function workerCommand(): Command {
       advertise: opts.advertise as string | undefined,
       backend: readBackend(opts),
       dataDir: opts.dataDir as string | undefined,
+      dataOptions: readDataOptions(opts),
       maxPayloadBytes: Number(opts.maxPayload),
       ringConnectTimeoutMs: Number(opts.ringTimeout),
       heartbeatMs: Number(opts.heartbeatMs),

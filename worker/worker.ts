@@ -14,7 +14,9 @@ import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/load.js';
+import { createAugmenter } from '../shared/data/augment.js';
+import { describeDataset } from '../shared/data/info.js';
+import { loadDataset, type DataOptions } from '../shared/data/load.js';
 import {
   AuthError,
   CLOSE_CODES,
@@ -30,6 +32,7 @@ import {
   decodeFrame,
   float32ToBytes,
   PROTOCOL_VERSION,
+  type DatasetInfo,
   type Message,
   type MessageOf,
   type StepRecord,
@@ -52,6 +55,8 @@ export interface WorkerConfig {
   advertise?: string;
   backend: BackendChoice;
   dataDir?: string;
+  /** How --data-dir is read (image size, colour mode, validation split); must match the coordinator's. */
+  dataOptions?: DataOptions;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
   heartbeatMs: number;
@@ -91,6 +96,8 @@ interface RunSettings {
   reportEvery: number;
   nonFinite: NonFinitePolicy;
   compression: Compression;
+  /** The dataset's sample shape, the model's input. */
+  inputShape: [number, number, number];
 }
 
 class WorkerSession {
@@ -116,6 +123,7 @@ class WorkerSession {
     this.resolveDone = resolve;
   });
   private log: Logger;
+  private readonly dataInfo?: DatasetInfo;
 
   constructor(
     private readonly cfg: WorkerConfig,
@@ -125,6 +133,7 @@ class WorkerSession {
     private readonly ringPort: number,
   ) {
     this.log = cfg.log;
+    this.dataInfo = data && describeDataset(data);
     ring.onPeerLost((err) =>
       this.log.warn(
         { err: err.message, gen: this.gen },
@@ -160,6 +169,7 @@ class WorkerSession {
           ringHost: this.cfg.advertise ?? os.hostname(),
           ringPort: this.ringPort,
           hasData: this.data !== undefined,
+          ...(this.dataInfo ? { dataset: this.dataInfo } : {}),
           backend: this.backend,
           pid: process.pid,
           auth,
@@ -264,7 +274,11 @@ class WorkerSession {
     await this.loop;
     if (!this.replica) {
       const t = this.settings.train;
-      this.replica = new Replica(buildModel(t.model, t.seed), { name: t.optimizer, lr: t.lr, momentum: t.momentum });
+      this.replica = new Replica(buildModel(t.model, t.seed, this.settings.inputShape), {
+        name: t.optimizer,
+        lr: t.lr,
+        momentum: t.momentum,
+      });
     }
     await this.ring.connect({
       gen: m.gen,
@@ -328,14 +342,16 @@ class WorkerSession {
     if (m.gen !== this.gen || this.stopped) return;
     const settings = this.settings!;
     const replica = this.requireReplica();
-    const { split, order } = this.trainData(m);
+    const { split, order, ids } = this.trainData(m);
     const test = this.testRange(m);
     const t = settings.train;
+    const augment = createAugmenter({ names: t.augment, shape: split.shape, seed: t.seed, epoch: m.epoch, ids });
     const plan: ShardPlan = {
       epoch: m.epoch,
       order,
       split,
       batchSize: t.batchSize,
+      augment,
       firstStep: m.firstStep,
       epochSamples: m.epochSamples,
       offset: m.offset,
@@ -400,10 +416,11 @@ class WorkerSession {
   }
 
   /** Shipped samples (worker without data) are trained in shipped order; local data is indexed. */
-  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array } {
+  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array; ids?: Uint32Array } {
     if (m.images && m.labels) {
       const split = makeSplit(m.images, m.labels, shippedShape(m));
-      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i) };
+      // Shipped samples are the shard's, in order: position i is training-set sample indices[i] (augmentation ids).
+      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i), ids: bytesToUint32(m.indices) };
     }
     if (!this.data) throw new ProtocolError('shard without samples for a worker without data');
     return { split: this.data.train, order: bytesToUint32(m.indices) };
@@ -490,21 +507,26 @@ function shippedShape(m: MessageOf<'shard'>): SampleShape {
 }
 
 function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
+  const { checkEvery, reportEvery, nonFinite, compression, inputShape, ...train } = config;
   const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
+  const shape = Array.isArray(inputShape) && inputShape.length === 3 ? inputShape.map((v) => int(v, 0)) : [];
   return {
     train: validateTrainConfig(train),
     checkEvery: int(checkEvery, 0),
     reportEvery: Math.max(1, int(reportEvery, 10)),
     nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
     compression: compression === 'fp16' ? 'fp16' : 'none',
+    inputShape: shape.length === 3 && shape.every((v) => v > 0) ? (shape as [number, number, number]) : [28, 28, 1],
   };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
   const backend = await selectBackend(cfg.backend, cfg.log);
-  const data = cfg.dataDir ? await loadDataset(cfg.dataDir) : undefined;
-  if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
+  const data = cfg.dataDir ? await loadDataset(cfg.dataDir, cfg.dataOptions) : undefined;
+  if (data) {
+    const { source, format, shape } = data;
+    cfg.log.info({ source, format, shape, train: data.train.count, test: data.test.count }, 'local dataset loaded');
+  }
   const ring = new RingTransport({
     host: cfg.listenHost,
     port: cfg.listenPort,

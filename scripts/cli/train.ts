@@ -10,6 +10,7 @@ import {
   addOutputOptions,
   addTrainOptions,
   defaultRunDir,
+  readDataOptions,
   readBackend,
   readTrainConfig,
 } from '../../shared/cli/options.js';
@@ -35,6 +36,7 @@ export function trainCommand(): Command {
       config,
       backend: readBackend(opts),
       dataDir: opts.dataDir as string | undefined,
+      dataOptions: readDataOptions(opts),
       summaryJson: opts.summaryJson as string | undefined,
       saveDir,
       log,

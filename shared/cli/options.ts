@@ -8,6 +8,8 @@ import { ConfigError } from '../errors.js';
 import { TRAIN_DEFAULTS, validateTrainConfig, type TrainConfig } from '../config.js';
 import { BACKEND_CHOICES, parseBackendChoice, type BackendChoice } from '../tf/backend.js';
 import { MODEL_NAMES } from '../train/models.js';
+import { COLOR_MODES, IMAGE_FITS, type ColorMode, type ImageFit } from '../data/image.js';
+import type { DataOptions } from '../data/load.js';
 import { OPTIMIZER_NAMES } from '../train/optim.js';
 
 const D = TRAIN_DEFAULTS;
@@ -31,6 +33,7 @@ export function addTrainOptions(cmd: Command): Command {
       Number,
       D.targetAccuracy,
     )
+    .option('--augment <list>', 'seeded training augmentation: flip, crop or flip,crop (default: none)', '')
     .option('--scale-lr', 'cluster: scale the learning rate by the number of workers, with a warmup', D.scaleLr)
     .option(
       '--warmup-epochs <n>',
@@ -48,11 +51,55 @@ export function addBackendOptions(cmd: Command): Command {
   );
 }
 
+/** --data-dir and how it is read; a worker reading its own copy needs the same values as the coordinator. */
 export function addDataDirOption(cmd: Command): Command {
-  return cmd.option(
-    '--data-dir <dir>',
-    'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST',
-  );
+  return cmd
+    .option(
+      '--data-dir <dir>',
+      'dataset: the four MNIST-format IDX files (raw or .gz), CIFAR-10 binary batches, or class folders of images ' +
+        '(train/<class>/*.png|jpg, test/<class>/...); default: the embedded MNIST',
+    )
+    .option('--image-size <HxW>', 'class folders: resize every image to H x W (default: the first image size)')
+    .addOption(
+      new Option('--image-fit <fit>', 'class folders, with --image-size: stretch, crop the centre, or pad with black')
+        .choices(IMAGE_FITS)
+        .default('stretch'),
+    )
+    .addOption(
+      new Option('--color-mode <mode>', "class folders: channels (auto = the first image's)")
+        .choices(COLOR_MODES)
+        .default('auto'),
+    )
+    .option(
+      '--validation-split <f>',
+      'class folders without test/: hold out this fraction of train/ as the test split (seeded, the same every run)',
+      Number,
+      0,
+    );
+}
+
+/** The data options of addDataDirOption, checked. */
+export function readDataOptions(opts: Opts): DataOptions {
+  const split = Number(opts.validationSplit ?? 0);
+  if (!Number.isFinite(split) || split < 0 || split >= 1) {
+    throw new ConfigError(`validation-split must be in [0, 1), got ${String(opts.validationSplit)}`);
+  }
+  return {
+    ...(opts.imageSize !== undefined ? { imageSize: parseImageSize(String(opts.imageSize)) } : {}),
+    colorMode: (opts.colorMode as ColorMode | undefined) ?? 'auto',
+    fit: (opts.imageFit as ImageFit | undefined) ?? 'stretch',
+    validationSplit: split,
+  };
+}
+
+/** `HxW` (or a single `N` for N x N) -> [height, width]. */
+export function parseImageSize(value: string): [number, number] {
+  const m = /^(\d+)(?:x(\d+))?$/i.exec(value.trim());
+  const size = m ? [Number(m[1]), Number(m[2] ?? m[1])] : [];
+  if (size.length !== 2 || size.some((v) => !Number.isInteger(v) || v < 1 || v > 4096)) {
+    throw new ConfigError(`image-size must be HxW with sides 1..4096 (e.g. 32x32), got '${value}'`);
+  }
+  return size as [number, number];
 }
 
 export function addOutputOptions(cmd: Command): Command {
@@ -84,6 +131,7 @@ export function readTrainConfig(opts: Opts): TrainConfig {
     targetAccuracy: opts.targetAccuracy,
     scaleLr: opts.scaleLr,
     warmupEpochs: opts.warmupEpochs,
+    augment: opts.augment,
   });
 }
 

@@ -77,7 +77,21 @@ export const MessageType = {
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 // ---- worker -> coordinator ----
-/** `auth` answers the coordinator's challenge (shared/auth.ts). */
+/**
+ * A worker's own copy of the dataset, described so the coordinator can refuse one that differs from its own:
+ * sample shape, classes in label order, split sizes and a content fingerprint (shared/data/info.ts).
+ */
+export interface DatasetInfo {
+  format: string;
+  height: number;
+  width: number;
+  channels: number;
+  classNames: string[];
+  trainCount: number;
+  testCount: number;
+  fingerprint: string;
+}
+/** `auth` answers the coordinator's challenge (shared/auth.ts); `dataset` is present exactly when `hasData`. */
 export interface HelloMessage {
   type: 'hello';
   protocolVersion: number;
@@ -86,6 +100,7 @@ export interface HelloMessage {
   ringHost: string;
   ringPort: number;
   hasData: boolean;
+  dataset?: DatasetInfo;
   backend: string;
   pid: number;
   auth: Uint8Array;
@@ -421,6 +436,15 @@ class FieldReader {
     return FieldReader.of(this.raw(key), `${this.path}.${key}`);
   }
 
+  /** An array of at most `max` strings. */
+  strings(key: string, max: number): string[] {
+    const value = this.raw(key);
+    if (!Array.isArray(value) || value.length > max || !value.every((v) => typeof v === 'string')) {
+      this.fail(key, `an array of at most ${max} strings`, value);
+    }
+    return value as string[];
+  }
+
   array<T>(key: string, item: (reader: FieldReader) => T): T[] {
     const value = this.raw(key);
     if (!Array.isArray(value)) this.fail(key, 'an array', value);
@@ -514,6 +538,21 @@ function checkShippedSamples(r: FieldReader, message: ShardMessage): void {
   message.sampleShape = shape;
 }
 
+const MAX_CLASS_NAMES = 256;
+
+function datasetInfo(r: FieldReader): DatasetInfo {
+  return {
+    format: r.string('format'),
+    height: r.int('height', 1, MAX_SAMPLE_SIDE),
+    width: r.int('width', 1, MAX_SAMPLE_SIDE),
+    channels: r.int('channels', 1, MAX_SAMPLE_CHANNELS),
+    classNames: r.strings('classNames', MAX_CLASS_NAMES),
+    trainCount: r.int('trainCount'),
+    testCount: r.int('testCount'),
+    fingerprint: r.string('fingerprint'),
+  };
+}
+
 function evalResult(r: FieldReader): EvalResultMessage {
   const correct = r.int('correct');
   const total = r.int('total');
@@ -531,18 +570,22 @@ function evalResult(r: FieldReader): EvalResultMessage {
 
 /** One validator per message type; each builds a fresh object holding only the known fields. */
 const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
-  hello: (r) => ({
-    type: 'hello',
-    protocolVersion: r.version(),
-    workerId: r.string('workerId'),
-    host: r.string('host'),
-    ringHost: r.string('ringHost'),
-    ringPort: r.int('ringPort', 0, 65535),
-    hasData: r.boolean('hasData'),
-    backend: r.string('backend'),
-    pid: r.int('pid'),
-    auth: r.bytes('auth'),
-  }),
+  hello: (r) => {
+    const message: HelloMessage = {
+      type: 'hello',
+      protocolVersion: r.version(),
+      workerId: r.string('workerId'),
+      host: r.string('host'),
+      ringHost: r.string('ringHost'),
+      ringPort: r.int('ringPort', 0, 65535),
+      hasData: r.boolean('hasData'),
+      backend: r.string('backend'),
+      pid: r.int('pid'),
+      auth: r.bytes('auth'),
+    };
+    if (message.hasData) message.dataset = datasetInfo(r.nested('dataset'));
+    return message;
+  },
   ready: (r) => ({
     type: 'ready',
     gen: r.gen(),
