@@ -2,16 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTick } from 'node:timers/promises';
 import {
-  Phase,
   ringAllreduce,
   segmentRanges,
-  ValueEncoding,
   type AllreduceOptions,
-  type ChunkHeader,
-  type ChunkKey,
   type ChunkValues,
   type RingLinks,
 } from '../shared/ring/allreduce.js';
+import { Phase, ValueEncoding, type ChunkHeader, type ChunkKey } from '../shared/wire/protocol.js';
 import {
   decodeFloat16,
   encodeFloat16,

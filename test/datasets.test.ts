@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import { parseImageSize, readDataOptions } from '../shared/cli/options.js';
+import { readDataOptions } from '../shared/cli/options.js';
+import { parseImageSize } from '../shared/data/image-options.js';
 import { CIFAR_SHAPE, parseCifarBatch, writeCifarBatch } from '../shared/data/cifar.js';
 import { limitSplit, makeSplit, sampleBytes, type DataSplit, type Dataset } from '../shared/data/dataset.js';
 import { holdOut } from '../shared/data/folders.js';
@@ -384,13 +385,12 @@ describe('data options', () => {
     assert.deepEqual(parseImageSize('32x24'), [32, 24]);
     assert.deepEqual(parseImageSize('64'), [64, 64]);
     for (const bad of ['0x3', '32x', 'axb', '5000x5000', '-1']) assert.throws(() => parseImageSize(bad), ConfigError);
-    assert.deepEqual(readDataOptions({ imageSize: '8x9', validationSplit: 0.5 }), {
+    assert.deepEqual(readDataOptions({ imageSize: '8x9', validationSplit: 0.5 }, 'worker'), {
       imageSize: [8, 9],
       colorMode: 'auto',
       fit: 'stretch',
       validationSplit: 0.5,
     });
-    assert.throws(() => readDataOptions({ validationSplit: 1 }), ConfigError);
-    assert.throws(() => readDataOptions({ validationSplit: Number.NaN }), ConfigError);
+    assert.deepEqual(readDataOptions({}, 'coordinator'), { colorMode: 'auto', fit: 'stretch', validationSplit: 0 });
   });
 });

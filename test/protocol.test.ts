@@ -18,8 +18,10 @@ import {
   uint32ToBytes,
   writeChunkHeader,
   type Message,
+  Phase,
+  ValueEncoding,
+  type ChunkHeader,
 } from '../shared/wire/protocol.js';
-import { Phase, ValueEncoding, type ChunkHeader } from '../shared/ring/allreduce.js';
 import { ProtocolError, ProtocolVersionError } from '../shared/errors.js';
 import { createRng } from '../shared/rng.js';
 import { normalize, sampleMessages as samples } from './helpers/messages.js';
@@ -129,7 +131,6 @@ test('encodeMessage refuses invalid messages', () => {
     gen: 1,
     rank: 0,
     step: 0,
-    epoch: 0,
     weights: new Float32Array(2),
     optimizer: new Uint8Array(0),
   };

@@ -7,10 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Phase } from '../shared/ring/allreduce.js';
 import { authAnswer } from '../shared/auth.js';
 import { createRootLogger } from '../shared/log.js';
-import { encodeChunkFrame, encodeMessage, PROTOCOL_VERSION } from '../shared/wire/protocol.js';
+import { encodeChunkFrame, encodeMessage, PROTOCOL_VERSION, Phase } from '../shared/wire/protocol.js';
 import { RingTransport, type RingAssignment } from '../worker/ring-transport.js';
 import { challengeOf, probe, type Probe } from './helpers/probe.js';
 import { tempDir, TEST_TOKEN } from './helpers/procs.js';

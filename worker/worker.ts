@@ -12,9 +12,9 @@ import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
-import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
+import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
-import { createAugmenter } from '../shared/data/augment.js';
+import { createAugmenter, parseAugment } from '../shared/data/augment.js';
 import { describeDataset } from '../shared/data/info.js';
 import { loadDataset, type DataOptions } from '../shared/data/load.js';
 import {
@@ -39,7 +39,7 @@ import {
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
 import { evaluateRange } from '../shared/train/batches.js';
-import { buildModel } from '../shared/train/models.js';
+import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
 import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
@@ -54,6 +54,8 @@ export interface WorkerConfig {
   /** Address peers dial to reach this worker's ring listener (default: this machine's hostname). */
   advertise?: string;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
   /** How --data-dir is read (image size, colour mode, validation split); must match the coordinator's. */
   dataOptions?: DataOptions;
@@ -66,6 +68,8 @@ export interface WorkerConfig {
   coordinatorRetryMs: number;
   /** Trust this CA for a wss:// coordinator (PEM). */
   tlsCa?: string;
+  /** Testing only: sleep this long before every step, to make this worker the one the others wait for. */
+  debugDelayMs?: number;
   log: Logger;
 }
 
@@ -96,8 +100,8 @@ interface RunSettings {
   reportEvery: number;
   nonFinite: NonFinitePolicy;
   compression: Compression;
-  /** The dataset's sample shape, the model's input. */
-  inputShape: [number, number, number];
+  /** The model's topology (model JSON) from the coordinator. */
+  modelTopology?: string;
 }
 
 class WorkerSession {
@@ -171,7 +175,6 @@ class WorkerSession {
           hasData: this.data !== undefined,
           ...(this.dataInfo ? { dataset: this.dataInfo } : {}),
           backend: this.backend,
-          pid: process.pid,
           auth,
         }),
       });
@@ -268,18 +271,11 @@ class WorkerSession {
     this.gen = m.gen;
     this.rank = m.rank;
     this.worldSize = m.worldSize;
-    this.settings = readSettings(m.config);
+    this.settings = readSettings(m.config, m.modelTopology);
     this.log = this.log.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
-    if (!this.replica) {
-      const t = this.settings.train;
-      this.replica = new Replica(buildModel(t.model, t.seed, this.settings.inputShape), {
-        name: t.optimizer,
-        lr: t.lr,
-        momentum: t.momentum,
-      });
-    }
+    this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend);
     await this.ring.connect({
       gen: m.gen,
       rank: m.rank,
@@ -317,7 +313,6 @@ class WorkerSession {
       gen: m.gen,
       rank: this.rank,
       step: this.stepsDone,
-      epoch: 0,
       weights: float32ToBytes(weights),
       optimizer: float32ToBytes(optimizer),
     });
@@ -345,7 +340,13 @@ class WorkerSession {
     const { split, order, ids } = this.trainData(m);
     const test = this.testRange(m);
     const t = settings.train;
-    const augment = createAugmenter({ names: t.augment, shape: split.shape, seed: t.seed, epoch: m.epoch, ids });
+    const augment = createAugmenter({
+      names: parseAugment(t.augment),
+      shape: split.shape,
+      seed: t.seed,
+      epoch: m.epoch,
+      ids,
+    });
     const plan: ShardPlan = {
       epoch: m.epoch,
       order,
@@ -357,6 +358,7 @@ class WorkerSession {
       offset: m.offset,
       checkEvery: settings.checkEvery,
       nonFinite: settings.nonFinite,
+      debugDelayMs: this.cfg.debugDelayMs ?? 0,
       schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
     };
     this.state = 'training';
@@ -506,18 +508,10 @@ function shippedShape(m: MessageOf<'shard'>): SampleShape {
   return [m.sampleShape.height, m.sampleShape.width, m.sampleShape.channels];
 }
 
-function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, nonFinite, compression, inputShape, ...train } = config;
-  const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
-  const shape = Array.isArray(inputShape) && inputShape.length === 3 ? inputShape.map((v) => int(v, 0)) : [];
-  return {
-    train: validateTrainConfig(train),
-    checkEvery: int(checkEvery, 0),
-    reportEvery: Math.max(1, int(reportEvery, 10)),
-    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
-    compression: compression === 'fp16' ? 'fp16' : 'none',
-    inputShape: shape.length === 3 && shape.every((v) => v > 0) ? (shape as [number, number, number]) : [28, 28, 1],
-  };
+/** The same validator as the command line: a bad or unknown field fails the worker with a ConfigError naming it. */
+function readSettings(config: Record<string, unknown>, modelTopology: string | undefined): RunSettings {
+  const { checkEvery, reportEvery, nonFinite, compression, ...train } = validateRunConfig(config, 'assign.config');
+  return { train, checkEvery, reportEvery, nonFinite, compression, ...(modelTopology ? { modelTopology } : {}) };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {

@@ -18,12 +18,13 @@ export const AUGMENT_NAMES = ['flip', 'crop'] as const;
 export type AugmentName = (typeof AUGMENT_NAMES)[number];
 
 /** 'flip,crop' (or an array of names) -> the names, deduplicated in canonical order; '' and 'none' -> []. */
-export function parseAugment(value: unknown): AugmentName[] {
+export function parseAugment(value: unknown, name = '--augment'): AugmentName[] {
   const parts = Array.isArray(value) ? value.map(String) : String(value ?? '').split(',');
   const names = parts.map((p) => p.trim()).filter((p) => p !== '' && p !== 'none');
-  for (const name of names) {
-    if (!(AUGMENT_NAMES as readonly string[]).includes(name)) {
-      throw new ConfigError(`augment: unknown augmentation '${name}' (choose from ${AUGMENT_NAMES.join(', ')})`);
+  const label = name;
+  for (const n of names) {
+    if (!(AUGMENT_NAMES as readonly string[]).includes(n)) {
+      throw new ConfigError(`${label}: unknown augmentation '${n}' (choose from ${AUGMENT_NAMES.join(', ')})`);
     }
   }
   return AUGMENT_NAMES.filter((n) => names.includes(n));

@@ -9,15 +9,13 @@
 import { readFile } from 'node:fs/promises';
 import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { DataCorruptError, DataNotFoundError } from '../errors.js';
+import type { ImageFit } from './image-options.js';
 import { formatShape, sampleBytes, type SampleShape } from './dataset.js';
 
 /** File extensions read as images (lower case). */
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp'] as const;
 
-export type ColorMode = 'auto' | 'grayscale' | 'rgb';
-export const COLOR_MODES: readonly ColorMode[] = ['auto', 'grayscale', 'rgb'];
-export type ImageFit = 'stretch' | 'crop' | 'pad';
-export const IMAGE_FITS: readonly ImageFit[] = ['stretch', 'crop', 'pad'];
+export { COLOR_MODES, IMAGE_FITS, parseImageSize, type ColorMode, type ImageFit } from './image-options.js';
 
 const SHARP_FIT = { stretch: 'fill', crop: 'cover', pad: 'contain' } as const;
 

@@ -7,14 +7,8 @@
  */
 import { ChunkMailbox } from './chunk-mailbox.js';
 import { ProtocolError } from '../errors.js';
-import {
-  ValueEncoding,
-  type ChunkHeader,
-  type ChunkKey,
-  type ChunkValues,
-  type OutgoingChunk,
-  type RingLinks,
-} from './allreduce.js';
+import { type ChunkValues, type OutgoingChunk, type RingLinks } from './allreduce.js';
+import { ValueEncoding, type ChunkHeader, type ChunkKey } from '../wire/chunk.js';
 
 export interface InMemoryRingLink extends RingLinks {
   prepare(header: ChunkHeader): OutgoingChunk;

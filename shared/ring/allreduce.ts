@@ -24,36 +24,14 @@
  */
 import { ProtocolError } from '../errors.js';
 import { FLOAT16_TO_FLOAT32, FLOAT16_TO_FLOAT32_BITS, encodeFloat16, float32BitsToFloat16 } from '../wire/float16.js';
+import { Phase, ValueEncoding, type ChunkHeader, type ChunkKey } from '../wire/chunk.js';
 import { chunkRanges, ringSchedule, type ChunkRange, type RingTransfer } from './schedule.js';
-
-export const Phase = { reduceScatter: 0, allgather: 1 } as const;
-export type Phase = (typeof Phase)[keyof typeof Phase];
-
-/** How values travel on the wire. */
-export const ValueEncoding = { float32: 0, float16: 1 } as const;
-export type ValueEncoding = (typeof ValueEncoding)[keyof typeof ValueEncoding];
 
 export const COMPRESSIONS = ['none', 'fp16'] as const;
 export type Compression = (typeof COMPRESSIONS)[number];
 
 /** Default pipelining segment: big enough that per-frame costs vanish, small enough to keep a ring step busy. */
 export const DEFAULT_SEGMENT_BYTES = 1024 * 1024;
-
-export interface ChunkHeader {
-  /** Membership generation; frames of another generation belong to a ring that no longer exists. */
-  generation: number;
-  /** Training step the allreduce belongs to. */
-  step: number;
-  phase: Phase;
-  /** Block index: ring chunk c in [0, worldSize), or segment k of it as c + k * worldSize. */
-  chunk: number;
-  /** Number of values in the block. */
-  count: number;
-  /** Wire encoding of the values; absent means float32. */
-  encoding?: ValueEncoding;
-}
-
-export type ChunkKey = Omit<ChunkHeader, 'count'>;
 
 /** Values as they travel: float32, or float16 bits. */
 export type ChunkValues = Float32Array | Uint16Array;

@@ -3,7 +3,8 @@
  * to a step ahead, so frames are buffered by (generation, step, phase, chunk) until taken; a receive that comes first
  * waits for its frame. Used by the WebSocket ring transport and the in-memory test ring alike.
  */
-import type { ChunkHeader, ChunkKey, ChunkValues } from './allreduce.js';
+import type { ChunkValues } from './allreduce.js';
+import { type ChunkHeader, type ChunkKey } from '../wire/chunk.js';
 import { PeerLostError, ProtocolError } from '../errors.js';
 
 interface Waiter {
@@ -53,11 +54,6 @@ export class ChunkMailbox {
   /** Whether the frame for `header` is already here (a take would not wait). */
   has(header: ChunkKey): boolean {
     return this.early.has(chunkKeyOf(header));
-  }
-
-  /** Drop buffered frames of other generations (a re-formed ring starts clean). */
-  keepOnly(generation: number): void {
-    for (const key of this.early.keys()) if (!key.startsWith(`${generation}/`)) this.early.delete(key);
   }
 
   /** Fail every pending and future receive. */

@@ -7,20 +7,24 @@ import path from 'node:path';
 import type { TrainConfig } from '../config.js';
 import { limitDataset, type Dataset } from '../data/dataset.js';
 import { loadDataset, type DataOptions } from '../data/load.js';
-import { createAugmenter } from '../data/augment.js';
+import { createAugmenter, parseAugment } from '../data/augment.js';
 import type { Logger } from '../log.js';
 import type { ProgressView } from '../cli/progress.js';
 import { shardForRank, stepsPerEpoch, batchIndices } from '../data/sampler.js';
 import { selectBackend, type BackendChoice, type BackendName } from '../tf/backend.js';
 import { BatchLoader, evaluateRange } from './batches.js';
 import { saveModel } from './model-io.js';
-import { buildModel } from './models.js';
+import { resolveModel } from './model-spec.js';
 import { learningRateAt } from './optim.js';
 import { Replica } from './replica.js';
+import { metadataOf, modelShapeOf } from './run-model.js';
+import { dryRunStep } from './trainability.js';
 
 export interface SingleRunOptions {
   config: TrainConfig;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
   dataOptions?: DataOptions;
   summaryJson?: string;
@@ -56,14 +60,12 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   const backend = await selectBackend(opts.backend, log);
   const data = limitDataset(await loadDataset(opts.dataDir, opts.dataOptions), config.trainLimit, config.testLimit);
   log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
-  const replica = new Replica(buildModel(config.model, config.seed, [...data.shape]), {
-    name: config.optimizer,
-    lr: config.lr,
-    momentum: config.momentum,
-  });
+  const { built } = await resolveModel(config.model, modelShapeOf(data), config.seed);
+  const replica = new Replica(built, { name: config.optimizer, lr: config.lr, momentum: config.momentum });
+  dryRunStep(replica, backend);
   const summary = await trainLoop(replica, data, opts);
   if (opts.saveDir) {
-    await saveModel(replica.built.model, opts.saveDir);
+    await saveModel(replica.built.model, opts.saveDir, metadataOf(data, summary.testAccuracy));
     log.info({ dir: opts.saveDir }, 'model saved');
   }
   replica.dispose();
@@ -97,7 +99,7 @@ async function trainLoop(replica: Replica, data: Dataset, opts: SingleRunOptions
       shuffle: true,
     });
     const nSteps = stepsPerEpoch(shard.length, config.batchSize);
-    const augment = createAugmenter({ names: config.augment, shape: data.shape, seed: config.seed, epoch });
+    const augment = createAugmenter({ names: parseAugment(config.augment), shape: data.shape, seed: config.seed, epoch });
     const loader = new BatchLoader(data.train, config.batchSize, augment);
     progress.begin(`epoch ${epoch + 1}/${config.epochs}`, shard.length);
     let lossSum = 0;
