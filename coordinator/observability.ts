@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
 import { RingtrainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { buildModel, type ModelName } from '../shared/train/models.js';
+import { buildModel, isModelName } from '../shared/train/models.js';
 import { createMetrics } from './dashboard/metrics.js';
 import { DASHBOARD_DEFAULTS, startDashboard, type DashboardHandle } from './dashboard/server.js';
 import { DashboardState } from './dashboard/state.js';
@@ -17,7 +17,8 @@ import { createEventRecorder, runModelSource } from './dashboard/run-files.js';
 import { createTimelineWriter, TimelineBuffer } from './timeline.js';
 
 export interface ObservabilityOptions {
-  model: ModelName;
+  /** `--model`: a built-in name or a file. */
+  model: string;
   dashboardHost: string;
   /** 0 = any free port; the default port falls back to a free one when taken. */
   dashboardPort: number;
@@ -33,8 +34,12 @@ export interface Observability {
   close(): Promise<void>;
 }
 
-/** Parameters of the model, for the allreduce byte counter (built once on the cpu backend; no training here). */
-async function countParams(model: ModelName): Promise<number> {
+/**
+ * Parameters of a built-in model, for the allreduce byte counter (built once on the cpu backend; no training here).
+ * A user's model is unknown here (its input shape comes with the data): the counter stays empty.
+ */
+async function countParams(model: string): Promise<number | undefined> {
+  if (!isModelName(model)) return undefined;
   await tf.setBackend('cpu');
   tf.enableProdMode();
   const built = buildModel(model);

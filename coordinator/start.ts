@@ -6,7 +6,6 @@ import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import { WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS } from '../shared/admission.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { limitDataset, type Dataset } from '../shared/data/dataset.js';
@@ -14,6 +13,7 @@ import { loadDataset } from '../shared/data/load.js';
 import { CLOSE_CODES, ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
+import { prepareRunModel } from '../shared/train/run-model.js';
 import { CheckpointStore } from './checkpoints.js';
 import { Coordinator, type ClusterSummary, type CoordinatorOptions, type ResumeState } from './coordinator.js';
 import type { EpochOutcome } from './run-state.js';
@@ -124,7 +124,9 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const train = resumed?.train ?? cfg.train;
   const data = await loadRunData(train, cfg.dataDir);
   cfg.log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  const model = await prepareRunModel(train, data, cfg.runDir);
   const coord = new Coordinator({
+    model,
     train,
     opts: cfg,
     data,
@@ -140,22 +142,16 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const server = cfg.tls
     ? https.createServer({ cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) }, onRequest)
     : http.createServer(onRequest);
-  const wss = new WebSocketServer({ server, maxPayload: cfg.maxPayloadBytes, perMessageDeflate: false });
   const admission = new Admission({
     token: cfg.token,
     context: 'control',
     authTimeoutMs: cfg.authTimeoutMs,
     maxPending: cfg.maxPendingAuth,
     maxHandshakeBytes: ADMISSION_DEFAULTS.maxHandshakeBytes,
+    maxPayloadBytes: cfg.maxPayloadBytes,
     log: cfg.log,
   });
-  wss.on('connection', (ws, req) =>
-    admission.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, (link, hello) =>
-      coord.admit(link, hello),
-    ),
-  );
-  wss.on('error', (err) => cfg.log.error({ err }, 'websocket server error'));
-  server.on('clientError', (_err, socket) => socket.destroy());
+  const wss = admission.listen(server, (link, hello) => coord.admit(link, hello));
   const port = await listen(server, cfg.host, cfg.port);
   coord.begin();
   cfg.log.info(

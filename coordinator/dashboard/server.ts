@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import type { Registry } from 'prom-client';
 import { ConfigError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import { guardServer } from '../../shared/ws-util.js';
 import type { DashboardCursor, DashboardState } from './state.js';
 
 /** A trained model the page can load: model.json and the weight files it names. */
@@ -421,6 +422,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<DashboardH
     else socket.destroy();
     log.debug({ err }, 'malformed dashboard request');
   });
+  guardServer(server, log);
   const port = await listen(server, opts.host, opts.port).catch((err: unknown) => {
     live.close();
     throw err;
