@@ -179,6 +179,7 @@ const INT_FIELDS = new Set([
   'gen',
   'rank',
   'step',
+  'attempts',
   'epoch',
   'worldSize',
   'predecessorRank',
@@ -224,6 +225,7 @@ const BYTE_FIELDS = new Set([
   'testLabels',
 ]);
 const STRING_FIELDS = new Set([
+  'during',
   'type',
   'workerId',
   'host',

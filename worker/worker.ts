@@ -61,6 +61,9 @@ export interface WorkerConfig {
   coordinatorRetryMs: number;
   /** Trust this CA for a wss:// coordinator (PEM). */
   tlsCa?: string;
+  /** Serve the ring listener over TLS with this certificate and key (PEM); successors are then dialed over wss://. */
+  tlsCert?: string;
+  tlsKey?: string;
   log: Logger;
 }
 
@@ -130,6 +133,9 @@ class WorkerSession {
         { err: err.message, gen: this.gen },
         'ring link lost; waiting for the coordinator to re-form the ring',
       ),
+    );
+    ring.onLinkDown((d) =>
+      this.send({ type: 'ringLinkDown', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), ...d }),
     );
     ring.onStall((s) => {
       this.log.warn({ ...s, gen: this.gen }, 'step is waiting on the ring predecessor');
@@ -439,7 +445,7 @@ class WorkerSession {
   private onCoordinatorClosed(code: number, reason: string): void {
     if (this.stopped) return;
     this.ws = undefined;
-    if (code === CLOSE_CODES.policyViolation) {
+    if (code === CLOSE_CODES.policyViolation || code === CLOSE_CODES.ringUnreachable) {
       this.log.error({ code, reason }, 'the coordinator refused this worker');
       return this.end(1);
     }
@@ -514,6 +520,7 @@ export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
     heartbeatMs: cfg.heartbeatMs,
     heartbeatMisses: cfg.heartbeatMisses,
     stallWarnMs: cfg.stallWarnMs,
+    ...(cfg.tlsCert && cfg.tlsKey ? { tls: { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa } } : {}),
     log: cfg.log,
   });
   const port = await ring.listen();

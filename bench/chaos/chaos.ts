@@ -44,6 +44,7 @@ export interface ChaosOptions {
   /** Epochs of the run (sized so that training outlasts the fault schedule). */
   epochs: number;
   trainLimit: number;
+  testLimit: number;
   targetAccuracy: number;
   recoveryTimeoutMs: number;
   dir: string;
@@ -130,6 +131,12 @@ class MetricsTail {
   }
 }
 
+/**
+ * A 10 s liveness window (1 s heartbeats): wide enough that a loaded machine does not evict healthy workers, and the
+ * long SIGSTOPs (12-16 s) still outlast it.
+ */
+const HEARTBEAT_MISSES = 10;
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const pick = <T>(rng: Rng, items: readonly T[]): T => items[rng.nextBelow(items.length)]!;
 const between = (rng: Rng, lo: number, hi: number) => lo + rng.nextBelow(hi - lo + 1);
@@ -152,7 +159,7 @@ class ChaosRun {
         '--train-limit',
         String(o.trainLimit),
         '--test-limit',
-        '1000',
+        String(o.testLimit),
         '--epochs',
         String(o.epochs),
         '--batch-size',
@@ -171,9 +178,11 @@ class ChaosRun {
         '10',
         '--summary-json',
         path.join(o.dir, 'summary.json'),
+        '--heartbeat-misses',
+        String(HEARTBEAT_MISSES),
         '--quiet',
       ],
-      workerArgs: ['--backend', 'cpu'],
+      workerArgs: ['--backend', 'cpu', '--heartbeat-misses', String(HEARTBEAT_MISSES)],
     });
     this.metrics = new MetricsTail(path.join(o.dir, 'metrics.jsonl'));
   }
@@ -236,7 +245,7 @@ class ChaosRun {
       }
       case 'stop': {
         const w = pick(this.rng, this.workers());
-        const ms = this.rng.next() < 0.5 ? between(this.rng, 500, 2_500) : between(this.rng, 7_000, 12_000);
+        const ms = this.rng.next() < 0.5 ? between(this.rng, 500, 2_500) : between(this.rng, 12_000, 16_000);
         this.cluster.stop(w);
         await sleep(ms);
         this.cluster.resume(w);
@@ -291,7 +300,7 @@ class ChaosRun {
     const first = await this.progressBeyond(-1, Date.now());
     if (first < 0) o.log('chaos: training never started');
     else o.log(`${this.elapsed()}  training started`);
-    const end = this.t0 + o.minutes * 60_000;
+    const end = Date.now() + o.minutes * 60_000;
     while (first >= 0 && Date.now() < end && !this.runOver()) {
       await sleep(between(this.rng, 2_000, 8_000));
       if (Date.now() >= end || this.runOver()) break;
@@ -419,8 +428,10 @@ async function main(): Promise<void> {
     .option('--workers <n>', 'workers at the start', Number, 3)
     .option('--max-workers <n>', 'most workers at once', Number, 4)
     .option('--epochs-per-minute <n>', 'epochs of the run per minute of faults (so training outlasts them)', Number, 3)
+    .option('--epochs <n>', 'epochs of the run (overrides --epochs-per-minute)', Number)
     .option('--train-limit <n>', 'training samples per epoch', Number, 6000)
-    .option('--target-accuracy <a>', 'test accuracy the run must reach', Number, 0.9)
+    .option('--target-accuracy <a>', 'test accuracy the run must reach', Number, 0.85)
+    .option('--test-limit <n>', 'test samples evaluated at each epoch end', Number, 1000)
     .option('--recovery-timeout-ms <ms>', 'a fault not recovered from within this time fails', Number, 150_000)
     .option('--dir <dir>', 'run folder (default: a new temporary folder)')
     .option('--out <file>', 'write the chaos summary JSON here (default: <dir>/chaos-summary.json)')
@@ -435,8 +446,9 @@ async function main(): Promise<void> {
     faults: parseFaults(String(opts.faults)),
     workers: Number(opts.workers),
     maxWorkers: Number(opts.maxWorkers),
-    epochs: Math.max(2, Math.ceil(minutes * Number(opts.epochsPerMinute))),
+    epochs: opts.epochs ? Number(opts.epochs) : Math.max(2, Math.ceil(minutes * Number(opts.epochsPerMinute))),
     trainLimit: Number(opts.trainLimit),
+    testLimit: Number(opts.testLimit),
     targetAccuracy: Number(opts.targetAccuracy),
     recoveryTimeoutMs: Number(opts.recoveryTimeoutMs),
     dir,
