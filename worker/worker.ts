@@ -35,7 +35,7 @@ import {
   type StepRecord,
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
-import { evaluateRange } from '../shared/train/batches.js';
+import { evaluateRangeYielding } from '../shared/train/batches.js';
 import { buildModel } from '../shared/train/models.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
@@ -366,7 +366,7 @@ class WorkerSession {
         },
       );
       this.flushRecords();
-      const counts = evaluateRange(replica, test.split, test.start, test.end);
+      const counts = await evaluateRangeYielding(replica, test.split, test.start, test.end);
       this.send({ type: 'evalResult', gen: m.gen, rank: this.rank, epoch: m.epoch, ...counts });
       this.send({
         type: 'epochDone',
