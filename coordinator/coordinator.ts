@@ -19,6 +19,7 @@ import type { Dataset } from '../shared/data/dataset.js';
 import { CLOSE_CODES, ProtocolError, RendezvousTimeoutError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
+import type { CoordinatorModel } from '../shared/train/run-model.js';
 import {
   bytesToFloat32,
   decodeFrame,
@@ -32,7 +33,8 @@ import type { CheckpointStore } from './checkpoints.js';
 import { planShard } from './data-plan.js';
 import { planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type RunObserver, type RunSummaryView, type WorkerView } from './events.js';
-import { RunState, type EpochOutcome, type PhaseMeans } from './run-state.js';
+import { FinalModelFetch } from './final-model.js';
+import { RunState, type EpochOutcome, type PhaseMeans, type WaitSummary } from './run-state.js';
 
 export interface CoordinatorOptions {
   minWorkers: number;
@@ -64,7 +66,7 @@ export interface ResumeState {
 }
 
 /** What --summary-json holds: the fields observers see at the end of a run, and the cluster's details. */
-export interface ClusterSummary extends RunSummaryView {
+export interface ClusterSummary extends RunSummaryView, WaitSummary {
   model: string;
   backend: string;
   generations: number;
@@ -76,7 +78,6 @@ export interface ClusterSummary extends RunSummaryView {
 }
 
 type RunPhase = 'rendezvous' | 'forming' | 'syncing' | 'training' | 'waiting' | 'finished' | 'failed';
-
 interface WorkerRecord {
   id: string;
   ws: WebSocket;
@@ -104,6 +105,8 @@ export interface CoordinatorDeps {
   log: Logger;
   progress: ProgressView;
   observers: RunObserver[];
+  /** The model the workers build (its topology), the weights it brought, and where the trained one is saved. */
+  model?: CoordinatorModel;
 }
 
 export class Coordinator {
@@ -137,6 +140,7 @@ export class Coordinator {
     reform: (reason) => this.reform(reason),
     heartbeatMs: () => this.d.opts.heartbeatMs,
   });
+  private finalModel?: FinalModelFetch;
 
   constructor(private readonly d: CoordinatorDeps) {
     this.log = d.log;
@@ -257,6 +261,13 @@ export class Coordinator {
       this.log.warn({ host: msg.host, max }, 'worker turned away: cluster full');
       return void ws.close(CLOSE_CODES.goingAway, 'cluster full');
     }
+    // Backends round the optimizer's update differently, so a mixed ring would drift apart silently.
+    const ringBackend = [...this.workers.values()][0]?.backend;
+    if (ringBackend !== undefined && msg.backend !== ringBackend) {
+      this.log.warn({ host: msg.host, backend: msg.backend, ringBackend }, 'worker turned away: backend differs');
+      const why = `backend ${msg.backend} differs from the ring's ${ringBackend}: start every worker with one --backend`;
+      return void ws.close(CLOSE_CODES.policyViolation, why);
+    }
     const log = this.log.child({ workerId: msg.workerId, host: msg.host });
     const worker: WorkerRecord = {
       id: msg.workerId,
@@ -290,7 +301,7 @@ export class Coordinator {
 
   /** New membership: every connected worker, old ranks first, under a new generation. */
   private reform(reason: string): void {
-    if (this.summary) return;
+    if (this.summary || this.finalModel) return;
     const before = this.members.map((m) => m.rank);
     this.gen++;
     this.pendingWeights = undefined;
@@ -333,6 +344,7 @@ export class Coordinator {
         predecessorRank: (rank - 1 + n) % n,
         successor: { host: next.ringHost, port: next.ringPort, rank: (rank + 1) % n },
         config,
+        ...(this.d.model ? { modelTopology: this.d.model.topology } : {}),
       });
     });
     this.log.info({ gen: this.gen, worldSize: n, reason }, 'ring formed');
@@ -365,6 +377,8 @@ export class Coordinator {
     clearTimeout(this.formingTimer);
     if (this.resume) return this.syncFromCheckpoint(this.resume);
     const withState = this.members.filter((w) => w.hasState);
+    const initial = this.d.model?.initial; // a model.json's own weights start a fresh run
+    if (withState.length === 0 && initial) return this.syncFromCheckpoint({ ...initial, position: this.position });
     // Fresh run: rank 0's initial weights. Otherwise the most advanced survivor: it holds every completed step.
     const source =
       withState.length === 0 ? this.members[0]! : withState.reduce((a, b) => (b.readyStep > a.readyStep ? b : a));
@@ -373,12 +387,13 @@ export class Coordinator {
     worker.log.debug({ source: source.rank, step: source.readyStep }, 'replica state requested');
   }
 
-  private syncFromCheckpoint(r: ResumeState): void {
+  private syncFromCheckpoint(r: Pick<ResumeState, 'weights' | 'optimizer' | 'position'>): void {
     this.resume = undefined;
     this.broadcastState(float32ToBytes(r.weights), float32ToBytes(r.optimizer), r.position);
   }
 
   private onWeights(worker: WorkerRecord, m: MessageOf<'weights'>): void {
+    if (this.finalModel?.offer(m, this.position.step)) return;
     const pending = this.pendingWeights;
     if (!pending || pending.gen !== this.gen) return;
     this.pendingWeights = undefined;
@@ -488,11 +503,18 @@ export class Coordinator {
     );
     this.position = { epoch: epoch + 1, consumed: 0, step: this.plan.firstStep + this.plan.steps };
     const target = this.d.train.targetAccuracy;
-    if (target > 0 && outcome.testAccuracy >= target)
-      return this.finish('finished', `target accuracy ${target} reached`);
-    if (epoch + 1 >= this.d.train.epochs) return this.finish('finished', 'all epochs done');
+    if (target > 0 && outcome.testAccuracy >= target) return this.endTraining(`target accuracy ${target} reached`);
+    if (epoch + 1 >= this.d.train.epochs) return this.endTraining('all epochs done');
     this.startPlan(this.position);
     this.requestCheckpoint(); // answered at rank 0's next step boundary, at the start of the new epoch
+  }
+
+  /** Training is done: keep rank 0's final weights as the saved model, then end the run. */
+  private endTraining(reason: string): void {
+    if (!this.d.model || !this.members[0]) return this.finish('finished', reason);
+    const accuracy = this.state.history.at(-1)?.testAccuracy;
+    this.finalModel = new FinalModelFetch(this.d.model, this.members[0].ws, this.gen, this.log, this.d.progress);
+    void this.finalModel.fetch(accuracy).then((note) => this.finish('finished', reason + note));
   }
 
   private onStall(worker: WorkerRecord, m: MessageOf<'stall'>): void {
@@ -594,6 +616,7 @@ export class Coordinator {
       hashMismatches: s.hashMismatches,
       nonFiniteSteps: s.nonFiniteSteps,
       history: s.history,
+      waits: s.waits.workers(),
       outcome,
       ...(error ? { error } : {}),
     };

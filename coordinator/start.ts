@@ -13,6 +13,7 @@ import { loadDataset } from '../shared/data/load.js';
 import { CLOSE_CODES, ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
+import { prepareRunModel } from '../shared/train/run-model.js';
 import { CheckpointStore } from './checkpoints.js';
 import { Coordinator, type ClusterSummary, type CoordinatorOptions, type ResumeState } from './coordinator.js';
 import type { EpochOutcome } from './run-state.js';
@@ -123,7 +124,9 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const train = resumed?.train ?? cfg.train;
   const data = await loadRunData(train, cfg.dataDir);
   cfg.log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  const model = await prepareRunModel(train, data, cfg.runDir);
   const coord = new Coordinator({
+    model,
     train,
     opts: cfg,
     data,

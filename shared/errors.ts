@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'KERNEL_UNSUPPORTED'
   | 'MODEL_UNKNOWN'
+  | 'MODEL_INVALID'
+  | 'MODEL_UNTRAINABLE'
   | 'LAYOUT_MISMATCH'
   | 'PROTOCOL_INVALID'
   | 'PROTOCOL_VERSION'
@@ -167,6 +169,35 @@ export class ModelUnknownError extends RingtrainError {
     known: readonly string[],
   ) {
     super('MODEL_UNKNOWN', `unknown model '${model}' (known: ${known.join(', ')})`);
+  }
+}
+
+/** A model file or module that cannot be used: unreadable, of the wrong shape, or not a classifier. */
+export class ModelInvalidError extends RingtrainError {
+  constructor(
+    readonly source: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super('MODEL_INVALID', `model '${source}': ${detail}`, options);
+  }
+}
+
+/** A layer whose training needs a kernel (or a gradient) the active backend does not have. */
+export class ModelUntrainableError extends RingtrainError {
+  constructor(
+    readonly layer: string,
+    readonly layerClass: string,
+    readonly kernel: string,
+    readonly backend: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      'MODEL_UNTRAINABLE',
+      `layer '${layer}' (${layerClass}) cannot train on backend '${backend}': ${kernel}: ${detail}`,
+      options,
+    );
   }
 }
 

@@ -40,6 +40,8 @@ export interface ShardPlan {
   /** Hash the parameters every this many global steps (0 = never). */
   checkEvery: number;
   nonFinite: NonFinitePolicy;
+  /** Testing only: sleep this long before every step (a deliberately slow worker). */
+  debugDelayMs?: number;
 }
 
 export interface ShardHooks {
@@ -196,6 +198,7 @@ export async function runShard(
     const fraction = plan.epochSamples > 0 ? Math.min(1, (plan.offset + s * samplesPerStep) / plan.epochSamples) : 1;
     const stepLr = learningRateAt({ ...plan.schedule, worldSize: ring.worldSize }, plan.epoch, fraction);
     if (stepLr !== lr) replica.setLearningRate((lr = stepLr));
+    if (plan.debugDelayMs) await new Promise((resolve) => setTimeout(resolve, plan.debugDelayMs));
     const next = s + 1 < steps ? batchIndices(plan.order, s + 1, plan.batchSize) : undefined;
     const record = await trainStep(
       replica,

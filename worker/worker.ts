@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
-import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
+import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
 import { loadDataset } from '../shared/data/load.js';
 import {
@@ -36,7 +36,7 @@ import {
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
 import { evaluateRangeYielding } from '../shared/train/batches.js';
-import { buildModel } from '../shared/train/models.js';
+import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
 import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
@@ -51,6 +51,8 @@ export interface WorkerConfig {
   /** Address peers dial to reach this worker's ring listener (default: this machine's hostname). */
   advertise?: string;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
@@ -64,6 +66,8 @@ export interface WorkerConfig {
   /** Serve the ring listener over TLS with this certificate and key (PEM); successors are then dialed over wss://. */
   tlsCert?: string;
   tlsKey?: string;
+  /** Testing only: sleep this long before every step, to make this worker the one the others wait for. */
+  debugDelayMs?: number;
   log: Logger;
 }
 
@@ -94,6 +98,8 @@ interface RunSettings {
   reportEvery: number;
   nonFinite: NonFinitePolicy;
   compression: Compression;
+  /** The model's topology (model JSON) from the coordinator. */
+  modelTopology?: string;
 }
 
 class WorkerSession {
@@ -167,7 +173,6 @@ class WorkerSession {
           ringPort: this.ringPort,
           hasData: this.data !== undefined,
           backend: this.backend,
-          pid: process.pid,
           auth,
         }),
       });
@@ -264,14 +269,11 @@ class WorkerSession {
     this.gen = m.gen;
     this.rank = m.rank;
     this.worldSize = m.worldSize;
-    this.settings = readSettings(m.config);
+    this.settings = readSettings(m.config, m.modelTopology);
     this.log = this.log.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
-    if (!this.replica) {
-      const t = this.settings.train;
-      this.replica = new Replica(buildModel(t.model, t.seed), { name: t.optimizer, lr: t.lr, momentum: t.momentum });
-    }
+    this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend);
     await this.ring.connect({
       gen: m.gen,
       rank: m.rank,
@@ -309,7 +311,6 @@ class WorkerSession {
       gen: m.gen,
       rank: this.rank,
       step: this.stepsDone,
-      epoch: 0,
       weights: float32ToBytes(weights),
       optimizer: float32ToBytes(optimizer),
     });
@@ -347,6 +348,7 @@ class WorkerSession {
       offset: m.offset,
       checkEvery: settings.checkEvery,
       nonFinite: settings.nonFinite,
+      debugDelayMs: this.cfg.debugDelayMs ?? 0,
       schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
     };
     this.state = 'training';
@@ -495,16 +497,10 @@ function shippedShape(m: MessageOf<'shard'>): SampleShape {
   return [m.sampleShape.height, m.sampleShape.width, m.sampleShape.channels];
 }
 
-function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
-  const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
-  return {
-    train: validateTrainConfig(train),
-    checkEvery: int(checkEvery, 0),
-    reportEvery: Math.max(1, int(reportEvery, 10)),
-    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
-    compression: compression === 'fp16' ? 'fp16' : 'none',
-  };
+/** The same validator as the command line: a bad or unknown field fails the worker with a ConfigError naming it. */
+function readSettings(config: Record<string, unknown>, modelTopology: string | undefined): RunSettings {
+  const { checkEvery, reportEvery, nonFinite, compression, ...train } = validateRunConfig(config, 'assign.config');
+  return { train, checkEvery, reportEvery, nonFinite, compression, ...(modelTopology ? { modelTopology } : {}) };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {

@@ -56,11 +56,6 @@ export class ChunkMailbox {
     return this.early.has(chunkKeyOf(header));
   }
 
-  /** Drop buffered frames of other generations (a re-formed ring starts clean). */
-  keepOnly(generation: number): void {
-    for (const key of this.early.keys()) if (!key.startsWith(`${generation}/`)) this.early.delete(key);
-  }
-
   /** Fail every pending and future receive. */
   close(reason: unknown): void {
     if (this.closed) return;

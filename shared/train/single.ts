@@ -13,13 +13,17 @@ import { shardForRank, stepsPerEpoch, batchIndices } from '../data/sampler.js';
 import { selectBackend, type BackendChoice, type BackendName } from '../tf/backend.js';
 import { BatchLoader, evaluateRange } from './batches.js';
 import { saveModel } from './model-io.js';
-import { buildModel } from './models.js';
+import { resolveModel } from './model-spec.js';
 import { learningRateAt } from './optim.js';
 import { Replica } from './replica.js';
+import { metadataOf, modelShapeOf } from './run-model.js';
+import { dryRunStep } from './trainability.js';
 
 export interface SingleRunOptions {
   config: TrainConfig;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
   summaryJson?: string;
   /** Folder for the trained model (model.json + weights.bin); none when absent. */
@@ -54,14 +58,12 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   const backend = await selectBackend(opts.backend, log);
   const data = await loadData(opts.dataDir, config);
   log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
-  const replica = new Replica(buildModel(config.model, config.seed), {
-    name: config.optimizer,
-    lr: config.lr,
-    momentum: config.momentum,
-  });
+  const { built } = await resolveModel(config.model, modelShapeOf(data), config.seed);
+  const replica = new Replica(built, { name: config.optimizer, lr: config.lr, momentum: config.momentum });
+  dryRunStep(replica, backend);
   const summary = await trainLoop(replica, data, opts);
   if (opts.saveDir) {
-    await saveModel(replica.built.model, opts.saveDir);
+    await saveModel(replica.built.model, opts.saveDir, metadataOf(data, summary.testAccuracy));
     log.info({ dir: opts.saveDir }, 'model saved');
   }
   replica.dispose();

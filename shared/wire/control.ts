@@ -48,7 +48,17 @@ function assign(r: FieldReader): AssignMessage {
   requireBelow('assign.rank', rank, worldSize, 'worldSize');
   requireBelow('assign.successor.rank', successor.rank, worldSize, 'worldSize');
   requireBelow('assign.predecessorRank', predecessorRank, worldSize, 'worldSize');
-  return { type: 'assign', gen: r.gen(), rank, worldSize, successor, predecessorRank, config: r.record('config') };
+  const modelTopology = r.optionalString('modelTopology');
+  return {
+    type: 'assign',
+    gen: r.gen(),
+    rank,
+    worldSize,
+    successor,
+    predecessorRank,
+    config: r.record('config'),
+    ...(modelTopology !== undefined ? { modelTopology } : {}),
+  };
 }
 
 function shard(r: FieldReader): ShardMessage {
@@ -128,7 +138,6 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     ringPort: r.int('ringPort', 0, 65535),
     hasData: r.boolean('hasData'),
     backend: r.string('backend'),
-    pid: r.int('pid'),
     auth: r.bytes('auth'),
   }),
   ready: (r) => ({
@@ -177,7 +186,6 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     gen: r.gen(),
     rank: r.int('rank'),
     step: r.int('step'),
-    epoch: r.int('epoch'),
     weights: r.bytes('weights', 4),
     optimizer: r.bytes('optimizer', 4),
   }),

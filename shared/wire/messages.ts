@@ -1,4 +1,5 @@
 /** The control messages of protocol version 1 (the wire format is documented in protocol.ts). */
+import type { RunConfig } from '../config.js';
 export const MessageType = {
   hello: 'hello',
   ready: 'ready',
@@ -32,7 +33,6 @@ export interface HelloMessage {
   ringPort: number;
   hasData: boolean;
   backend: string;
-  pid: number;
   auth: Uint8Array;
 }
 /**
@@ -127,7 +127,6 @@ export interface WeightsMessage {
   gen: number;
   rank: number;
   step: number;
-  epoch: number;
   weights: Uint8Array;
   optimizer: Uint8Array;
 }
@@ -158,8 +157,13 @@ export interface AssignMessage {
   worldSize: number;
   successor: RingPeer;
   predecessorRank: number;
-  /** The training config; validated by its user, here only checked to be a plain object. */
-  config: Record<string, unknown>;
+  /**
+   * The run config (RunConfig, shared/config.ts): the fields of the option tables' TRAIN_OPTIONS and RUN_OPTIONS.
+   * Here only checked to be a map; the worker validates it with the command line's validator (validateRunConfig).
+   */
+  config: { [K in keyof RunConfig]?: unknown };
+  /** The model's topology (layers model JSON) the coordinator built once: workers need no copy of a user's module. */
+  modelTopology?: string;
 }
 /** `optimizer` may be empty (fresh optimizer state). */
 export interface StartMessage {

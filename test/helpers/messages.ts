@@ -15,7 +15,6 @@ export const sampleMessages: Message[] = [
     ringPort: 40123,
     hasData: true,
     backend: 'wasm',
-    pid: 4242,
     auth: new Uint8Array(32).fill(3),
   },
   { type: 'ready', gen: 3, rank: 1, step: 1250, hasState: true },
@@ -58,7 +57,7 @@ export const sampleMessages: Message[] = [
   },
   { type: 'evalResult', gen: 3, rank: 0, epoch: 1, correct: 4900, total: 5000, lossSum: 412.5 },
   { type: 'epochDone', gen: 3, rank: 2, epoch: 1, steps: 625, trainMs: 41_250.5 },
-  { type: 'weights', gen: 3, rank: 0, step: 1250, epoch: 2, weights: weightBytes, optimizer: new Uint8Array(0) },
+  { type: 'weights', gen: 3, rank: 0, step: 1250, weights: weightBytes, optimizer: new Uint8Array(0) },
   { type: 'failed', gen: 3, rank: 1, code: 'DATA_CORRUPT', message: 'train-images: truncated' },
   { type: 'welcome', protocolVersion: 1, workerId: 'w-1', runId: 'run-2024' },
   {
@@ -68,7 +67,7 @@ export const sampleMessages: Message[] = [
     worldSize: 3,
     successor: { host: '10.0.0.3', port: 40124, rank: 2 },
     predecessorRank: 0,
-    config: { model: 'cnn', batchSize: 32, lr: 0.01, schedule: { warmup: [1, 2] }, note: 'ünïcode ✓' },
+    config: { model: 'cnn', batchSize: 32, lr: 0.01, optimizer: { warmup: [1, 2] }, seed: 'ünïcode ✓' },
   },
   {
     type: 'start',
