@@ -10,6 +10,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { RingHealth } from './ring-health.js';
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { Compression } from '../shared/ring/allreduce.js';
@@ -136,6 +137,13 @@ export class Coordinator {
   private readonly events = new RunEvents();
   private readonly stallReports = new Map<number, Set<number>>();
   private formingTimer?: NodeJS.Timeout;
+  private readonly ringHealth = new RingHealth({
+    members: () => this.members,
+    gen: () => (this.phase === 'training' ? this.gen : -1),
+    evict: (w, reason) => this.evict(w, reason),
+    reform: (reason) => this.reform(reason),
+    heartbeatMs: () => this.d.opts.heartbeatMs,
+  });
   private finalModel?: FinalModelFetch;
 
   constructor(private readonly d: CoordinatorDeps) {
@@ -240,6 +248,8 @@ export class Coordinator {
         return this.maybeFinishEpoch(m.epoch);
       case 'stall':
         return this.onStall(worker, m);
+      case 'ringLinkDown':
+        return this.ringHealth.onLinkDown(worker, m);
       case 'failed':
         return this.onFailed(worker, m);
       default:
@@ -249,6 +259,7 @@ export class Coordinator {
 
   private onHello(ws: WebSocket, msg: MessageOf<'hello'>): void {
     if (this.summary) return void ws.close(CLOSE_CODES.goingAway, 'run ended');
+    if (this.ringHealth.turnedAway(ws, msg)) return;
     const max = this.d.opts.maxWorkers;
     if (max > 0 && this.workers.size >= max) {
       this.log.warn({ host: msg.host, max }, 'worker turned away: cluster full');
