@@ -254,6 +254,23 @@ export async function runTrainer(args: TrainArgs, timeoutMs = 30 * 60_000): Prom
   }
 }
 
+/** The port a coordinator started with an IPC channel reports once it listens. */
+function listeningPort(coordinator: ReturnType<typeof spawnCli>): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    coordinator.child.on('message', (m: { type?: string; port?: number }) => {
+      if (m?.type === 'listening' && typeof m.port === 'number') resolve(m.port);
+    });
+    coordinator.child.once('exit', (code) =>
+      reject(new Error(`the coordinator exited (${code}) before it listened:\n${coordinator.output()}`)),
+    );
+  });
+}
+
+function spawnWorker(port: number, backend: string, env: NodeJS.ProcessEnv): ReturnType<typeof spawnCli> {
+  const args = ['--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0', '--advertise', '127.0.0.1'];
+  return spawnCli(['worker', ...args, '--backend', backend], env);
+}
+
 /** A coordinator and `workers` worker processes on localhost, as `ringtrain launch -np N` starts them. */
 export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 30 * 60_000): Promise<RunResult> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-bench-'));
@@ -281,32 +298,8 @@ export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 3
   const coordinator = spawnCli(coordinatorArgs, env, true);
   const procs = [coordinator];
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      coordinator.child.on('message', (m: { type?: string; port?: number }) => {
-        if (m?.type === 'listening' && typeof m.port === 'number') resolve(m.port);
-      });
-      coordinator.child.once('exit', (code) =>
-        reject(new Error(`the coordinator exited (${code}) before it listened:\n${coordinator.output()}`)),
-      );
-    });
-    for (let i = 0; i < workers; i++) {
-      procs.push(
-        spawnCli(
-          [
-            'worker',
-            '--coordinator',
-            `ws://127.0.0.1:${port}`,
-            '--listen',
-            '127.0.0.1:0',
-            '--advertise',
-            '127.0.0.1',
-            '--backend',
-            args.backend,
-          ],
-          env,
-        ),
-      );
-    }
+    const port = await listeningPort(coordinator);
+    for (let i = 0; i < workers; i++) procs.push(spawnWorker(port, args.backend, env));
     const sampler = new MemorySampler(
       procs.map((p, i) => ({ pid: p.child.pid!, role: i === 0 ? 'coordinator' : 'worker' })),
     );

@@ -10,6 +10,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { RingHealth } from './ring-health.js';
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { Compression } from '../shared/ring/allreduce.js';
@@ -18,20 +19,24 @@ import type { Dataset } from '../shared/data/dataset.js';
 import { CLOSE_CODES, ProtocolError, RendezvousTimeoutError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
+import type { CoordinatorModel } from '../shared/train/run-model.js';
 import {
   bytesToFloat32,
   decodeFrame,
   float32ToBytes,
   PROTOCOL_VERSION,
   type Message,
+  type DatasetInfo,
   type MessageOf,
 } from '../shared/wire/protocol.js';
 import { rawToBytes, sendMessage } from '../shared/ws-util.js';
 import type { CheckpointStore } from './checkpoints.js';
-import { planShard } from './data-plan.js';
+import { datasetRefusal, planShard } from './data-plan.js';
+import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type RunObserver, type RunSummaryView, type WorkerView } from './events.js';
-import { RunState, type EpochOutcome, type PhaseMeans } from './run-state.js';
+import { FinalModelFetch } from './final-model.js';
+import { RunState, type EpochOutcome, type PhaseMeans, type WaitSummary } from './run-state.js';
 
 export interface CoordinatorOptions {
   minWorkers: number;
@@ -63,7 +68,7 @@ export interface ResumeState {
 }
 
 /** What --summary-json holds: the fields observers see at the end of a run, and the cluster's details. */
-export interface ClusterSummary extends RunSummaryView {
+export interface ClusterSummary extends RunSummaryView, WaitSummary {
   model: string;
   backend: string;
   generations: number;
@@ -75,7 +80,6 @@ export interface ClusterSummary extends RunSummaryView {
 }
 
 type RunPhase = 'rendezvous' | 'forming' | 'syncing' | 'training' | 'waiting' | 'finished' | 'failed';
-
 interface WorkerRecord {
   id: string;
   ws: WebSocket;
@@ -96,6 +100,8 @@ export interface CoordinatorDeps {
   train: TrainConfig;
   opts: CoordinatorOptions;
   data: Dataset;
+  /** The full dataset's description (before --train-limit / --test-limit), which local copies must match. */
+  dataInfo: DatasetInfo;
   runDir: string;
   summaryJson?: string;
   checkpoints: CheckpointStore;
@@ -103,6 +109,8 @@ export interface CoordinatorDeps {
   log: Logger;
   progress: ProgressView;
   observers: RunObserver[];
+  /** The model the workers build (its topology), the weights it brought, and where the trained one is saved. */
+  model?: CoordinatorModel;
 }
 
 export class Coordinator {
@@ -129,6 +137,14 @@ export class Coordinator {
   private readonly events = new RunEvents();
   private readonly stallReports = new Map<number, Set<number>>();
   private formingTimer?: NodeJS.Timeout;
+  private readonly ringHealth = new RingHealth({
+    members: () => this.members,
+    gen: () => (this.phase === 'training' ? this.gen : -1),
+    evict: (w, reason) => this.evict(w, reason),
+    reform: (reason) => this.reform(reason),
+    heartbeatMs: () => this.d.opts.heartbeatMs,
+  });
+  private finalModel?: FinalModelFetch;
 
   constructor(private readonly d: CoordinatorDeps) {
     this.log = d.log;
@@ -232,6 +248,8 @@ export class Coordinator {
         return this.maybeFinishEpoch(m.epoch);
       case 'stall':
         return this.onStall(worker, m);
+      case 'ringLinkDown':
+        return this.ringHealth.onLinkDown(worker, m);
       case 'failed':
         return this.onFailed(worker, m);
       default:
@@ -241,10 +259,19 @@ export class Coordinator {
 
   private onHello(ws: WebSocket, msg: MessageOf<'hello'>): void {
     if (this.summary) return void ws.close(CLOSE_CODES.goingAway, 'run ended');
+    if (this.ringHealth.turnedAway(ws, msg)) return;
     const max = this.d.opts.maxWorkers;
     if (max > 0 && this.workers.size >= max) {
       this.log.warn({ host: msg.host, max }, 'worker turned away: cluster full');
       return void ws.close(CLOSE_CODES.goingAway, 'cluster full');
+    }
+    const refusal = datasetRefusal(msg, this.d.dataInfo);
+    if (refusal) {
+      this.log.error(
+        { host: msg.host, workerId: msg.workerId, reason: refusal },
+        'worker refused: its dataset differs',
+      );
+      return void ws.close(CLOSE_CODES.policyViolation, refusal);
     }
     // Backends round the optimizer's update differently, so a mixed ring would drift apart silently.
     const ringBackend = [...this.workers.values()][0]?.backend;
@@ -286,7 +313,7 @@ export class Coordinator {
 
   /** New membership: every connected worker, old ranks first, under a new generation. */
   private reform(reason: string): void {
-    if (this.summary) return;
+    if (this.summary || this.finalModel) return;
     const before = this.members.map((m) => m.rank);
     this.gen++;
     this.pendingWeights = undefined;
@@ -329,6 +356,7 @@ export class Coordinator {
         predecessorRank: (rank - 1 + n) % n,
         successor: { host: next.ringHost, port: next.ringPort, rank: (rank + 1) % n },
         config,
+        ...(this.d.model ? { modelTopology: this.d.model.topology } : {}),
       });
     });
     this.log.info({ gen: this.gen, worldSize: n, reason }, 'ring formed');
@@ -361,6 +389,8 @@ export class Coordinator {
     clearTimeout(this.formingTimer);
     if (this.resume) return this.syncFromCheckpoint(this.resume);
     const withState = this.members.filter((w) => w.hasState);
+    const initial = this.d.model?.initial; // a model.json's own weights start a fresh run
+    if (withState.length === 0 && initial) return this.syncFromCheckpoint({ ...initial, position: this.position });
     // Fresh run: rank 0's initial weights. Otherwise the most advanced survivor: it holds every completed step.
     const source =
       withState.length === 0 ? this.members[0]! : withState.reduce((a, b) => (b.readyStep > a.readyStep ? b : a));
@@ -369,12 +399,13 @@ export class Coordinator {
     worker.log.debug({ source: source.rank, step: source.readyStep }, 'replica state requested');
   }
 
-  private syncFromCheckpoint(r: ResumeState): void {
+  private syncFromCheckpoint(r: Pick<ResumeState, 'weights' | 'optimizer' | 'position'>): void {
     this.resume = undefined;
     this.broadcastState(float32ToBytes(r.weights), float32ToBytes(r.optimizer), r.position);
   }
 
   private onWeights(worker: WorkerRecord, m: MessageOf<'weights'>): void {
+    if (this.finalModel?.offer(m, this.position.step)) return;
     const pending = this.pendingWeights;
     if (!pending || pending.gen !== this.gen) return;
     this.pendingWeights = undefined;
@@ -484,11 +515,18 @@ export class Coordinator {
     );
     this.position = { epoch: epoch + 1, consumed: 0, step: this.plan.firstStep + this.plan.steps };
     const target = this.d.train.targetAccuracy;
-    if (target > 0 && outcome.testAccuracy >= target)
-      return this.finish('finished', `target accuracy ${target} reached`);
-    if (epoch + 1 >= this.d.train.epochs) return this.finish('finished', 'all epochs done');
+    if (target > 0 && outcome.testAccuracy >= target) return this.endTraining(`target accuracy ${target} reached`);
+    if (epoch + 1 >= this.d.train.epochs) return this.endTraining('all epochs done');
     this.startPlan(this.position);
     this.requestCheckpoint(); // answered at rank 0's next step boundary, at the start of the new epoch
+  }
+
+  /** Training is done: keep rank 0's final weights as the saved model, then end the run. */
+  private endTraining(reason: string): void {
+    if (!this.d.model || !this.members[0]) return this.finish('finished', reason);
+    const accuracy = this.state.history.at(-1)?.testAccuracy;
+    this.finalModel = new FinalModelFetch(this.d.model, this.members[0].ws, this.gen, this.log, this.d.progress);
+    void this.finalModel.fetch(accuracy).then((note) => this.finish('finished', reason + note));
   }
 
   private onStall(worker: WorkerRecord, m: MessageOf<'stall'>): void {
@@ -555,7 +593,7 @@ export class Coordinator {
     if (this.summary) return;
     this.phase = outcome === 'finished' ? 'finished' : 'failed';
     for (const t of [...this.timers, this.formingTimer]) clearTimeout(t);
-    const exitCode = outcome === 'finished' ? 0 : outcome === 'interrupted' ? 130 : 1;
+    const exitCode = exitCodeOfOutcome(outcome);
     for (const w of this.workers.values()) sendMessage(w.ws, { type: 'stop', reason, exitCode });
     this.d.progress.stop();
     this.summary = this.buildSummary(outcome, outcome === 'finished' ? undefined : reason);
@@ -590,6 +628,7 @@ export class Coordinator {
       hashMismatches: s.hashMismatches,
       nonFiniteSteps: s.nonFiniteSteps,
       history: s.history,
+      waits: s.waits.workers(),
       outcome,
       ...(error ? { error } : {}),
     };

@@ -6,14 +6,16 @@ import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import { WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS } from '../shared/admission.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { limitDataset, type Dataset } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/load.js';
+import { describeDataset } from '../shared/data/info.js';
+import { loadDataset, type DataOptions } from '../shared/data/load.js';
+import type { DatasetInfo } from '../shared/wire/protocol.js';
 import { CLOSE_CODES, ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
+import { prepareRunModel } from '../shared/train/run-model.js';
 import { CheckpointStore } from './checkpoints.js';
 import { Coordinator, type ClusterSummary, type CoordinatorOptions, type ResumeState } from './coordinator.js';
 import type { EpochOutcome } from './run-state.js';
@@ -26,6 +28,8 @@ export interface CoordinatorConfig extends CoordinatorOptions {
   port: number;
   train: TrainConfig;
   dataDir?: string;
+  /** How --data-dir is read (image size, colour mode, validation split). */
+  dataOptions?: DataOptions;
   runDir: string;
   summaryJson?: string;
   /** The cluster secret every worker proves it knows. */
@@ -72,8 +76,13 @@ export interface CoordinatorHandle {
   close(reason?: string): Promise<ClusterSummary>;
 }
 
-async function loadRunData(train: TrainConfig, dataDir?: string): Promise<Dataset> {
-  return limitDataset(await loadDataset(dataDir), train.trainLimit, train.testLimit);
+async function loadRunData(
+  train: TrainConfig,
+  dataDir?: string,
+  options?: DataOptions,
+): Promise<{ data: Dataset; dataInfo: DatasetInfo }> {
+  const full = await loadDataset(dataDir, options);
+  return { data: limitDataset(full, train.trainLimit, train.testLimit), dataInfo: describeDataset(full) };
 }
 
 /** The newest valid checkpoint, its training config, and where to continue. */
@@ -122,12 +131,16 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   });
   const resumed = cfg.resume ? await loadResume(checkpoints, cfg.log) : undefined;
   const train = resumed?.train ?? cfg.train;
-  const data = await loadRunData(train, cfg.dataDir);
-  cfg.log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  const { data, dataInfo } = await loadRunData(train, cfg.dataDir, cfg.dataOptions);
+  const { source, format, shape, classNames } = data;
+  cfg.log.info({ source, format, shape, classNames, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  const model = await prepareRunModel(train, data, cfg.runDir);
   const coord = new Coordinator({
+    model,
     train,
     opts: cfg,
     data,
+    dataInfo,
     runDir: cfg.runDir,
     summaryJson: cfg.summaryJson,
     checkpoints,
@@ -140,22 +153,16 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const server = cfg.tls
     ? https.createServer({ cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) }, onRequest)
     : http.createServer(onRequest);
-  const wss = new WebSocketServer({ server, maxPayload: cfg.maxPayloadBytes, perMessageDeflate: false });
   const admission = new Admission({
     token: cfg.token,
     context: 'control',
     authTimeoutMs: cfg.authTimeoutMs,
     maxPending: cfg.maxPendingAuth,
     maxHandshakeBytes: ADMISSION_DEFAULTS.maxHandshakeBytes,
+    maxPayloadBytes: cfg.maxPayloadBytes,
     log: cfg.log,
   });
-  wss.on('connection', (ws, req) =>
-    admission.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, (link, hello) =>
-      coord.admit(link, hello),
-    ),
-  );
-  wss.on('error', (err) => cfg.log.error({ err }, 'websocket server error'));
-  server.on('clientError', (_err, socket) => socket.destroy());
+  const wss = admission.listen(server, (link, hello) => coord.admit(link, hello));
   const port = await listen(server, cfg.host, cfg.port);
   coord.begin();
   cfg.log.info(

@@ -5,8 +5,10 @@ import { RingtrainError } from '../shared/errors.js';
 import { coordinatorCommand } from '../coordinator/cli.js';
 import { workerCommand } from '../worker/cli.js';
 import { launchCommand } from '../launcher/launch.js';
+import { evaluateCommand } from './cli/evaluate.js';
 import { trainCommand } from './cli/train.js';
 import { nativeCommands } from './cli/native.js';
+import { dashboardCommand } from './cli/dashboard.js';
 
 const program = new Command('ringtrain')
   .description('distributed data-parallel training on Node.js: a coordinator, WebSocket workers and a ring allreduce')
@@ -16,6 +18,8 @@ program.addCommand(coordinatorCommand());
 program.addCommand(workerCommand());
 program.addCommand(launchCommand());
 for (const c of nativeCommands()) program.addCommand(c);
+program.addCommand(dashboardCommand());
+program.addCommand(evaluateCommand());
 
 // horovodrun spells it -np; commander's short flags are one letter, so accept that spelling here.
 program.parseAsync(process.argv.map((a) => (a === '-np' ? '--np' : a))).catch((err: unknown) => {

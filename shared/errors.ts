@@ -7,15 +7,19 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'DATA_CORRUPT'
   | 'DATA_NOT_FOUND'
+  | 'DATA_MISMATCH'
   | 'BACKEND_UNAVAILABLE'
   | 'KERNEL_UNSUPPORTED'
   | 'MODEL_UNKNOWN'
+  | 'MODEL_INVALID'
+  | 'MODEL_UNTRAINABLE'
   | 'LAYOUT_MISMATCH'
   | 'PROTOCOL_INVALID'
   | 'PROTOCOL_VERSION'
   | 'AUTH_FAILED'
   | 'RENDEZVOUS_TIMEOUT'
   | 'PEER_LOST'
+  | 'PEER_BUSY'
   | 'STEP_ABORTED'
   | 'CHECKPOINT_CORRUPT';
 
@@ -46,13 +50,27 @@ export class DataCorruptError extends RingtrainError {
   }
 }
 
-/** A data file or directory that does not exist. */
+/** A data file or directory that does not exist (`detail` says what was looked for). */
 export class DataNotFoundError extends RingtrainError {
   constructor(
     readonly file: string,
+    options?: { cause?: unknown; detail?: string },
+  ) {
+    super('DATA_NOT_FOUND', `${file}: ${options?.detail ?? 'not found'}`, options);
+  }
+}
+
+/**
+ * Data that is readable but does not fit the rest: an image of another size or channel count than the dataset's,
+ * or a worker's local dataset that differs from the coordinator's.
+ */
+export class DataMismatchError extends RingtrainError {
+  constructor(
+    readonly file: string,
+    detail: string,
     options?: { cause?: unknown },
   ) {
-    super('DATA_NOT_FOUND', `${file}: not found`, options);
+    super('DATA_MISMATCH', `${file}: ${detail}`, options);
   }
 }
 
@@ -128,6 +146,16 @@ export class PeerLostError extends RingtrainError {
   }
 }
 
+/** A listener that is busy (close code 1013): not a refusal, so dial again after a backoff. */
+export class PeerBusyError extends RingtrainError {
+  constructor(
+    readonly peer: string,
+    reason: string,
+  ) {
+    super('PEER_BUSY', `${peer} is busy (${reason}); try again later`);
+  }
+}
+
 /** A step abandoned because the membership changed or a peer stalled. */
 export class StepAbortedError extends RingtrainError {
   constructor(
@@ -159,6 +187,35 @@ export class ModelUnknownError extends RingtrainError {
   }
 }
 
+/** A model file or module that cannot be used: unreadable, of the wrong shape, or not a classifier. */
+export class ModelInvalidError extends RingtrainError {
+  constructor(
+    readonly source: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super('MODEL_INVALID', `model '${source}': ${detail}`, options);
+  }
+}
+
+/** A layer whose training needs a kernel (or a gradient) the active backend does not have. */
+export class ModelUntrainableError extends RingtrainError {
+  constructor(
+    readonly layer: string,
+    readonly layerClass: string,
+    readonly kernel: string,
+    readonly backend: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      'MODEL_UNTRAINABLE',
+      `layer '${layer}' (${layerClass}) cannot train on backend '${backend}': ${kernel}: ${detail}`,
+      options,
+    );
+  }
+}
+
 /** WebSocket close codes used at the boundary (4000-4999 are application codes). */
 export const CLOSE_CODES = {
   normal: 1000,
@@ -167,9 +224,13 @@ export const CLOSE_CODES = {
   policyViolation: 1008,
   tooBig: 1009,
   internal: 1011,
+  /** The listener is busy (its unauthenticated slots are full): not a refusal, dial again after a backoff. */
+  tryAgainLater: 1013,
   versionMismatch: 4001,
   staleGeneration: 4002,
   evicted: 4003,
+  /** Turned away: the other workers could not reach this worker's ring address (fix --advertise / --listen). */
+  ringUnreachable: 4004,
 } as const;
 
 /** Map an error to the close code a link is closed with. */
@@ -182,6 +243,8 @@ export function closeCodeFor(err: unknown): number {
       return CLOSE_CODES.versionMismatch;
     case 'PROTOCOL_INVALID':
       return CLOSE_CODES.protocolError;
+    case 'PEER_BUSY':
+      return CLOSE_CODES.tryAgainLater;
     default:
       return CLOSE_CODES.internal;
   }

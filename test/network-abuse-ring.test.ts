@@ -16,7 +16,15 @@ import { CLOSE_CODES, type RingtrainError } from '../shared/errors.js';
 import { createRootLogger } from '../shared/log.js';
 import { encodeMessage, FrameKind, PROTOCOL_VERSION } from '../shared/wire/protocol.js';
 import { RingTransport } from '../worker/ring-transport.js';
-import { chunk, expectClose, hello, notHandshakes, typesOf, type LogLine } from './helpers/abuse.js';
+import {
+  chunk,
+  expectClose,
+  hello,
+  justPastHandshakeLimit,
+  notHandshakes,
+  typesOf,
+  type LogLine,
+} from './helpers/abuse.js';
 import { challengeOf, probe, type Probe } from './helpers/probe.js';
 import { readJsonLines, tempDir, TEST_TOKEN, waitUntil } from './helpers/procs.js';
 
@@ -107,15 +115,18 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
       await expectClose(p, CLOSE_CODES.policyViolation, label);
       assert.deepEqual(typesOf(p), ['challenge'], label);
     }
-    const big = probe(victimUrl);
-    await challengeOf(big);
-    big.ws.send(Buffer.alloc(RING_MAX_PAYLOAD + 1));
-    await expectClose(big, CLOSE_CODES.tooBig, 'oversized before authentication');
+    const oversized = [justPastHandshakeLimit(), Buffer.alloc(RING_MAX_PAYLOAD + 1)];
+    for (const bytes of oversized) {
+      const big = probe(victimUrl);
+      await challengeOf(big);
+      big.ws.send(bytes);
+      await expectClose(big, CLOSE_CODES.tooBig, `${bytes.byteLength} bytes before authentication`);
+    }
 
     const refusals = (await readJsonLines<LogLine>(path.join(dir, 'victim.log.jsonl'))).filter(
       (l) => l.msg === 'refused a link',
     );
-    assert.equal(refusals.length, cases.length, 'one log line per refused link');
+    assert.equal(refusals.length, cases.length + oversized.length, 'one log line per refused link');
   });
 
   test('on an authenticated predecessor link, bad frames close that link (1002, 4001, 1009) and report the peer lost', async () => {
@@ -175,7 +186,7 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
     );
     const turnedAway = flood.filter((p) => !challenged.includes(p));
     assert.equal(challenged.length, ADMISSION_DEFAULTS.maxPending);
-    for (const p of turnedAway) assert.equal((await p.closed).code, CLOSE_CODES.policyViolation);
+    for (const p of turnedAway) assert.equal((await p.closed).code, CLOSE_CODES.tryAgainLater, 'busy, not refused');
     // The flooder gives up: closing its links frees their slots without waiting for the auth timeout.
     for (const p of challenged) p.ws.close();
     await Promise.all(challenged.map((p) => p.closed));

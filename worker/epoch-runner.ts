@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ringAllreduce, type Compression, type RingLinks } from '../shared/ring/allreduce.js';
+import type { BatchAugmenter } from '../shared/data/augment.js';
 import type { DataSplit } from '../shared/data/dataset.js';
 import { RingtrainError, StepAbortedError } from '../shared/errors.js';
 import type { StepRecord } from '../shared/wire/protocol.js';
@@ -31,6 +32,8 @@ export interface ShardPlan {
   order: Uint32Array;
   split: DataSplit;
   batchSize: number;
+  /** Applied to every training batch (none by default). */
+  augment?: BatchAugmenter;
   /** Global step number of the first batch. */
   firstStep: number;
   /** Samples in the whole epoch and how many earlier generations trained (for the schedule's epoch fraction). */
@@ -40,6 +43,8 @@ export interface ShardPlan {
   /** Hash the parameters every this many global steps (0 = never). */
   checkEvery: number;
   nonFinite: NonFinitePolicy;
+  /** Testing only: sleep this long before every step (a deliberately slow worker). */
+  debugDelayMs?: number;
 }
 
 export interface ShardHooks {
@@ -95,8 +100,8 @@ export class PrefetchingLoader implements StepInput {
   private current = 0;
   private ready?: { indices: Uint32Array; batch: Batch };
 
-  constructor(split: DataSplit, batchSize: number) {
-    this.loaders = [new BatchLoader(split, batchSize), new BatchLoader(split, batchSize)];
+  constructor(split: DataSplit, batchSize: number, augment?: BatchAugmenter) {
+    this.loaders = [new BatchLoader(split, batchSize, augment), new BatchLoader(split, batchSize, augment)];
   }
 
   load(indices: Uint32Array): Batch {
@@ -180,7 +185,7 @@ export async function runShard(
   ring: RingPosition,
   hooks: ShardHooks,
 ): Promise<ShardResult> {
-  const loader = new PrefetchingLoader(plan.split, plan.batchSize);
+  const loader = new PrefetchingLoader(plan.split, plan.batchSize, plan.augment);
   const steps = stepsPerEpoch(plan.order.length, plan.batchSize);
   let indices = steps > 0 ? batchIndices(plan.order, 0, plan.batchSize) : new Uint32Array(0);
   const scratch = new Float32Array(replica.layout.size);
@@ -196,6 +201,7 @@ export async function runShard(
     const fraction = plan.epochSamples > 0 ? Math.min(1, (plan.offset + s * samplesPerStep) / plan.epochSamples) : 1;
     const stepLr = learningRateAt({ ...plan.schedule, worldSize: ring.worldSize }, plan.epoch, fraction);
     if (stepLr !== lr) replica.setLearningRate((lr = stepLr));
+    if (plan.debugDelayMs) await new Promise((resolve) => setTimeout(resolve, plan.debugDelayMs));
     const next = s + 1 < steps ? batchIndices(plan.order, s + 1, plan.batchSize) : undefined;
     const record = await trainStep(
       replica,

@@ -12,9 +12,11 @@ import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
-import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
+import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/load.js';
+import { createAugmenter, parseAugment } from '../shared/data/augment.js';
+import { describeDataset } from '../shared/data/info.js';
+import { loadDataset, type DataOptions } from '../shared/data/load.js';
 import {
   AuthError,
   CLOSE_CODES,
@@ -30,13 +32,14 @@ import {
   decodeFrame,
   float32ToBytes,
   PROTOCOL_VERSION,
+  type DatasetInfo,
   type Message,
   type MessageOf,
   type StepRecord,
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
-import { evaluateRange } from '../shared/train/batches.js';
-import { buildModel } from '../shared/train/models.js';
+import { evaluateRangeYielding } from '../shared/train/batches.js';
+import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
 import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
@@ -51,7 +54,11 @@ export interface WorkerConfig {
   /** Address peers dial to reach this worker's ring listener (default: this machine's hostname). */
   advertise?: string;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
+  /** How --data-dir is read (image size, colour mode, validation split); must match the coordinator's. */
+  dataOptions?: DataOptions;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
   heartbeatMs: number;
@@ -61,6 +68,11 @@ export interface WorkerConfig {
   coordinatorRetryMs: number;
   /** Trust this CA for a wss:// coordinator (PEM). */
   tlsCa?: string;
+  /** Serve the ring listener over TLS with this certificate and key (PEM); successors are then dialed over wss://. */
+  tlsCert?: string;
+  tlsKey?: string;
+  /** Testing only: sleep this long before every step, to make this worker the one the others wait for. */
+  debugDelayMs?: number;
   log: Logger;
 }
 
@@ -91,6 +103,8 @@ interface RunSettings {
   reportEvery: number;
   nonFinite: NonFinitePolicy;
   compression: Compression;
+  /** The model's topology (model JSON) from the coordinator. */
+  modelTopology?: string;
 }
 
 class WorkerSession {
@@ -116,6 +130,7 @@ class WorkerSession {
     this.resolveDone = resolve;
   });
   private log: Logger;
+  private readonly dataInfo?: DatasetInfo;
 
   constructor(
     private readonly cfg: WorkerConfig,
@@ -125,11 +140,15 @@ class WorkerSession {
     private readonly ringPort: number,
   ) {
     this.log = cfg.log;
+    this.dataInfo = data && describeDataset(data);
     ring.onPeerLost((err) =>
       this.log.warn(
         { err: err.message, gen: this.gen },
         'ring link lost; waiting for the coordinator to re-form the ring',
       ),
+    );
+    ring.onLinkDown((d) =>
+      this.send({ type: 'ringLinkDown', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), ...d }),
     );
     ring.onStall((s) => {
       this.log.warn({ ...s, gen: this.gen }, 'step is waiting on the ring predecessor');
@@ -160,8 +179,8 @@ class WorkerSession {
           ringHost: this.cfg.advertise ?? os.hostname(),
           ringPort: this.ringPort,
           hasData: this.data !== undefined,
+          ...(this.dataInfo ? { dataset: this.dataInfo } : {}),
           backend: this.backend,
-          pid: process.pid,
           auth,
         }),
       });
@@ -258,14 +277,11 @@ class WorkerSession {
     this.gen = m.gen;
     this.rank = m.rank;
     this.worldSize = m.worldSize;
-    this.settings = readSettings(m.config);
+    this.settings = readSettings(m.config, m.modelTopology);
     this.log = this.log.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
-    if (!this.replica) {
-      const t = this.settings.train;
-      this.replica = new Replica(buildModel(t.model, t.seed), { name: t.optimizer, lr: t.lr, momentum: t.momentum });
-    }
+    this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend);
     await this.ring.connect({
       gen: m.gen,
       rank: m.rank,
@@ -303,7 +319,6 @@ class WorkerSession {
       gen: m.gen,
       rank: this.rank,
       step: this.stepsDone,
-      epoch: 0,
       weights: float32ToBytes(weights),
       optimizer: float32ToBytes(optimizer),
     });
@@ -328,19 +343,28 @@ class WorkerSession {
     if (m.gen !== this.gen || this.stopped) return;
     const settings = this.settings!;
     const replica = this.requireReplica();
-    const { split, order } = this.trainData(m);
+    const { split, order, ids } = this.trainData(m);
     const test = this.testRange(m);
     const t = settings.train;
+    const augment = createAugmenter({
+      names: parseAugment(t.augment),
+      shape: split.shape,
+      seed: t.seed,
+      epoch: m.epoch,
+      ids,
+    });
     const plan: ShardPlan = {
       epoch: m.epoch,
       order,
       split,
       batchSize: t.batchSize,
+      augment,
       firstStep: m.firstStep,
       epochSamples: m.epochSamples,
       offset: m.offset,
       checkEvery: settings.checkEvery,
       nonFinite: settings.nonFinite,
+      debugDelayMs: this.cfg.debugDelayMs ?? 0,
       schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
     };
     this.state = 'training';
@@ -360,7 +384,7 @@ class WorkerSession {
         },
       );
       this.flushRecords();
-      const counts = evaluateRange(replica, test.split, test.start, test.end);
+      const counts = await evaluateRangeYielding(replica, test.split, test.start, test.end);
       this.send({ type: 'evalResult', gen: m.gen, rank: this.rank, epoch: m.epoch, ...counts });
       this.send({
         type: 'epochDone',
@@ -400,10 +424,11 @@ class WorkerSession {
   }
 
   /** Shipped samples (worker without data) are trained in shipped order; local data is indexed. */
-  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array } {
+  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array; ids?: Uint32Array } {
     if (m.images && m.labels) {
       const split = makeSplit(m.images, m.labels, shippedShape(m));
-      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i) };
+      // Shipped samples are the shard's, in order: position i is training-set sample indices[i] (augmentation ids).
+      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i), ids: bytesToUint32(m.indices) };
     }
     if (!this.data) throw new ProtocolError('shard without samples for a worker without data');
     return { split: this.data.train, order: bytesToUint32(m.indices) };
@@ -439,7 +464,7 @@ class WorkerSession {
   private onCoordinatorClosed(code: number, reason: string): void {
     if (this.stopped) return;
     this.ws = undefined;
-    if (code === CLOSE_CODES.policyViolation) {
+    if (code === CLOSE_CODES.policyViolation || code === CLOSE_CODES.ringUnreachable) {
       this.log.error({ code, reason }, 'the coordinator refused this worker');
       return this.end(1);
     }
@@ -489,22 +514,19 @@ function shippedShape(m: MessageOf<'shard'>): SampleShape {
   return [m.sampleShape.height, m.sampleShape.width, m.sampleShape.channels];
 }
 
-function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
-  const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
-  return {
-    train: validateTrainConfig(train),
-    checkEvery: int(checkEvery, 0),
-    reportEvery: Math.max(1, int(reportEvery, 10)),
-    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
-    compression: compression === 'fp16' ? 'fp16' : 'none',
-  };
+/** The same validator as the command line: a bad or unknown field fails the worker with a ConfigError naming it. */
+function readSettings(config: Record<string, unknown>, modelTopology: string | undefined): RunSettings {
+  const { checkEvery, reportEvery, nonFinite, compression, ...train } = validateRunConfig(config, 'assign.config');
+  return { train, checkEvery, reportEvery, nonFinite, compression, ...(modelTopology ? { modelTopology } : {}) };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
   const backend = await selectBackend(cfg.backend, cfg.log);
-  const data = cfg.dataDir ? await loadDataset(cfg.dataDir) : undefined;
-  if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
+  const data = cfg.dataDir ? await loadDataset(cfg.dataDir, cfg.dataOptions) : undefined;
+  if (data) {
+    const { source, format, shape } = data;
+    cfg.log.info({ source, format, shape, train: data.train.count, test: data.test.count }, 'local dataset loaded');
+  }
   const ring = new RingTransport({
     host: cfg.listenHost,
     port: cfg.listenPort,
@@ -514,6 +536,7 @@ export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
     heartbeatMs: cfg.heartbeatMs,
     heartbeatMisses: cfg.heartbeatMisses,
     stallWarnMs: cfg.stallWarnMs,
+    ...(cfg.tlsCert && cfg.tlsKey ? { tls: { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa } } : {}),
     log: cfg.log,
   });
   const port = await ring.listen();

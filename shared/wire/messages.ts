@@ -1,4 +1,5 @@
 /** The control messages of protocol version 1 (the wire format is documented in protocol.ts). */
+import type { RunConfig } from '../config.js';
 export const MessageType = {
   hello: 'hello',
   ready: 'ready',
@@ -17,11 +18,26 @@ export const MessageType = {
   challenge: 'challenge',
   heartbeat: 'heartbeat',
   stall: 'stall',
+  ringLinkDown: 'ringLinkDown',
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 // ---- worker -> coordinator ----
-/** `auth` answers the coordinator's challenge (shared/auth.ts). */
+/**
+ * A worker's own copy of the dataset, described so the coordinator can refuse one that differs from its own:
+ * sample shape, classes in label order, split sizes and a content fingerprint (shared/data/info.ts).
+ */
+export interface DatasetInfo {
+  format: string;
+  height: number;
+  width: number;
+  channels: number;
+  classNames: string[];
+  trainCount: number;
+  testCount: number;
+  fingerprint: string;
+}
+/** `auth` answers the coordinator's challenge (shared/auth.ts); `dataset` is present exactly when `hasData`. */
 export interface HelloMessage {
   type: 'hello';
   protocolVersion: number;
@@ -30,8 +46,8 @@ export interface HelloMessage {
   ringHost: string;
   ringPort: number;
   hasData: boolean;
+  dataset?: DatasetInfo;
   backend: string;
-  pid: number;
   auth: Uint8Array;
 }
 /**
@@ -61,6 +77,21 @@ export interface StallMessage {
   step: number;
   waitingMs: number;
   peerRank: number;
+}
+/**
+ * A ring link of this worker is down. `during: 'forming'`: its dial to the successor `peerRank` failed `attempts`
+ * times (with backoff) within the ring form timeout, so that peer's ring address cannot be reached. `during:
+ * 'training'`: an open link to `peerRank` (successor or predecessor) was lost although the ring was not re-formed.
+ * Either way the coordinator re-forms the ring; a successor unreachable while forming is evicted.
+ */
+export interface RingLinkDownMessage {
+  type: 'ringLinkDown';
+  gen: number;
+  rank: number;
+  peerRank: number;
+  during: 'forming' | 'training';
+  attempts: number;
+  reason: string;
 }
 export interface StepRecord {
   epoch: number;
@@ -111,7 +142,6 @@ export interface WeightsMessage {
   gen: number;
   rank: number;
   step: number;
-  epoch: number;
   weights: Uint8Array;
   optimizer: Uint8Array;
 }
@@ -142,8 +172,13 @@ export interface AssignMessage {
   worldSize: number;
   successor: RingPeer;
   predecessorRank: number;
-  /** The training config; validated by its user, here only checked to be a plain object. */
-  config: Record<string, unknown>;
+  /**
+   * The run config (RunConfig, shared/config.ts): the fields of the option tables' TRAIN_OPTIONS and RUN_OPTIONS.
+   * Here only checked to be a map; the worker validates it with the command line's validator (validateRunConfig).
+   */
+  config: { [K in keyof RunConfig]?: unknown };
+  /** The model's topology (layers model JSON) the coordinator built once: workers need no copy of a user's module. */
+  modelTopology?: string;
 }
 /** `optimizer` may be empty (fresh optimizer state). */
 export interface StartMessage {
@@ -218,7 +253,8 @@ export type WorkerToCoordinatorMessage =
   | WeightsMessage
   | FailedMessage
   | HeartbeatMessage
-  | StallMessage;
+  | StallMessage
+  | RingLinkDownMessage;
 export type CoordinatorToWorkerMessage =
   WelcomeMessage | AssignMessage | StartMessage | ShardMessage | RequestWeightsMessage | StopMessage;
 export type Message = WorkerToCoordinatorMessage | CoordinatorToWorkerMessage | RingHelloMessage | ChallengeMessage;

@@ -33,7 +33,6 @@ export function hello(auth: Uint8Array, workerId = 'abuser'): MessageOf<'hello'>
     ringPort: 1,
     hasData: false,
     backend: 'cpu',
-    pid: process.pid,
     auth,
   };
 }
@@ -54,16 +53,18 @@ export function notHandshakes(): Array<[string, Uint8Array | string]> {
     ['a text frame', 'hello, is this the coordinator?'],
     ['a truncated hello', validHello.subarray(0, validHello.length >> 1)],
     ['a hello of protocol version 2', Uint8Array.from([FrameKind.control, 2, ...validHello.subarray(2)])],
-    ['a hello with wrong field types', controlFrame({ ...hello(new Uint8Array(32)), ringPort: 'http', pid: -1.5 })],
+    ['a hello with wrong field types', controlFrame({ ...hello(new Uint8Array(32)), ringPort: 'http', hasData: -1.5 })],
     ['a gradient chunk', chunk(1, [1, 2, 3])],
     ["a 'ready' instead of the answer", encodeMessage({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false })],
     [
       "a 'welcome' (the wrong direction)",
       encodeMessage({ type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'x', runId: 'y' }),
     ],
-    ['64 KiB of zeros (beyond the handshake limit)', new Uint8Array(ADMISSION_DEFAULTS.maxHandshakeBytes + 1)],
   ];
 }
+
+/** One byte past the pre-authentication limit: ws itself cuts it off with 1009, whatever the post-auth limit. */
+export const justPastHandshakeLimit = (): Uint8Array => new Uint8Array(ADMISSION_DEFAULTS.maxHandshakeBytes + 1);
 
 export async function expectClose(p: Probe, code: number, label: string): Promise<{ code: number; reason: string }> {
   const closed = await p.closed;
