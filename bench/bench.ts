@@ -120,6 +120,11 @@ function planFor(quick: boolean, backend: string, repeats?: number): Plan {
   };
 }
 
+/** What `launch -np n` gives each of n local workers: a share of the cores, at least one. */
+function threadsFor(processes: number): number {
+  return Math.max(1, Math.floor(os.availableParallelism() / processes));
+}
+
 function log(line: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 }
@@ -163,10 +168,10 @@ async function measureScaling(plan: Plan): Promise<{ section: ScalingSection; ba
     trainer.push(await runTrainer(args));
     for (const n of plan.scaling.workers) {
       log(`scaling ${rep + 1}/${plan.repeats}: cluster of ${n}`);
-      clusters.get(n)!.push(await runCluster(n, args));
+      clusters.get(n)!.push(await runCluster(n, { ...args, threads: threadsFor(n) }));
     }
     log(`scaling ${rep + 1}/${plan.repeats}: 2 trainers side by side`);
-    const pair = await runIndependentTrainers(2, args);
+    const pair = await runIndependentTrainers(2, { ...args, threads: threadsFor(2) });
     independent.push(pair.samplesPerSec);
     independentMemory = pair.memory;
   }
@@ -234,6 +239,7 @@ async function measureTimeToAccuracy(plan: Plan): Promise<{ section: TimeToAccur
   for (const spec of specs) {
     log(`time to accuracy: ${spec.name}`);
     const result = await runCluster(spec.workers, {
+      threads: threadsFor(spec.workers),
       backend: plan.backend,
       epochs: t.maxEpochs,
       trainLimit: t.trainLimit,
@@ -277,7 +283,13 @@ function memoryRows(run: string, result: RunResult): MemoryRow[] {
 async function measureMemory(plan: Plan, tta: TtaRun[]): Promise<MemorySection> {
   const { epochs, trainLimit } = plan.soak;
   log(`memory: 2 workers, ${epochs} epochs`);
-  const soak = await runCluster(2, { backend: plan.backend, epochs, trainLimit, testLimit: 1000 });
+  const soak = await runCluster(2, {
+    backend: plan.backend,
+    epochs,
+    trainLimit,
+    testLimit: 1000,
+    threads: threadsFor(2),
+  });
   log('memory: tensor counts over a long run');
   const tensors = await runScriptJson<TensorCountResult>('bench-memory.js', [
     '--backend',
