@@ -216,7 +216,9 @@ async function launch(opts: Opts, explicit: ReadonlySet<string> = new Set()): Pr
   try {
     const port = await waitForListening(coordinator);
     const scheme = opts.tlsCert ? 'wss' : 'ws';
-    fleet.begin(`${scheme}://${bracketHost(plan.coordinatorAddress)}:${port}`);
+    const url = `${scheme}://${bracketHost(plan.coordinatorAddress)}:${port}`;
+    say(`coordinator ${url}; workers dial it there`);
+    fleet.begin(url);
     const code = await exited(coordinator);
     if (code !== 0 && !fleet.failure) say(`the coordinator ended (${describeExit(code)})`);
     await fleet.shutdown();
