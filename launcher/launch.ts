@@ -175,7 +175,8 @@ function readLaunchPlan(opts: Opts, explicit: ReadonlySet<string>): LaunchPlan {
       template,
       templateGiven: l.launcherCommand !== undefined,
       workerArgs: workerArgsOf(opts, explicit, runDir, local, slots),
-      remoteRingtrain: l.remoteRingtrain ?? `node ${shellQuote(CLI)}`,
+      // Workers on this machine run with this very node; on other hosts, the `node` on their PATH.
+      remoteRingtrain: l.remoteRingtrain ?? `${local ? shellQuote(process.execPath) : 'node'} ${shellQuote(CLI)}`,
       failureSettleMs: LAUNCH_DEFAULTS.failureSettleMs,
     },
   };
