@@ -2,7 +2,14 @@
 import os from 'node:os';
 import { Command } from 'commander';
 import { generateToken, resolveToken, TOKEN_ENV } from '../shared/auth.js';
-import { addRoleOptions, defaultRunDir, exitWhenDone, readTrainConfig, readValues } from '../shared/cli/options.js';
+import {
+  addRoleOptions,
+  defaultRunDir,
+  exitWhenDone,
+  readDataOptions,
+  readTrainConfig,
+  readValues,
+} from '../shared/cli/options.js';
 import { COMMON_OPTIONS, COORDINATOR_OPTIONS, RUN_OPTIONS } from '../shared/cli/table.js';
 import { ConfigError } from '../shared/errors.js';
 import { exitCodeOfOutcome } from '../shared/exit-codes.js';
@@ -33,6 +40,7 @@ function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView, obse
       heartbeatMisses: common.heartbeatMisses,
       train: readTrainConfig(opts, 'coordinator'),
       dataDir: common.dataDir,
+      dataOptions: readDataOptions(opts, 'coordinator'),
       runDir: runDirOf(opts),
       summaryJson: common.summaryJson,
       token: given ?? generateToken(),

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { Command } from 'commander';
 import { resolveToken, TOKEN_ENV } from '../shared/auth.js';
-import { addRoleOptions, exitWhenDone, parseHostPort, readValues } from '../shared/cli/options.js';
+import { addRoleOptions, exitWhenDone, parseHostPort, readDataOptions, readValues } from '../shared/cli/options.js';
 import { COMMON_OPTIONS, WORKER_OPTIONS } from '../shared/cli/table.js';
 import { ConfigError } from '../shared/errors.js';
 import { createRootLogger } from '../shared/log.js';
@@ -36,6 +36,7 @@ function workerConfig(opts: Opts): Omit<WorkerConfig, 'log'> {
     backend: common.backend,
     threads: common.threads,
     dataDir: common.dataDir,
+    dataOptions: readDataOptions(opts, 'worker'),
     heartbeatMs: common.heartbeatMs,
     heartbeatMisses: common.heartbeatMisses,
     ...(tlsCa ? { tlsCa: readFileOption('--tls-ca', tlsCa) } : {}),

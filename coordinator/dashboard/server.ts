@@ -127,7 +127,7 @@ function loadAssets(): Map<string, Asset> {
     ['/app.css', `${dir}app.css`, 'text/css; charset=utf-8'],
     ['/vendor/uplot.js', require.resolve('uplot/dist/uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
     ['/vendor/uplot.css', require.resolve('uplot/dist/uPlot.min.css'), 'text/css; charset=utf-8'],
-    ['/vendor/tf.min.js', require.resolve('@tensorflow/tfjs/dist/tf.min.js'), 'text/javascript; charset=utf-8'],
+    ['/vendor/tf.min.js', require.resolve('@tensorflow/tfjs/dist/tf.es2017.min.js'), 'text/javascript; charset=utf-8'],
     ['/runs.js', `${dir}runs.js`, 'text/javascript; charset=utf-8'],
     ['/try-model.js', `${dir}try-model.js`, 'text/javascript; charset=utf-8'],
   ];
