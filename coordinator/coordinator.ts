@@ -26,11 +26,13 @@ import {
   float32ToBytes,
   PROTOCOL_VERSION,
   type Message,
+  type DatasetInfo,
   type MessageOf,
 } from '../shared/wire/protocol.js';
 import { rawToBytes, sendMessage } from '../shared/ws-util.js';
 import type { CheckpointStore } from './checkpoints.js';
-import { planShard } from './data-plan.js';
+import { datasetRefusal, planShard } from './data-plan.js';
+import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type RunObserver, type RunSummaryView, type WorkerView } from './events.js';
 import { FinalModelFetch } from './final-model.js';
@@ -98,6 +100,8 @@ export interface CoordinatorDeps {
   train: TrainConfig;
   opts: CoordinatorOptions;
   data: Dataset;
+  /** The full dataset's description (before --train-limit / --test-limit), which local copies must match. */
+  dataInfo: DatasetInfo;
   runDir: string;
   summaryJson?: string;
   checkpoints: CheckpointStore;
@@ -260,6 +264,14 @@ export class Coordinator {
     if (max > 0 && this.workers.size >= max) {
       this.log.warn({ host: msg.host, max }, 'worker turned away: cluster full');
       return void ws.close(CLOSE_CODES.goingAway, 'cluster full');
+    }
+    const refusal = datasetRefusal(msg, this.d.dataInfo);
+    if (refusal) {
+      this.log.error(
+        { host: msg.host, workerId: msg.workerId, reason: refusal },
+        'worker refused: its dataset differs',
+      );
+      return void ws.close(CLOSE_CODES.policyViolation, refusal);
     }
     // Backends round the optimizer's update differently, so a mixed ring would drift apart silently.
     const ringBackend = [...this.workers.values()][0]?.backend;
@@ -581,7 +593,7 @@ export class Coordinator {
     if (this.summary) return;
     this.phase = outcome === 'finished' ? 'finished' : 'failed';
     for (const t of [...this.timers, this.formingTimer]) clearTimeout(t);
-    const exitCode = outcome === 'finished' ? 0 : outcome === 'interrupted' ? 130 : 1;
+    const exitCode = exitCodeOfOutcome(outcome);
     for (const w of this.workers.values()) sendMessage(w.ws, { type: 'stop', reason, exitCode });
     this.d.progress.stop();
     this.summary = this.buildSummary(outcome, outcome === 'finished' ? undefined : reason);

@@ -28,6 +28,7 @@ import {
   type RingtrainError,
 } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
+import { bracketHost } from '../shared/net.js';
 import {
   CHUNK_HEADER_BYTES,
   chunkFrameBytes,
@@ -35,6 +36,7 @@ import {
   decodeFrame,
   encodeChunkFrame,
   FrameKind,
+  HOST_IS_LITTLE_ENDIAN,
   PROTOCOL_VERSION,
   writeChunkHeader,
   type RingPeer,
@@ -94,8 +96,6 @@ interface PendingInbound {
   gen: number;
   rank: number;
 }
-
-const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** An outgoing frame buffer and typed views of its values, reused across steps. */
 interface PooledFrame {
@@ -263,7 +263,7 @@ export class RingTransport implements RingLinks {
    */
   private async dialSuccessor(a: RingAssignment): Promise<void> {
     const scheme = this.opts.tls ? 'wss' : 'ws';
-    const url = `${scheme}://${formatHost(a.successor.host)}:${a.successor.port}/`;
+    const url = `${scheme}://${bracketHost(a.successor.host)}:${a.successor.port}/`;
     const deadline = Date.now() + Math.max(this.opts.connectTimeoutMs / 2, this.opts.connectTimeoutMs - 1_000);
     for (let attempt = 1; ; attempt++) {
       try {
@@ -463,8 +463,4 @@ export class RingTransport implements RingLinks {
     this.server?.closeAllConnections();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
-}
-
-function formatHost(host: string): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }

@@ -14,7 +14,9 @@ import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
 import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/load.js';
+import { createAugmenter, parseAugment } from '../shared/data/augment.js';
+import { describeDataset } from '../shared/data/info.js';
+import { loadDataset, type DataOptions } from '../shared/data/load.js';
 import {
   AuthError,
   CLOSE_CODES,
@@ -30,6 +32,7 @@ import {
   decodeFrame,
   float32ToBytes,
   PROTOCOL_VERSION,
+  type DatasetInfo,
   type Message,
   type MessageOf,
   type StepRecord,
@@ -54,6 +57,8 @@ export interface WorkerConfig {
   /** TensorFlow threads (`--threads`); undefined = the backend's default. */
   threads?: number;
   dataDir?: string;
+  /** How --data-dir is read (image size, colour mode, validation split); must match the coordinator's. */
+  dataOptions?: DataOptions;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
   heartbeatMs: number;
@@ -125,6 +130,7 @@ class WorkerSession {
     this.resolveDone = resolve;
   });
   private log: Logger;
+  private readonly dataInfo?: DatasetInfo;
 
   constructor(
     private readonly cfg: WorkerConfig,
@@ -134,6 +140,7 @@ class WorkerSession {
     private readonly ringPort: number,
   ) {
     this.log = cfg.log;
+    this.dataInfo = data && describeDataset(data);
     ring.onPeerLost((err) =>
       this.log.warn(
         { err: err.message, gen: this.gen },
@@ -172,6 +179,7 @@ class WorkerSession {
           ringHost: this.cfg.advertise ?? os.hostname(),
           ringPort: this.ringPort,
           hasData: this.data !== undefined,
+          ...(this.dataInfo ? { dataset: this.dataInfo } : {}),
           backend: this.backend,
           auth,
         }),
@@ -335,14 +343,22 @@ class WorkerSession {
     if (m.gen !== this.gen || this.stopped) return;
     const settings = this.settings!;
     const replica = this.requireReplica();
-    const { split, order } = this.trainData(m);
+    const { split, order, ids } = this.trainData(m);
     const test = this.testRange(m);
     const t = settings.train;
+    const augment = createAugmenter({
+      names: parseAugment(t.augment),
+      shape: split.shape,
+      seed: t.seed,
+      epoch: m.epoch,
+      ids,
+    });
     const plan: ShardPlan = {
       epoch: m.epoch,
       order,
       split,
       batchSize: t.batchSize,
+      augment,
       firstStep: m.firstStep,
       epochSamples: m.epochSamples,
       offset: m.offset,
@@ -408,10 +424,11 @@ class WorkerSession {
   }
 
   /** Shipped samples (worker without data) are trained in shipped order; local data is indexed. */
-  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array } {
+  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array; ids?: Uint32Array } {
     if (m.images && m.labels) {
       const split = makeSplit(m.images, m.labels, shippedShape(m));
-      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i) };
+      // Shipped samples are the shard's, in order: position i is training-set sample indices[i] (augmentation ids).
+      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i), ids: bytesToUint32(m.indices) };
     }
     if (!this.data) throw new ProtocolError('shard without samples for a worker without data');
     return { split: this.data.train, order: bytesToUint32(m.indices) };
@@ -505,8 +522,11 @@ function readSettings(config: Record<string, unknown>, modelTopology: string | u
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
   const backend = await selectBackend(cfg.backend, cfg.log);
-  const data = cfg.dataDir ? await loadDataset(cfg.dataDir) : undefined;
-  if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
+  const data = cfg.dataDir ? await loadDataset(cfg.dataDir, cfg.dataOptions) : undefined;
+  if (data) {
+    const { source, format, shape } = data;
+    cfg.log.info({ source, format, shape, train: data.train.count, test: data.test.count }, 'local dataset loaded');
+  }
   const ring = new RingTransport({
     host: cfg.listenHost,
     port: cfg.listenPort,

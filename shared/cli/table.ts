@@ -22,6 +22,8 @@ import { BACKEND_CHOICES } from '../tf/backend.js';
 import { ConfigError } from '../errors.js';
 import { MODEL_NAMES } from '../train/models.js';
 import { OPTIMIZER_NAMES } from '../train/optim.js';
+import { parseAugment } from '../data/augment.js';
+import { COLOR_MODES, IMAGE_FITS, parseImageSize } from '../data/image-options.js';
 import { choice, flag, int, real, refine, text, type OptionTable } from './spec.js';
 import { LAUNCH_OPTIONS } from './table-launch.js';
 
@@ -160,6 +162,21 @@ export const TRAIN_OPTIONS = {
     roles: TRAINING,
     forward: 'coordinator',
   }),
+  // Stored canonical ('flip,crop'); shared/data/augment.ts turns it into the transforms.
+  augment: refine(
+    text({
+      flag: 'augment',
+      arg: 'list',
+      help: 'seeded training augmentation of every batch: flip, crop or flip,crop (pad-and-crop); none = ""',
+      default: '',
+      roles: TRAINING,
+      forward: 'coordinator',
+    }),
+    (v, name) => {
+      if (typeof v !== 'string') throw new ConfigError(`${name} must be a string, got ${typeof v}`);
+      return parseAugment(v, name).join(',');
+    },
+  ),
 } satisfies OptionTable;
 
 /** Settings of a cluster run the coordinator also sends to every worker in `assign.config`. */
@@ -395,6 +412,55 @@ export const WORKER_OPTIONS = {
   }),
 } satisfies OptionTable;
 
+const DATA_ROLES = ['train', 'coordinator', 'worker', 'launch', 'evaluate'] as const;
+
+/**
+ * How --data-dir is read (class folders only). A worker reading its own copy must use the coordinator's values (it is
+ * refused otherwise), so launch forwards them to both.
+ */
+export const DATA_OPTIONS = {
+  imageSize: refine(
+    text({
+      flag: 'image-size',
+      arg: 'HxW',
+      help: 'class folders: resize every image to H x W pixels (default: the first image size)',
+      roles: DATA_ROLES,
+      forward: 'both',
+    }),
+    (v, name) => {
+      if (typeof v !== 'string') throw new ConfigError(`${name} must be a string, got ${typeof v}`);
+      parseImageSize(v, name);
+      return v;
+    },
+  ),
+  imageFit: choice(IMAGE_FITS, {
+    flag: 'image-fit',
+    arg: 'fit',
+    help: 'class folders, with --image-size: stretch, crop the centre, or pad with black to keep the aspect ratio',
+    default: 'stretch',
+    roles: DATA_ROLES,
+    forward: 'both',
+  }),
+  colorMode: choice(COLOR_MODES, {
+    flag: 'color-mode',
+    arg: 'mode',
+    help: "class folders: grayscale (1 channel) or rgb (3); auto = the first image's",
+    default: 'auto',
+    roles: DATA_ROLES,
+    forward: 'both',
+  }),
+  validationSplit: real({
+    flag: 'validation-split',
+    arg: 'f',
+    help: 'class folders without test/: hold out this fraction of train/ as the test split (seeded, same every run)',
+    default: 0,
+    min: 0,
+    max: 0.99,
+    roles: DATA_ROLES,
+    forward: 'both',
+  }),
+} satisfies OptionTable;
+
 /** Options more than one role takes with the same meaning. */
 export const COMMON_OPTIONS = {
   tlsCert: text({
@@ -455,7 +521,9 @@ export const COMMON_OPTIONS = {
   dataDir: text({
     flag: 'data-dir',
     arg: 'dir',
-    help: 'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST',
+    help:
+      'dataset: the four MNIST-format IDX files (raw or .gz), CIFAR-10 binary batches, or class folders of images ' +
+      '(train/<class>/*.png|jpg, test/<class>/...); default: the embedded MNIST',
     roles: ['train', 'coordinator', 'worker', 'launch', 'evaluate'],
     forward: 'both',
   }),
@@ -509,4 +577,5 @@ export const ALL_TABLES = [
   RUN_OPTIONS,
   WORKER_OPTIONS,
   COMMON_OPTIONS,
+  DATA_OPTIONS,
 ] as const;

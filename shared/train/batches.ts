@@ -1,6 +1,7 @@
 /**
  * Batches from a split, into buffers allocated once per loader: the hot path allocates nothing per step.
  */
+import type { BatchAugmenter } from '../data/augment.js';
 import { gatherLabels, sampleBytes, toFloatImages, type DataSplit } from '../data/dataset.js';
 import type { Batch, EvalCounts, Replica } from './replica.js';
 
@@ -11,6 +12,8 @@ export class BatchLoader {
   constructor(
     private readonly split: DataSplit,
     readonly batchSize: number,
+    /** Training-time augmentation of every loaded batch (shared/data/augment.ts). */
+    private readonly augment?: BatchAugmenter,
   ) {
     this.images = new Float32Array(batchSize * sampleBytes(split.shape));
     this.labels = new Int32Array(batchSize);
@@ -20,6 +23,7 @@ export class BatchLoader {
   load(indices: ArrayLike<number>): Batch {
     toFloatImages(this.split, indices, this.images);
     gatherLabels(this.split, indices, this.labels);
+    this.augment?.apply(this.images, indices, indices.length);
     return { images: this.images, labels: this.labels, n: indices.length };
   }
 }

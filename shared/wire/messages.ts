@@ -23,7 +23,21 @@ export const MessageType = {
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 // ---- worker -> coordinator ----
-/** `auth` answers the coordinator's challenge (shared/auth.ts). */
+/**
+ * A worker's own copy of the dataset, described so the coordinator can refuse one that differs from its own:
+ * sample shape, classes in label order, split sizes and a content fingerprint (shared/data/info.ts).
+ */
+export interface DatasetInfo {
+  format: string;
+  height: number;
+  width: number;
+  channels: number;
+  classNames: string[];
+  trainCount: number;
+  testCount: number;
+  fingerprint: string;
+}
+/** `auth` answers the coordinator's challenge (shared/auth.ts); `dataset` is present exactly when `hasData`. */
 export interface HelloMessage {
   type: 'hello';
   protocolVersion: number;
@@ -32,6 +46,7 @@ export interface HelloMessage {
   ringHost: string;
   ringPort: number;
   hasData: boolean;
+  dataset?: DatasetInfo;
   backend: string;
   auth: Uint8Array;
 }
