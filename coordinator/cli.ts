@@ -22,12 +22,8 @@ type Opts = Record<string, unknown>;
 
 /** The coordinator's config from its parsed options: every field from the option tables, checked together. */
 function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView, observability: Observability) {
-  const { tlsCert, tlsKey, dashboardHost, dashboardPort, timeline, ...own } = readValues(
-    COORDINATOR_OPTIONS,
-    opts,
-    'coordinator',
-  );
-  const common = readValues(COMMON_OPTIONS, opts, 'coordinator');
+  const { dashboardHost, dashboardPort, timeline, ...own } = readValues(COORDINATOR_OPTIONS, opts, 'coordinator');
+  const { tlsCert, tlsKey, ...common } = readValues(COMMON_OPTIONS, opts, 'coordinator');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together');
   const given = resolveToken(common.token);
   return {

@@ -308,20 +308,6 @@ export const COORDINATOR_OPTIONS = {
     roles: CLUSTER,
     forward: 'coordinator',
   }),
-  tlsCert: text({
-    flag: 'tls-cert',
-    arg: 'file',
-    help: 'serve the control port over TLS (wss://) with this certificate (PEM)',
-    roles: CLUSTER,
-    forward: 'coordinator',
-  }),
-  tlsKey: text({
-    flag: 'tls-key',
-    arg: 'file',
-    help: 'private key for --tls-cert (PEM)',
-    roles: CLUSTER,
-    forward: 'coordinator',
-  }),
   dashboardHost: text({
     flag: 'dashboard-host',
     arg: 'host',
@@ -413,7 +399,7 @@ export const WORKER_OPTIONS = {
   tlsCa: text({
     flag: 'tls-ca',
     arg: 'file',
-    help: 'workers trust this CA (PEM) for a wss:// coordinator (a path on each host)',
+    help: 'workers trust this CA (PEM) for a wss:// coordinator and wss:// ring peers (a path on each host)',
     roles: WORKERS,
     forward: 'worker',
   }),
@@ -477,6 +463,20 @@ export const DATA_OPTIONS = {
 
 /** Options more than one role takes with the same meaning. */
 export const COMMON_OPTIONS = {
+  tlsCert: text({
+    flag: 'tls-cert',
+    arg: 'file',
+    help: 'TLS certificate (PEM): the coordinator serves wss:// with it, a worker its ring listener (peers dial wss://)',
+    roles: ['coordinator', 'worker', 'launch'],
+    forward: 'both',
+  }),
+  tlsKey: text({
+    flag: 'tls-key',
+    arg: 'file',
+    help: 'private key for --tls-cert (PEM)',
+    roles: ['coordinator', 'worker', 'launch'],
+    forward: 'both',
+  }),
   token: text({
     flag: 'token',
     arg: 'secret',
