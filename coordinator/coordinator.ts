@@ -30,6 +30,7 @@ import {
 import { rawToBytes, sendMessage } from '../shared/ws-util.js';
 import type { CheckpointStore } from './checkpoints.js';
 import { planShard } from './data-plan.js';
+import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type RunObserver, type RunSummaryView, type WorkerView } from './events.js';
 import { FinalModelFetch } from './final-model.js';
@@ -570,7 +571,7 @@ export class Coordinator {
     if (this.summary) return;
     this.phase = outcome === 'finished' ? 'finished' : 'failed';
     for (const t of [...this.timers, this.formingTimer]) clearTimeout(t);
-    const exitCode = outcome === 'finished' ? 0 : outcome === 'interrupted' ? 130 : 1;
+    const exitCode = exitCodeOfOutcome(outcome);
     for (const w of this.workers.values()) sendMessage(w.ws, { type: 'stop', reason, exitCode });
     this.d.progress.stop();
     this.summary = this.buildSummary(outcome, outcome === 'finished' ? undefined : reason);

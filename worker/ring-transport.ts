@@ -20,6 +20,7 @@ import { type ChunkValues, type OutgoingChunk, type RingLinks } from '../shared/
 import { ChunkMailbox } from '../shared/ring/chunk-mailbox.js';
 import { CLOSE_CODES, PeerLostError, ProtocolError, StepAbortedError, type RingtrainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
+import { bracketHost } from '../shared/net.js';
 import {
   CHUNK_HEADER_BYTES,
   chunkFrameBytes,
@@ -27,6 +28,7 @@ import {
   decodeFrame,
   encodeChunkFrame,
   FrameKind,
+  HOST_IS_LITTLE_ENDIAN,
   PROTOCOL_VERSION,
   writeChunkHeader,
   type RingPeer,
@@ -68,8 +70,6 @@ interface PendingInbound {
   gen: number;
   rank: number;
 }
-
-const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** An outgoing frame buffer and typed views of its values, reused across steps. */
 interface PooledFrame {
@@ -220,7 +220,7 @@ export class RingTransport implements RingLinks {
   }
 
   private async dialSuccessor(a: RingAssignment): Promise<void> {
-    const url = `ws://${formatHost(a.successor.host)}:${a.successor.port}/`;
+    const url = `ws://${bracketHost(a.successor.host)}:${a.successor.port}/`;
     const ws = await dialAuthenticated(url, {
       token: this.opts.token,
       context: 'ring',
@@ -387,8 +387,4 @@ export class RingTransport implements RingLinks {
     this.server?.closeAllConnections();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
-}
-
-function formatHost(host: string): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }

@@ -67,7 +67,7 @@ export {
   type ChunkHeader,
   type ChunkKey,
 } from './chunk.js';
-export { float32ToBytes, bytesToFloat32, uint32ToBytes, bytesToUint32 } from './bytes.js';
+export { float32ToBytes, bytesToFloat32, uint32ToBytes, bytesToUint32, HOST_IS_LITTLE_ENDIAN } from './bytes.js';
 
 export type DecodedFrame =
   { kind: 'control'; message: Message } | { kind: 'chunk'; header: ChunkHeader; data: Float32Array };
