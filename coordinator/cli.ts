@@ -12,16 +12,13 @@ import {
 } from '../shared/cli/options.js';
 import { COMMON_OPTIONS, COORDINATOR_OPTIONS, RUN_OPTIONS } from '../shared/cli/table.js';
 import { ConfigError } from '../shared/errors.js';
+import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { createRootLogger, type Logger } from '../shared/log.js';
 import { createProgressView, type ProgressView } from '../shared/cli/progress.js';
 import { startObservability, type Observability } from './observability.js';
 import { COORDINATOR_DEFAULTS, startCoordinator, type ClusterSummary, type CoordinatorHandle } from './start.js';
 
 type Opts = Record<string, unknown>;
-
-export function exitCodeOf(summary: ClusterSummary): number {
-  return summary.outcome === 'finished' ? 0 : summary.outcome === 'interrupted' ? 130 : 1;
-}
 
 /** The coordinator's config from its parsed options: every field from the option tables, checked together. */
 function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView, observability: Observability) {
@@ -105,7 +102,7 @@ async function runCoordinator(opts: Opts): Promise<void> {
   const summary = await handle.done;
   await observability.close();
   progress.line(summaryLine(summary));
-  exitWhenDone(Promise.resolve(exitCodeOf(summary)));
+  exitWhenDone(Promise.resolve(exitCodeOfOutcome(summary.outcome)));
 }
 
 export function coordinatorCommand(): Command {

@@ -229,6 +229,8 @@ export const CLOSE_CODES = {
   versionMismatch: 4001,
   staleGeneration: 4002,
   evicted: 4003,
+  /** Turned away: the other workers could not reach this worker's ring address (fix --advertise / --listen). */
+  ringUnreachable: 4004,
 } as const;
 
 /** Map an error to the close code a link is closed with. */

@@ -49,6 +49,7 @@ const INT_FIELDS = new Set([
   'gen',
   'rank',
   'step',
+  'attempts',
   'epoch',
   'worldSize',
   'predecessorRank',
@@ -96,6 +97,7 @@ const BYTE_FIELDS = new Set([
   'testLabels',
 ]);
 const STRING_FIELDS = new Set([
+  'during',
   'type',
   'workerId',
   'host',

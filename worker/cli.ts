@@ -19,7 +19,7 @@ function readFileOption(flag: string, file: string): string {
 }
 
 /** The worker's config from its parsed options (the log is made by the caller, from the same options). */
-export function workerConfig(opts: Opts): Omit<WorkerConfig, 'log'> {
+function workerConfig(opts: Opts): Omit<WorkerConfig, 'log'> {
   const { coordinator, listen, tlsCa, name, ...own } = readValues(WORKER_OPTIONS, opts, 'worker');
   const common = readValues(COMMON_OPTIONS, opts, 'worker');
   if (!coordinator || !/^wss?:\/\//.test(coordinator))

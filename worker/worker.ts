@@ -38,7 +38,7 @@ import {
   type StepRecord,
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
-import { evaluateRange } from '../shared/train/batches.js';
+import { evaluateRangeYielding } from '../shared/train/batches.js';
 import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
@@ -68,6 +68,9 @@ export interface WorkerConfig {
   coordinatorRetryMs: number;
   /** Trust this CA for a wss:// coordinator (PEM). */
   tlsCa?: string;
+  /** Serve the ring listener over TLS with this certificate and key (PEM); successors are then dialed over wss://. */
+  tlsCert?: string;
+  tlsKey?: string;
   /** Testing only: sleep this long before every step, to make this worker the one the others wait for. */
   debugDelayMs?: number;
   log: Logger;
@@ -143,6 +146,9 @@ class WorkerSession {
         { err: err.message, gen: this.gen },
         'ring link lost; waiting for the coordinator to re-form the ring',
       ),
+    );
+    ring.onLinkDown((d) =>
+      this.send({ type: 'ringLinkDown', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), ...d }),
     );
     ring.onStall((s) => {
       this.log.warn({ ...s, gen: this.gen }, 'step is waiting on the ring predecessor');
@@ -372,7 +378,7 @@ class WorkerSession {
         },
       );
       this.flushRecords();
-      const counts = evaluateRange(replica, test.split, test.start, test.end);
+      const counts = await evaluateRangeYielding(replica, test.split, test.start, test.end);
       this.send({ type: 'evalResult', gen: m.gen, rank: this.rank, epoch: m.epoch, ...counts });
       this.send({
         type: 'epochDone',
@@ -452,7 +458,7 @@ class WorkerSession {
   private onCoordinatorClosed(code: number, reason: string): void {
     if (this.stopped) return;
     this.ws = undefined;
-    if (code === CLOSE_CODES.policyViolation) {
+    if (code === CLOSE_CODES.policyViolation || code === CLOSE_CODES.ringUnreachable) {
       this.log.error({ code, reason }, 'the coordinator refused this worker');
       return this.end(1);
     }
@@ -529,6 +535,7 @@ export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
     heartbeatMs: cfg.heartbeatMs,
     heartbeatMisses: cfg.heartbeatMisses,
     stallWarnMs: cfg.stallWarnMs,
+    ...(cfg.tlsCert && cfg.tlsKey ? { tls: { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa } } : {}),
     log: cfg.log,
   });
   const port = await ring.listen();

@@ -177,6 +177,20 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     waitingMs: r.duration('waitingMs'),
     peerRank: r.int('peerRank'),
   }),
+  ringLinkDown: (r) => {
+    const during = r.string('during');
+    if (during !== 'forming' && during !== 'training')
+      throw new ProtocolError(`ringLinkDown.during: expected 'forming' or 'training', got '${during}'`);
+    return {
+      type: 'ringLinkDown',
+      gen: r.gen(),
+      rank: r.int('rank'),
+      peerRank: r.int('peerRank'),
+      during,
+      attempts: r.int('attempts'),
+      reason: r.string('reason'),
+    };
+  },
   challenge: (r) => ({ type: 'challenge', protocolVersion: r.version(), nonce: r.bytes('nonce') }),
   metrics: (r) => ({ type: 'metrics', gen: r.gen(), rank: r.int('rank'), records: r.array('records', stepRecord) }),
   evalResult,

@@ -18,6 +18,7 @@ export const MessageType = {
   challenge: 'challenge',
   heartbeat: 'heartbeat',
   stall: 'stall',
+  ringLinkDown: 'ringLinkDown',
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
@@ -76,6 +77,21 @@ export interface StallMessage {
   step: number;
   waitingMs: number;
   peerRank: number;
+}
+/**
+ * A ring link of this worker is down. `during: 'forming'`: its dial to the successor `peerRank` failed `attempts`
+ * times (with backoff) within the ring form timeout, so that peer's ring address cannot be reached. `during:
+ * 'training'`: an open link to `peerRank` (successor or predecessor) was lost although the ring was not re-formed.
+ * Either way the coordinator re-forms the ring; a successor unreachable while forming is evicted.
+ */
+export interface RingLinkDownMessage {
+  type: 'ringLinkDown';
+  gen: number;
+  rank: number;
+  peerRank: number;
+  during: 'forming' | 'training';
+  attempts: number;
+  reason: string;
 }
 export interface StepRecord {
   epoch: number;
@@ -237,7 +253,8 @@ export type WorkerToCoordinatorMessage =
   | WeightsMessage
   | FailedMessage
   | HeartbeatMessage
-  | StallMessage;
+  | StallMessage
+  | RingLinkDownMessage;
 export type CoordinatorToWorkerMessage =
   WelcomeMessage | AssignMessage | StartMessage | ShardMessage | RequestWeightsMessage | StopMessage;
 export type Message = WorkerToCoordinatorMessage | CoordinatorToWorkerMessage | RingHelloMessage | ChallengeMessage;

@@ -30,6 +30,7 @@ export const sampleMessages: Message[] = [
   { type: 'ready', gen: 3, rank: 1, step: 1250, hasState: true },
   { type: 'heartbeat', gen: 0, rank: -1, step: 0 },
   { type: 'stall', gen: 3, rank: 1, step: 17, waitingMs: 10_000.5, peerRank: 0 },
+  { type: 'ringLinkDown', gen: 3, rank: 1, peerRank: 2, during: 'forming', attempts: 7, reason: 'ECONNREFUSED' },
   { type: 'challenge', protocolVersion: 1, nonce: new Uint8Array(32).fill(9) },
   {
     type: 'metrics',
