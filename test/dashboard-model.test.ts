@@ -75,7 +75,13 @@ const ellipse = (cx: number, cy: number, rx: number, ry: number): [number, numbe
   ]);
 
 async function predicted(page: Page): Promise<{ name: string; p: number }[]> {
-  await page.waitForSelector('#predictions li', { timeout: 10_000 });
+  await page.waitForFunction(
+    () => !!(globalThis as unknown as { __ringtrainPrediction?: unknown }).__ringtrainPrediction,
+    null,
+    {
+      timeout: 10_000,
+    },
+  );
   return page.evaluate(
     () => (globalThis as unknown as { __ringtrainPrediction: { name: string; p: number }[] }).__ringtrainPrediction,
   );
@@ -121,7 +127,14 @@ test('a digit drawn with the mouse is classified by the trained model in the pag
     const outside: string[] = [];
     page.on('pageerror', (e) => problems.push(e.message));
     page.on('request', (r) => {
-      if (!r.url().startsWith(served!.url)) outside.push(r.url());
+      // The dropped file's object URL (blob:http://127.0.0.1:PORT/...) is the page's own.
+      if (
+        !r
+          .url()
+          .replace(/^blob:/, '')
+          .startsWith(served!.url)
+      )
+        outside.push(r.url());
     });
     await page.goto(served.url);
     await page.waitForFunction(

@@ -48,8 +48,10 @@ function spawnCli(args: string[], output: string[]): ChildProcess {
 
 function spawnWorker(port: number, output: string[], delayMs = 0): ChildProcess {
   const args = ['worker', '--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0'];
+  // Generous liveness limits: on a busy machine a worker's first steps can hold its event loop for many seconds.
+  const patient = ['--heartbeat-ms', '2000', '--heartbeat-misses', '60'];
   return spawnCli(
-    [...args, '--advertise', '127.0.0.1', '--backend', 'cpu', '--debug-delay-ms', String(delayMs)],
+    [...args, '--advertise', '127.0.0.1', '--backend', 'cpu', ...patient, '--debug-delay-ms', String(delayMs)],
     output,
   );
 }
@@ -118,7 +120,9 @@ async function realRun(runDir: string, delayMs: number, epochs = 2): Promise<Clu
     summaryJson: path.join(runDir, 'summary.json'),
     rendezvousTimeoutMs: 60_000,
     // The machine may be busy: a worker's first steps can hold its event loop for seconds.
-    heartbeatMisses: 30,
+    heartbeatMs: 2000,
+    heartbeatMisses: 60,
+    stallAbortMs: 300_000,
     reportEvery: 2,
     log: silentLogger(),
     progress: createProgressView({ quiet: true }),
