@@ -195,7 +195,7 @@ class ChaosRun {
         '--max-workers',
         String(o.maxWorkers),
         '--checkpoint-every',
-        '40',
+        '10',
         '--report-every',
         '1',
         '--check-every',
