@@ -175,7 +175,8 @@ function readLaunchPlan(opts: Opts, explicit: ReadonlySet<string>): LaunchPlan {
       template,
       templateGiven: l.launcherCommand !== undefined,
       workerArgs: workerArgsOf(opts, explicit, runDir, local, slots),
-      remoteRingtrain: l.remoteRingtrain ?? `node ${shellQuote(CLI)}`,
+      // Workers on this machine run with this very node; on other hosts, the `node` on their PATH.
+      remoteRingtrain: l.remoteRingtrain ?? `${local ? shellQuote(process.execPath) : 'node'} ${shellQuote(CLI)}`,
       failureSettleMs: LAUNCH_DEFAULTS.failureSettleMs,
     },
   };
@@ -216,7 +217,9 @@ async function launch(opts: Opts, explicit: ReadonlySet<string> = new Set()): Pr
   try {
     const port = await waitForListening(coordinator);
     const scheme = opts.tlsCert ? 'wss' : 'ws';
-    fleet.begin(`${scheme}://${bracketHost(plan.coordinatorAddress)}:${port}`);
+    const url = `${scheme}://${bracketHost(plan.coordinatorAddress)}:${port}`;
+    say(`coordinator ${url}; workers dial it there`);
+    fleet.begin(url);
     const code = await exited(coordinator);
     if (code !== 0 && !fleet.failure) say(`the coordinator ended (${describeExit(code)})`);
     await fleet.shutdown();
