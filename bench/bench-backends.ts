@@ -76,6 +76,8 @@ export interface BackendsPlan {
   repeats: number;
   trainLimit: Record<BenchModel, number>;
   testLimit: number;
+  /** Models measured (default both; the quick run's shape check takes LeNet-5 only). */
+  models?: readonly BenchModel[];
 }
 
 interface DoctorBackend {
@@ -188,7 +190,7 @@ export async function measureBackends(plan: BackendsPlan, log: (l: string) => vo
       models: [],
     };
     if (b.available) {
-      for (const model of BENCH_MODELS) {
+      for (const model of plan.models ?? BENCH_MODELS) {
         log(`backends: ${b.backend} ${model} (trainer, cluster of 2, 2 trainers side by side) x ${plan.repeats}`);
         row.models.push(await measureModel(b.backend, model, plan));
       }

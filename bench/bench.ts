@@ -86,7 +86,13 @@ function planFor(quick: boolean, backend: string, repeats?: number): Plan {
       tensorSteps: 12,
       soak: { epochs: 2, trainLimit: 640 },
       steps: { lenet: 3, keras: 2, profile: 1 },
-      backends: { quick: true, repeats: 1, trainLimit: { lenet5: 256, 'keras-cnn': 128 }, testLimit: 100 },
+      backends: {
+        quick: true,
+        repeats: 1,
+        trainLimit: { lenet5: 256, 'keras-cnn': 128 },
+        testLimit: 100,
+        models: ['lenet5'],
+      },
     };
   }
   return {

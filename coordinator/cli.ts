@@ -22,12 +22,8 @@ type Opts = Record<string, unknown>;
 
 /** The coordinator's config from its parsed options: every field from the option tables, checked together. */
 function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView, observability: Observability) {
-  const { tlsCert, tlsKey, dashboardHost, dashboardPort, timeline, ...own } = readValues(
-    COORDINATOR_OPTIONS,
-    opts,
-    'coordinator',
-  );
-  const common = readValues(COMMON_OPTIONS, opts, 'coordinator');
+  const { dashboardHost, dashboardPort, timeline, ...own } = readValues(COORDINATOR_OPTIONS, opts, 'coordinator');
+  const { tlsCert, tlsKey, ...common } = readValues(COMMON_OPTIONS, opts, 'coordinator');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together');
   const given = resolveToken(common.token);
   return {
@@ -87,7 +83,11 @@ async function runCoordinator(opts: Opts): Promise<void> {
     log,
   });
   const { config, generatedToken } = coordinatorConfig(opts, log, progress, observability);
-  const handle = await startCoordinator(config);
+  // A run that fails to start (a bad --model, unreadable data) must not leave the dashboard holding the process open.
+  const handle = await startCoordinator(config).catch(async (err: unknown) => {
+    await observability.close();
+    throw err;
+  });
   const tokenLines = generatedToken
     ? [`cluster token (generated): ${config.token}\n  workers need it: export ${TOKEN_ENV}=${config.token}`]
     : [];

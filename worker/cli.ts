@@ -21,7 +21,8 @@ function readFileOption(flag: string, file: string): string {
 /** The worker's config from its parsed options (the log is made by the caller, from the same options). */
 function workerConfig(opts: Opts): Omit<WorkerConfig, 'log'> {
   const { coordinator, listen, tlsCa, name, ...own } = readValues(WORKER_OPTIONS, opts, 'worker');
-  const common = readValues(COMMON_OPTIONS, opts, 'worker');
+  const { tlsCert, tlsKey, ...common } = readValues(COMMON_OPTIONS, opts, 'worker');
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together');
   if (!coordinator || !/^wss?:\/\//.test(coordinator))
     throw new ConfigError(`--coordinator must be a ws:// or wss:// URL, got '${coordinator}'`);
   const token = resolveToken(common.token);
@@ -40,6 +41,9 @@ function workerConfig(opts: Opts): Omit<WorkerConfig, 'log'> {
     heartbeatMs: common.heartbeatMs,
     heartbeatMisses: common.heartbeatMisses,
     ...(tlsCa ? { tlsCa: readFileOption('--tls-ca', tlsCa) } : {}),
+    ...(tlsCert && tlsKey
+      ? { tlsCert: readFileOption('--tls-cert', tlsCert), tlsKey: readFileOption('--tls-key', tlsKey) }
+      : {}),
   };
 }
 
@@ -48,7 +52,9 @@ export function workerCommand(): Command {
   addRoleOptions(cmd, 'worker');
   cmd.action(async (opts: Opts) => {
     const config = workerConfig(opts);
-    const common = readValues(COMMON_OPTIONS, opts, 'worker');
+    const { tlsCert, tlsKey, ...common } = readValues(COMMON_OPTIONS, opts, 'worker');
+    if ((tlsCert === undefined) !== (tlsKey === undefined))
+      throw new ConfigError('--tls-cert and --tls-key go together');
     const log = createRootLogger({
       runDir: common.runDir,
       name: readValues(WORKER_OPTIONS, opts, 'worker').name,

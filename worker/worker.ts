@@ -521,7 +521,7 @@ function readSettings(config: Record<string, unknown>, modelTopology: string | u
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
-  const backend = await selectBackend(cfg.backend, cfg.log);
+  const backend = await selectBackend(cfg.backend, cfg.log, { threads: cfg.threads });
   const data = cfg.dataDir ? await loadDataset(cfg.dataDir, cfg.dataOptions) : undefined;
   if (data) {
     const { source, format, shape } = data;

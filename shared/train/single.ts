@@ -57,7 +57,7 @@ export interface TrainSummary {
 export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary> {
   const started = performance.now();
   const { config, log } = opts;
-  const backend = await selectBackend(opts.backend, log);
+  const backend = await selectBackend(opts.backend, log, { threads: opts.threads });
   const data = limitDataset(await loadDataset(opts.dataDir, opts.dataOptions), config.trainLimit, config.testLimit);
   log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
   const { built } = await resolveModel(config.model, modelShapeOf(data), config.seed);
@@ -99,7 +99,12 @@ async function trainLoop(replica: Replica, data: Dataset, opts: SingleRunOptions
       shuffle: true,
     });
     const nSteps = stepsPerEpoch(shard.length, config.batchSize);
-    const augment = createAugmenter({ names: parseAugment(config.augment), shape: data.shape, seed: config.seed, epoch });
+    const augment = createAugmenter({
+      names: parseAugment(config.augment),
+      shape: data.shape,
+      seed: config.seed,
+      epoch,
+    });
     const loader = new BatchLoader(data.train, config.batchSize, augment);
     progress.begin(`epoch ${epoch + 1}/${config.epochs}`, shard.length);
     let lossSum = 0;
