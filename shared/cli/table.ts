@@ -17,6 +17,7 @@
  * The tests (test/cli-options.test.ts) check that no role has a flag twice and that launch forwards every option of
  * the coordinator and the workers or handles it itself.
  */
+import { ConfigError } from '../errors.js';
 import { COMPRESSIONS } from '../ring/allreduce.js';
 import { BACKEND_CHOICES } from '../tf/backend.js';
 import { MODEL_NAMES, parseModelSpec } from '../train/models.js';
