@@ -83,7 +83,11 @@ async function runCoordinator(opts: Opts): Promise<void> {
     log,
   });
   const { config, generatedToken } = coordinatorConfig(opts, log, progress, observability);
-  const handle = await startCoordinator(config);
+  // A run that fails to start (a bad --model, unreadable data) must not leave the dashboard holding the process open.
+  const handle = await startCoordinator(config).catch(async (err: unknown) => {
+    await observability.close();
+    throw err;
+  });
   const tokenLines = generatedToken
     ? [`cluster token (generated): ${config.token}\n  workers need it: export ${TOKEN_ENV}=${config.token}`]
     : [];

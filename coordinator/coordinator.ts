@@ -265,14 +265,8 @@ export class Coordinator {
       this.log.warn({ host: msg.host, max }, 'worker turned away: cluster full');
       return void ws.close(CLOSE_CODES.goingAway, 'cluster full');
     }
-    const refusal = datasetRefusal(msg, this.d.dataInfo);
-    if (refusal) {
-      this.log.error(
-        { host: msg.host, workerId: msg.workerId, reason: refusal },
-        'worker refused: its dataset differs',
-      );
-      return void ws.close(CLOSE_CODES.policyViolation, refusal);
-    }
+    const refusal = datasetRefusal(msg, this.d.dataInfo, this.log);
+    if (refusal) return void ws.close(CLOSE_CODES.policyViolation, refusal);
     // Backends round the optimizer's update differently, so a mixed ring would drift apart silently.
     const ringBackend = [...this.workers.values()][0]?.backend;
     if (ringBackend !== undefined && msg.backend !== ringBackend) {

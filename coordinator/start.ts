@@ -76,13 +76,16 @@ export interface CoordinatorHandle {
   close(reason?: string): Promise<ClusterSummary>;
 }
 
+/** The run's dataset (limited) and the description of the full one, which workers' own copies must match. */
 async function loadRunData(
   train: TrainConfig,
-  dataDir?: string,
-  options?: DataOptions,
+  cfg: CoordinatorConfig,
 ): Promise<{ data: Dataset; dataInfo: DatasetInfo }> {
-  const full = await loadDataset(dataDir, options);
-  return { data: limitDataset(full, train.trainLimit, train.testLimit), dataInfo: describeDataset(full) };
+  const full = await loadDataset(cfg.dataDir, cfg.dataOptions);
+  const data = limitDataset(full, train.trainLimit, train.testLimit);
+  const { source, format, shape, classNames } = data;
+  cfg.log.info({ source, format, shape, classNames, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  return { data, dataInfo: describeDataset(full) };
 }
 
 /** The newest valid checkpoint, its training config, and where to continue. */
@@ -131,9 +134,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   });
   const resumed = cfg.resume ? await loadResume(checkpoints, cfg.log) : undefined;
   const train = resumed?.train ?? cfg.train;
-  const { data, dataInfo } = await loadRunData(train, cfg.dataDir, cfg.dataOptions);
-  const { source, format, shape, classNames } = data;
-  cfg.log.info({ source, format, shape, classNames, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  const { data, dataInfo } = await loadRunData(train, cfg);
   const model = await prepareRunModel(train, data, cfg.runDir);
   const coord = new Coordinator({
     model,

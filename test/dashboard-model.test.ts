@@ -75,7 +75,13 @@ const ellipse = (cx: number, cy: number, rx: number, ry: number): [number, numbe
   ]);
 
 async function predicted(page: Page): Promise<{ name: string; p: number }[]> {
-  await page.waitForSelector('#predictions li', { timeout: 10_000 });
+  await page.waitForFunction(
+    () => !!(globalThis as unknown as { __ringtrainPrediction?: unknown }).__ringtrainPrediction,
+    null,
+    {
+      timeout: 10_000,
+    },
+  );
   return page.evaluate(
     () => (globalThis as unknown as { __ringtrainPrediction: { name: string; p: number }[] }).__ringtrainPrediction,
   );
@@ -121,7 +127,14 @@ test('a digit drawn with the mouse is classified by the trained model in the pag
     const outside: string[] = [];
     page.on('pageerror', (e) => problems.push(e.message));
     page.on('request', (r) => {
-      if (!r.url().startsWith(served!.url)) outside.push(r.url());
+      // The dropped file's object URL (blob:http://127.0.0.1:PORT/...) is the page's own.
+      if (
+        !r
+          .url()
+          .replace(/^blob:/, '')
+          .startsWith(served!.url)
+      )
+        outside.push(r.url());
     });
     await page.goto(served.url);
     await page.waitForFunction(
@@ -149,6 +162,31 @@ test('a digit drawn with the mouse is classified by the trained model in the pag
     ]);
     const one = await predicted(page);
     assert.equal(one[0]!.name, '1', `a drawn one: ${JSON.stringify(one)}`);
+    // A dropped image file: a dark "1" on white paper, 100x100 (scaled down, turned grey, inverted).
+    await page.click('#digit-clear');
+    // The page's own DOM types, so written as the expression the browser evaluates.
+    const drop = await page.evaluateHandle(`(async () => {
+      const c = document.createElement('canvas');
+      c.width = 100;
+      c.height = 100;
+      const ctx = c.getContext('2d');
+      ctx.fillStyle = '#fff';
+      ctx.fillRect(0, 0, 100, 100);
+      ctx.strokeStyle = '#111';
+      ctx.lineWidth = 12;
+      ctx.lineCap = 'round';
+      ctx.beginPath();
+      ctx.moveTo(52, 18);
+      ctx.lineTo(48, 82);
+      ctx.stroke();
+      const blob = await new Promise((resolve) => c.toBlob(resolve, 'image/png'));
+      const dt = new DataTransfer();
+      dt.items.add(new File([blob], 'one.png', { type: 'image/png' }));
+      return dt;
+    })()`);
+    await page.dispatchEvent('#digit-canvas', 'drop', { dataTransfer: drop });
+    const dropped = await predicted(page);
+    assert.equal(dropped[0]!.name, '1', `a dropped image of a one: ${JSON.stringify(dropped)}`);
     assert.deepEqual(outside, [], 'nothing is fetched from anywhere but the dashboard');
     assert.deepEqual(problems, []);
   } finally {

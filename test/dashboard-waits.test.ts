@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { createMetrics } from '../coordinator/dashboard/metrics.js';
+import { isLegacyRunDir, LEGACY_FILES, replayLegacyRun } from '../coordinator/dashboard/legacy-run.js';
 import { parseEventLine, runModelSource } from '../coordinator/dashboard/run-files.js';
 import { startDashboard } from '../coordinator/dashboard/server.js';
 import { DashboardState } from '../coordinator/dashboard/state.js';
@@ -154,6 +155,57 @@ test('runs, timeline and model routes: unknown runs and odd file names are 404, 
     assert.equal((await get('/vendor/tf.min.js')).status, 200);
   } finally {
     await dash.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an older run folder (coordinator log + metrics.jsonl, no events.jsonl) is rebuilt', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringtrain-legacy-'));
+  const t = 1_796_160_993_000;
+  const log = [
+    { level: 30, time: t, msg: 'coordinator listening', runId: 'old-run', minWorkers: 2 },
+    { level: 30, time: t + 10, msg: 'worker joined', workerId: 'a', host: 'h-a', backend: 'wasm' },
+    { level: 30, time: t + 20, msg: 'worker joined', workerId: 'b', host: 'h-b', backend: 'wasm' },
+    { level: 30, time: t + 30, msg: 'ring formed', gen: 1, worldSize: 2 },
+    { level: 30, time: t + 40, msg: 'shards sent', epoch: 0, steps: 2, firstStep: 0, worldSize: 2 },
+    { level: 40, time: t + 500, msg: 'slow step' },
+    { level: 30, time: t + 900, msg: 'epoch finished', epoch: 1, testAccuracy: 0.9, testLoss: 0.3, trainLoss: 0.5 },
+    { level: 30, time: t + 950, msg: 'run ended', outcome: 'finished', testAccuracy: 0.9, wallSeconds: 1 },
+    { level: 30, time: t + 960, msg: 'worker link closed', workerId: 'a', rank: 0, code: 1000 },
+    { level: 30, time: t + 970, msg: 'worker link closed', workerId: 'b', rank: 1, code: 1000 },
+  ];
+  const metrics = [0, 1].flatMap((step) =>
+    [0, 1].map((rank) => ({ rank, gen: 1, ...rec(step, rank === 0 ? 3 : 30), startedAt: t + 100 + step * 100 })),
+  );
+  fs.writeFileSync(path.join(dir, LEGACY_FILES.log), log.map((l) => JSON.stringify(l)).join('\n') + '\nnot json\n');
+  fs.writeFileSync(path.join(dir, LEGACY_FILES.metrics), metrics.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  try {
+    assert.ok(isLegacyRunDir(dir));
+    const state = new DashboardState();
+    replayLegacyRun(dir, state.observe);
+    const s = state.snapshot();
+    assert.equal(s.run.id, 'old-run');
+    assert.equal(s.run.phase, 'finished');
+    assert.equal(s.run.batchSize, 32);
+    assert.equal(s.history.length, 1);
+    assert.deepEqual(
+      s.workers.map((w) => [w.rank, w.host, w.state, w.steps]),
+      [
+        [0, 'h-a', 'stopped', 2],
+        [1, 'h-b', 'stopped', 2],
+      ],
+    );
+    assert.equal(s.progress.samplesTotal, 128);
+    assert.equal(s.summary?.steps, 2);
+    assert.deepEqual(
+      s.waits.workers.map((w) => [w.rank, w.lastSteps]),
+      [
+        [0, 2],
+        [1, 0],
+      ],
+    );
+    assert.equal(s.events.filter((e) => e.level === 'warn').length, 1, 'the warning is a notice');
+  } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -14,7 +14,7 @@ import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
 import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
-import { createAugmenter, parseAugment } from '../shared/data/augment.js';
+import { createAugmenter, parseAugment, type BatchAugmenter } from '../shared/data/augment.js';
 import { describeDataset } from '../shared/data/info.js';
 import { loadDataset, type DataOptions } from '../shared/data/load.js';
 import {
@@ -346,13 +346,7 @@ class WorkerSession {
     const { split, order, ids } = this.trainData(m);
     const test = this.testRange(m);
     const t = settings.train;
-    const augment = createAugmenter({
-      names: parseAugment(t.augment),
-      shape: split.shape,
-      seed: t.seed,
-      epoch: m.epoch,
-      ids,
-    });
+    const augment = augmenterFor(t, split, m.epoch, ids);
     const plan: ShardPlan = {
       epoch: m.epoch,
       order,
@@ -506,6 +500,11 @@ class WorkerSession {
     this.ws?.close(1000);
     this.resolveDone(exitCode);
   }
+}
+
+/** The epoch's training augmentation (--augment), keyed by training-set sample ids. */
+function augmenterFor(t: TrainConfig, split: DataSplit, epoch: number, ids?: Uint32Array): BatchAugmenter | undefined {
+  return createAugmenter({ names: parseAugment(t.augment), shape: split.shape, seed: t.seed, epoch, ids });
 }
 
 /** The decoder guarantees sampleShape whenever a shard ships images. */

@@ -100,7 +100,7 @@ const SECURITY_HEADERS = {
   'x-frame-options': 'DENY',
 };
 const PAGE_CSP =
-  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /** The page folder: next to this file when run from source, or in the source tree when run from dist/. */
 export function pageDir(): string {

@@ -35,10 +35,19 @@ function commanderOption(spec: AnySpec, role: Role): Option {
   return option;
 }
 
+/** A switch that is on unless turned off (`--no-<flag>`). */
+function isOnByDefault(spec: AnySpec, role: Role): boolean {
+  return !spec.arg && !spec.flag.startsWith('no-') && defaultFor(spec, role) === true;
+}
+
 /** Add every option of `role` from the tables to a subcommand, in table order. */
 export function addRoleOptions(cmd: Command, role: Role, tables: readonly OptionTable[] = ALL_TABLES): Command {
   for (const table of tables)
-    for (const spec of Object.values(table)) if (spec.roles.includes(role)) cmd.addOption(commanderOption(spec, role));
+    for (const spec of Object.values(table)) {
+      if (!spec.roles.includes(role)) continue;
+      cmd.addOption(commanderOption(spec, role));
+      if (isOnByDefault(spec, role)) cmd.addOption(new Option(`--no-${spec.flag}`, `turn --${spec.flag} off`));
+    }
   return cmd;
 }
 
@@ -72,6 +81,7 @@ export function forwardedArgs(opts: Opts, to: Exclude<Forward, 'both'>, override
       if (spec.forward !== to && spec.forward !== 'both') continue;
       const attr = attributeOf(spec);
       const v = attr in overrides ? overrides[attr] : opts[attr];
+      if (v === false && isOnByDefault(spec, to)) args.push(`--no-${spec.flag}`);
       if (v === undefined || v === false) continue;
       args.push(`--${spec.flag}`);
       if (v !== true) args.push(String(v));

@@ -17,10 +17,10 @@
  * The tests (test/cli-options.test.ts) check that no role has a flag twice and that launch forwards every option of
  * the coordinator and the workers or handles it itself.
  */
+import { ConfigError } from '../errors.js';
 import { COMPRESSIONS } from '../ring/allreduce.js';
 import { BACKEND_CHOICES } from '../tf/backend.js';
-import { ConfigError } from '../errors.js';
-import { MODEL_NAMES } from '../train/models.js';
+import { MODEL_NAMES, parseModelSpec } from '../train/models.js';
 import { OPTIMIZER_NAMES } from '../train/optim.js';
 import { parseAugment } from '../data/augment.js';
 import { COLOR_MODES, IMAGE_FITS, parseImageSize } from '../data/image-options.js';
@@ -30,12 +30,6 @@ import { LAUNCH_OPTIONS } from './table-launch.js';
 export { LAUNCH_OPTIONS };
 
 const TRAINING = ['train', 'coordinator', 'launch'] as const;
-
-function modelSpec(v: unknown, name: string): string {
-  if (typeof v !== 'string' || v.length === 0 || v.length > 4096)
-    throw new ConfigError(`${name} must be a built-in model name or a file path, got ${JSON.stringify(v)}`);
-  return v;
-}
 const CLUSTER = ['coordinator', 'launch'] as const;
 const WORKERS = ['worker', 'launch'] as const;
 
@@ -51,7 +45,7 @@ export const TRAIN_OPTIONS = {
       roles: TRAINING,
       forward: 'coordinator',
     }),
-    (v, name) => modelSpec(v, name),
+    (v) => parseModelSpec(String(v)),
   ),
   optimizer: choice(OPTIMIZER_NAMES, {
     flag: 'optimizer',
@@ -142,10 +136,13 @@ export const TRAIN_OPTIONS = {
     roles: TRAINING,
     forward: 'coordinator',
   }),
+  // On by default in a cluster (Horovod's lr * size): measured, `launch -np 2` reaches 99% MNIST test accuracy with it
+  // and stays at 98.85% after 5 epochs without it. `ringtrain train` is one worker, where it changes nothing.
   scaleLr: flag({
     flag: 'scale-lr',
-    help: 'cluster: scale the learning rate by the number of workers, with a warmup',
+    help: 'cluster: scale the learning rate by the number of workers, with --warmup-epochs (on in a cluster)',
     default: false,
+    roleDefaults: { coordinator: true, launch: true },
     roles: TRAINING,
     forward: 'coordinator',
   }),

@@ -14,15 +14,8 @@ import { extname, join } from 'node:path';
 import { ConfigError, DataMismatchError, DataNotFoundError } from '../errors.js';
 import { permutation } from '../rng.js';
 import { makeSplit, sampleBytes, type DataSplit, type Dataset, type SampleShape } from './dataset.js';
-import {
-  decodeToShape,
-  IMAGE_EXTENSIONS,
-  probeImage,
-  readImageBytes,
-  type ColorMode,
-  type ImageFit,
-  type ImageInfo,
-} from './image.js';
+import { decodeToShape, IMAGE_EXTENSIONS, probeImage, readImageBytes, type ImageInfo } from './image.js';
+import type { ColorMode, ImageFit } from './image-options.js';
 
 export interface FolderOptions {
   /** [height, width] every image is resized to; default: the first training image's size. */

@@ -15,8 +15,6 @@ import { formatShape, sampleBytes, type SampleShape } from './dataset.js';
 /** File extensions read as images (lower case). */
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp'] as const;
 
-export { COLOR_MODES, IMAGE_FITS, parseImageSize, type ColorMode, type ImageFit } from './image-options.js';
-
 const SHARP_FIT = { stretch: 'fill', crop: 'cover', pad: 'contain' } as const;
 
 /** What an image file holds, from its header. */

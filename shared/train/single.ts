@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { TrainConfig } from '../config.js';
 import { limitDataset, type Dataset } from '../data/dataset.js';
 import { loadDataset, type DataOptions } from '../data/load.js';
-import { createAugmenter, parseAugment } from '../data/augment.js';
+import { createAugmenter, parseAugment, type BatchAugmenter } from '../data/augment.js';
 import type { Logger } from '../log.js';
 import type { ProgressView } from '../cli/progress.js';
 import { shardForRank, stepsPerEpoch, batchIndices } from '../data/sampler.js';
@@ -81,6 +81,11 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
 
 type LoopSummary = Pick<TrainSummary, 'epochs' | 'steps' | 'testAccuracy' | 'samplesPerSec' | 'history'>;
 
+/** The epoch's training augmentation (--augment), the same transforms a cluster worker applies. */
+function epochAugmenter(config: TrainConfig, data: Dataset, epoch: number): BatchAugmenter | undefined {
+  return createAugmenter({ names: parseAugment(config.augment), shape: data.shape, seed: config.seed, epoch });
+}
+
 async function trainLoop(replica: Replica, data: Dataset, opts: SingleRunOptions): Promise<LoopSummary> {
   const { config, log, progress } = opts;
   const history: EpochResult[] = [];
@@ -99,13 +104,7 @@ async function trainLoop(replica: Replica, data: Dataset, opts: SingleRunOptions
       shuffle: true,
     });
     const nSteps = stepsPerEpoch(shard.length, config.batchSize);
-    const augment = createAugmenter({
-      names: parseAugment(config.augment),
-      shape: data.shape,
-      seed: config.seed,
-      epoch,
-    });
-    const loader = new BatchLoader(data.train, config.batchSize, augment);
+    const loader = new BatchLoader(data.train, config.batchSize, epochAugmenter(config, data, epoch));
     progress.begin(`epoch ${epoch + 1}/${config.epochs}`, shard.length);
     let lossSum = 0;
     for (let step = 0; step < nSteps; step++) {

@@ -66,6 +66,7 @@
     ctx.fillRect(0, 0, c.width, c.height);
     $('predictions').replaceChildren();
     state.drawn = false;
+    window.__ringtrainPrediction = null;
   }
 
   function pointer(e) {
