@@ -72,6 +72,12 @@ export interface TrainArgs {
   compression?: 'none' | 'fp16';
   lr?: number;
   seed?: number;
+  /** Compute threads of each training process (RINGTRAIN_THREADS); default: every core. */
+  threads?: number;
+}
+
+function threadEnv(a: TrainArgs, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return a.threads ? { ...env, RINGTRAIN_THREADS: String(a.threads) } : env;
 }
 
 /** Training options of the trainer and the coordinator (the backend goes to the trainer and the workers). */
@@ -234,7 +240,7 @@ export async function runTrainer(args: TrainArgs, timeoutMs = 30 * 60_000): Prom
         '--summary-json',
         file,
       ],
-      process.env,
+      threadEnv(args),
     );
     const sampler = new MemorySampler([{ pid: p.child.pid!, role: 'trainer' }]);
     try {
@@ -268,7 +274,7 @@ function spawnWorker(port: number, backend: string, env: NodeJS.ProcessEnv): Ret
 /** A coordinator and `workers` worker processes on localhost, as `ringtrain launch -np N` starts them. */
 export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 30 * 60_000): Promise<RunResult> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-bench-'));
-  const env = { ...process.env, [TOKEN_ENV]: generateToken() };
+  const env = threadEnv(args, { ...process.env, [TOKEN_ENV]: generateToken() });
   const file = path.join(dir, 'summary.json');
   const coordinatorArgs = [
     'coordinator',

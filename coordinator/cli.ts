@@ -2,9 +2,17 @@
 import os from 'node:os';
 import { Command } from 'commander';
 import { generateToken, resolveToken, TOKEN_ENV } from '../shared/auth.js';
-import { addRoleOptions, defaultRunDir, exitWhenDone, readTrainConfig, readValues } from '../shared/cli/options.js';
+import {
+  addRoleOptions,
+  defaultRunDir,
+  exitWhenDone,
+  readDataOptions,
+  readTrainConfig,
+  readValues,
+} from '../shared/cli/options.js';
 import { COMMON_OPTIONS, COORDINATOR_OPTIONS, RUN_OPTIONS } from '../shared/cli/table.js';
 import { ConfigError } from '../shared/errors.js';
+import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { createRootLogger, type Logger } from '../shared/log.js';
 import { createProgressView, type ProgressView } from '../shared/cli/progress.js';
 import { startObservability, type Observability } from './observability.js';
@@ -12,18 +20,10 @@ import { COORDINATOR_DEFAULTS, startCoordinator, type ClusterSummary, type Coord
 
 type Opts = Record<string, unknown>;
 
-export function exitCodeOf(summary: ClusterSummary): number {
-  return summary.outcome === 'finished' ? 0 : summary.outcome === 'interrupted' ? 130 : 1;
-}
-
 /** The coordinator's config from its parsed options: every field from the option tables, checked together. */
 function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView, observability: Observability) {
-  const { tlsCert, tlsKey, dashboardHost, dashboardPort, timeline, ...own } = readValues(
-    COORDINATOR_OPTIONS,
-    opts,
-    'coordinator',
-  );
-  const common = readValues(COMMON_OPTIONS, opts, 'coordinator');
+  const { dashboardHost, dashboardPort, timeline, ...own } = readValues(COORDINATOR_OPTIONS, opts, 'coordinator');
+  const { tlsCert, tlsKey, ...common } = readValues(COMMON_OPTIONS, opts, 'coordinator');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together');
   const given = resolveToken(common.token);
   return {
@@ -36,6 +36,7 @@ function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView, obse
       heartbeatMisses: common.heartbeatMisses,
       train: readTrainConfig(opts, 'coordinator'),
       dataDir: common.dataDir,
+      dataOptions: readDataOptions(opts, 'coordinator'),
       runDir: runDirOf(opts),
       summaryJson: common.summaryJson,
       token: given ?? generateToken(),
@@ -82,7 +83,11 @@ async function runCoordinator(opts: Opts): Promise<void> {
     log,
   });
   const { config, generatedToken } = coordinatorConfig(opts, log, progress, observability);
-  const handle = await startCoordinator(config);
+  // A run that fails to start (a bad --model, unreadable data) must not leave the dashboard holding the process open.
+  const handle = await startCoordinator(config).catch(async (err: unknown) => {
+    await observability.close();
+    throw err;
+  });
   const tokenLines = generatedToken
     ? [`cluster token (generated): ${config.token}\n  workers need it: export ${TOKEN_ENV}=${config.token}`]
     : [];
@@ -97,7 +102,7 @@ async function runCoordinator(opts: Opts): Promise<void> {
   const summary = await handle.done;
   await observability.close();
   progress.line(summaryLine(summary));
-  exitWhenDone(Promise.resolve(exitCodeOf(summary)));
+  exitWhenDone(Promise.resolve(exitCodeOfOutcome(summary.outcome)));
 }
 
 export function coordinatorCommand(): Command {

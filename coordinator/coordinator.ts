@@ -10,6 +10,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { RingHealth } from './ring-health.js';
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { Compression } from '../shared/ring/allreduce.js';
@@ -25,11 +26,13 @@ import {
   float32ToBytes,
   PROTOCOL_VERSION,
   type Message,
+  type DatasetInfo,
   type MessageOf,
 } from '../shared/wire/protocol.js';
 import { rawToBytes, sendMessage } from '../shared/ws-util.js';
 import type { CheckpointStore } from './checkpoints.js';
-import { planShard } from './data-plan.js';
+import { datasetRefusal, planShard } from './data-plan.js';
+import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type RunObserver, type RunSummaryView, type WorkerView } from './events.js';
 import { FinalModelFetch } from './final-model.js';
@@ -97,6 +100,8 @@ export interface CoordinatorDeps {
   train: TrainConfig;
   opts: CoordinatorOptions;
   data: Dataset;
+  /** The full dataset's description (before --train-limit / --test-limit), which local copies must match. */
+  dataInfo: DatasetInfo;
   runDir: string;
   summaryJson?: string;
   checkpoints: CheckpointStore;
@@ -132,6 +137,13 @@ export class Coordinator {
   private readonly events = new RunEvents();
   private readonly stallReports = new Map<number, Set<number>>();
   private formingTimer?: NodeJS.Timeout;
+  private readonly ringHealth = new RingHealth({
+    members: () => this.members,
+    gen: () => (this.phase === 'training' ? this.gen : -1),
+    evict: (w, reason) => this.evict(w, reason),
+    reform: (reason) => this.reform(reason),
+    heartbeatMs: () => this.d.opts.heartbeatMs,
+  });
   private finalModel?: FinalModelFetch;
 
   constructor(private readonly d: CoordinatorDeps) {
@@ -236,6 +248,8 @@ export class Coordinator {
         return this.maybeFinishEpoch(m.epoch);
       case 'stall':
         return this.onStall(worker, m);
+      case 'ringLinkDown':
+        return this.ringHealth.onLinkDown(worker, m);
       case 'failed':
         return this.onFailed(worker, m);
       default:
@@ -245,11 +259,14 @@ export class Coordinator {
 
   private onHello(ws: WebSocket, msg: MessageOf<'hello'>): void {
     if (this.summary) return void ws.close(CLOSE_CODES.goingAway, 'run ended');
+    if (this.ringHealth.turnedAway(ws, msg)) return;
     const max = this.d.opts.maxWorkers;
     if (max > 0 && this.workers.size >= max) {
       this.log.warn({ host: msg.host, max }, 'worker turned away: cluster full');
       return void ws.close(CLOSE_CODES.goingAway, 'cluster full');
     }
+    const refusal = datasetRefusal(msg, this.d.dataInfo, this.log);
+    if (refusal) return void ws.close(CLOSE_CODES.policyViolation, refusal);
     // Backends round the optimizer's update differently, so a mixed ring would drift apart silently.
     const ringBackend = [...this.workers.values()][0]?.backend;
     if (ringBackend !== undefined && msg.backend !== ringBackend) {
@@ -570,7 +587,7 @@ export class Coordinator {
     if (this.summary) return;
     this.phase = outcome === 'finished' ? 'finished' : 'failed';
     for (const t of [...this.timers, this.formingTimer]) clearTimeout(t);
-    const exitCode = outcome === 'finished' ? 0 : outcome === 'interrupted' ? 130 : 1;
+    const exitCode = exitCodeOfOutcome(outcome);
     for (const w of this.workers.values()) sendMessage(w.ws, { type: 'stop', reason, exitCode });
     this.d.progress.stop();
     this.summary = this.buildSummary(outcome, outcome === 'finished' ? undefined : reason);

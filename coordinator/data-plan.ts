@@ -3,7 +3,9 @@
  * for workers with a local copy of the dataset, the sample bytes themselves for workers without one.
  */
 import { sliceSplit, type Dataset } from '../shared/data/dataset.js';
-import { uint32ToBytes, type ShardMessage } from '../shared/wire/protocol.js';
+import { datasetDifference } from '../shared/data/info.js';
+import type { Logger } from '../shared/log.js';
+import { uint32ToBytes, type DatasetInfo, type HelloMessage, type ShardMessage } from '../shared/wire/protocol.js';
 import { evalShard, shardForRank } from '../shared/data/sampler.js';
 import type { EpochPlan } from './epoch-plan.js';
 
@@ -14,6 +16,19 @@ export interface ShardRequest {
   seed: number;
   /** The worker has its own copy of the dataset: send indices only. */
   hasData: boolean;
+}
+
+/**
+ * Why a worker reading its own copy of the data is refused (a close reason, logged here), or undefined when its data
+ * is ours.
+ */
+export function datasetRefusal(hello: HelloMessage, own: DatasetInfo, log: Logger): string | undefined {
+  if (!hello.hasData) return undefined;
+  const reason = hello.dataset
+    ? datasetDifference(hello.dataset, own)
+    : 'dataset mismatch: the worker did not describe its dataset';
+  if (reason) log.error({ host: hello.host, workerId: hello.workerId, reason }, 'worker refused: its dataset differs');
+  return reason;
 }
 
 export function planShard(data: Dataset, req: ShardRequest): ShardMessage {

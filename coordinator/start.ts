@@ -9,7 +9,9 @@ import path from 'node:path';
 import { Admission, ADMISSION_DEFAULTS } from '../shared/admission.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { limitDataset, type Dataset } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/load.js';
+import { describeDataset } from '../shared/data/info.js';
+import { loadDataset, type DataOptions } from '../shared/data/load.js';
+import type { DatasetInfo } from '../shared/wire/protocol.js';
 import { CLOSE_CODES, ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
@@ -26,6 +28,8 @@ export interface CoordinatorConfig extends CoordinatorOptions {
   port: number;
   train: TrainConfig;
   dataDir?: string;
+  /** How --data-dir is read (image size, colour mode, validation split). */
+  dataOptions?: DataOptions;
   runDir: string;
   summaryJson?: string;
   /** The cluster secret every worker proves it knows. */
@@ -72,8 +76,16 @@ export interface CoordinatorHandle {
   close(reason?: string): Promise<ClusterSummary>;
 }
 
-async function loadRunData(train: TrainConfig, dataDir?: string): Promise<Dataset> {
-  return limitDataset(await loadDataset(dataDir), train.trainLimit, train.testLimit);
+/** The run's dataset (limited) and the description of the full one, which workers' own copies must match. */
+async function loadRunData(
+  train: TrainConfig,
+  cfg: CoordinatorConfig,
+): Promise<{ data: Dataset; dataInfo: DatasetInfo }> {
+  const full = await loadDataset(cfg.dataDir, cfg.dataOptions);
+  const data = limitDataset(full, train.trainLimit, train.testLimit);
+  const { source, format, shape, classNames } = data;
+  cfg.log.info({ source, format, shape, classNames, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  return { data, dataInfo: describeDataset(full) };
 }
 
 /** The newest valid checkpoint, its training config, and where to continue. */
@@ -122,14 +134,14 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   });
   const resumed = cfg.resume ? await loadResume(checkpoints, cfg.log) : undefined;
   const train = resumed?.train ?? cfg.train;
-  const data = await loadRunData(train, cfg.dataDir);
-  cfg.log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  const { data, dataInfo } = await loadRunData(train, cfg);
   const model = await prepareRunModel(train, data, cfg.runDir);
   const coord = new Coordinator({
     model,
     train,
     opts: cfg,
     data,
+    dataInfo,
     runDir: cfg.runDir,
     summaryJson: cfg.summaryJson,
     checkpoints,

@@ -38,7 +38,7 @@ const CLI = fileURLToPath(new URL('../scripts/ringtrain.js', import.meta.url));
 
 type Opts = Record<string, unknown>;
 
-export const LAUNCH_DEFAULTS = {
+const LAUNCH_DEFAULTS = {
   /** A worker's exit with a code (not a signal) may be the coordinator ending the run: wait this long for it. */
   failureSettleMs: 3_000,
   restartBackoffMs: 1_000,
@@ -175,7 +175,8 @@ function readLaunchPlan(opts: Opts, explicit: ReadonlySet<string>): LaunchPlan {
       template,
       templateGiven: l.launcherCommand !== undefined,
       workerArgs: workerArgsOf(opts, explicit, runDir, local, slots),
-      remoteRingtrain: l.remoteRingtrain ?? `node ${shellQuote(CLI)}`,
+      // Workers on this machine run with this very node; on other hosts, the `node` on their PATH.
+      remoteRingtrain: l.remoteRingtrain ?? `${local ? shellQuote(process.execPath) : 'node'} ${shellQuote(CLI)}`,
       failureSettleMs: LAUNCH_DEFAULTS.failureSettleMs,
     },
   };
@@ -192,7 +193,7 @@ function spawnCoordinator(opts: Opts, plan: LaunchPlan, token: string): ChildPro
 }
 
 /** Run the launch. `explicit` holds the options given on the command line (a default can depend on the mode). */
-export async function launch(opts: Opts, explicit: ReadonlySet<string> = new Set()): Promise<number> {
+async function launch(opts: Opts, explicit: ReadonlySet<string> = new Set()): Promise<number> {
   const plan = readLaunchPlan(opts, explicit);
   const token = clusterToken(opts);
   const coordinator = spawnCoordinator(opts, plan, token);
@@ -216,7 +217,9 @@ export async function launch(opts: Opts, explicit: ReadonlySet<string> = new Set
   try {
     const port = await waitForListening(coordinator);
     const scheme = opts.tlsCert ? 'wss' : 'ws';
-    fleet.begin(`${scheme}://${bracketHost(plan.coordinatorAddress)}:${port}`);
+    const url = `${scheme}://${bracketHost(plan.coordinatorAddress)}:${port}`;
+    say(`coordinator ${url}; workers dial it there`);
+    fleet.begin(url);
     const code = await exited(coordinator);
     if (code !== 0 && !fleet.failure) say(`the coordinator ended (${describeExit(code)})`);
     await fleet.shutdown();

@@ -6,6 +6,7 @@ import { coordinatorCommand } from '../coordinator/cli.js';
 import { workerCommand } from '../worker/cli.js';
 import { launchCommand } from '../launcher/launch.js';
 import { evaluateCommand } from './cli/evaluate.js';
+import { predictCommand } from './cli/predict.js';
 import { trainCommand } from './cli/train.js';
 import { nativeCommands } from './cli/native.js';
 import { dashboardCommand } from './cli/dashboard.js';
@@ -20,6 +21,7 @@ program.addCommand(launchCommand());
 for (const c of nativeCommands()) program.addCommand(c);
 program.addCommand(dashboardCommand());
 program.addCommand(evaluateCommand());
+program.addCommand(predictCommand());
 
 // horovodrun spells it -np; commander's short flags are one letter, so accept that spelling here.
 program.parseAsync(process.argv.map((a) => (a === '-np' ? '--np' : a))).catch((err: unknown) => {

@@ -95,9 +95,15 @@ export function keepAlive(ws: WebSocket, intervalMs: number, misses: number, onD
     lastPong = Date.now();
   };
   ws.on('pong', onPong);
+  let lastTick = Date.now();
   const timer = setInterval(() => {
+    const now = Date.now();
+    // A late tick means this process was blocked (a long synchronous training step): the pongs that came meanwhile
+    // are still queued behind this timer, so the silence says nothing about the peer. Give it a fresh window.
+    if (now - lastTick > 2 * intervalMs) lastPong = now;
+    lastTick = now;
     if (ws.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - lastPong > intervalMs * misses) {
+    if (now - lastPong > intervalMs * misses) {
       stop();
       onDead();
       ws.terminate();

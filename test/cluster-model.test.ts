@@ -2,7 +2,7 @@
  * A user's model module in a real cluster: `launch -np 2 --model net.mjs` with BatchNormalization and a separable
  * convolution, trained by two worker processes on wasm (ringtrain's depthwise gradient kernels). Every replica's hash,
  * moving statistics included, must match at every step; the run must save its model, which reloads with
- * tf.loadLayersModel and gives the run's test accuracy.
+ * tf.loadLayersModel and gives the run's test accuracy, as `ringtrain evaluate` does.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
@@ -122,5 +122,30 @@ describe('a model module trained by a real cluster', { timeout: 420_000 }, () =>
       `reloaded accuracy ${correct / test.count} vs the run's ${summary.testAccuracy}`,
     );
     model.dispose();
+
+    // `ringtrain evaluate` on the same folder reports the same accuracy, per class and as a confusion matrix.
+    const evalFile = path.join(dir, 'evaluate.json');
+    const evaluate = runCli([
+      'evaluate',
+      '--model-dir',
+      path.join(runDir, 'model'),
+      '--test-limit',
+      String(TEST_LIMIT),
+      '--backend',
+      'wasm',
+      '--summary-json',
+      evalFile,
+    ]);
+    assert.equal(await evaluate.exited(120_000), 0, evaluate.output());
+    assert.match(evaluate.output(), /test accuracy \d+\.\d\d%/);
+    const evaluated = JSON.parse(await fs.readFile(evalFile, 'utf8'));
+    assert.equal(evaluated.samples, TEST_LIMIT);
+    assert.equal(evaluated.testAccuracy, correct / test.count);
+    assert.equal(evaluated.perClass.length, 10);
+    assert.equal(
+      evaluated.confusion.flat().reduce((a: number, b: number) => a + b, 0),
+      TEST_LIMIT,
+      'every sample is in the confusion matrix once',
+    );
   });
 });

@@ -49,6 +49,7 @@ const INT_FIELDS = new Set([
   'gen',
   'rank',
   'step',
+  'attempts',
   'epoch',
   'worldSize',
   'predecessorRank',
@@ -70,6 +71,8 @@ const INT_FIELDS = new Set([
   'height',
   'width',
   'channels',
+  'trainCount',
+  'testCount',
 ]);
 const FINITE_FIELDS = new Set([
   'waitingMs',
@@ -94,6 +97,7 @@ const BYTE_FIELDS = new Set([
   'testLabels',
 ]);
 const STRING_FIELDS = new Set([
+  'during',
   'type',
   'workerId',
   'host',
@@ -104,6 +108,8 @@ const STRING_FIELDS = new Set([
   'runId',
   'reason',
   'paramHash',
+  'format',
+  'fingerprint',
 ]);
 const BOOLEAN_FIELDS = new Set(['hasData', 'hasState', 'nonFinite']);
 
@@ -115,7 +121,10 @@ function assertWellTyped(value: Record<string, unknown>, path: string): void {
     if (key === 'config') assert.ok(v !== null && typeof v === 'object' && !Array.isArray(v), `${where} is a map`);
     else if (key === 'records')
       (v as Record<string, unknown>[]).forEach((r, i) => assertWellTyped(r, `${where}[${i}]`));
-    else if (key === 'successor' || key === 'sampleShape') assertWellTyped(v as Record<string, unknown>, where);
+    else if (key === 'successor' || key === 'sampleShape' || key === 'dataset')
+      assertWellTyped(v as Record<string, unknown>, where);
+    else if (key === 'classNames')
+      assert.ok(Array.isArray(v) && v.every((name) => typeof name === 'string'), `${where} is strings`);
     else if (INT_FIELDS.has(key))
       assert.ok(Number.isSafeInteger(v) && (v as number) >= -1, `${where} is an integer: ${String(v)}`);
     else if (FINITE_FIELDS.has(key))

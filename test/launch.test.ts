@@ -6,6 +6,8 @@
  *   and fewer than --min-workers are left, the run ends with a clear error instead of waiting forever.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { killAll, readJsonLines, runCli, tempDir, waitForLines, waitUntil, type Proc } from './helpers/procs.js';
@@ -69,7 +71,7 @@ async function expectGone(pids: number[]): Promise<void> {
 describe('launch watches its workers', { timeout: 300_000 }, () => {
   after(killAll);
 
-  test('not elastic: a SIGKILLed worker ends the run within seconds, exit 1, the worker named', async () => {
+  test('not elastic: a SIGKILLed worker ends the run within seconds, exit 1, the worker named', async (t) => {
     const dir = await tempDir('launch-ff');
     const launch: Proc = runCli(['launch', '-np', '2', ...ARGS, '--run-dir', dir]);
     await ringsFormed(dir, 2);
@@ -78,6 +80,7 @@ describe('launch watches its workers', { timeout: 300_000 }, () => {
     process.kill(w1!, 'SIGKILL');
     assert.equal(await launch.exited(60_000), 1, launch.output());
     const tookMs = Date.now() - killedAt;
+    t.diagnostic(`launch exited ${tookMs} ms after the SIGKILL`);
     assert.ok(tookMs < 30_000, `the run ended ${tookMs} ms after the kill`);
     assert.match(launch.output(), /worker localhost:1 failed \(killed by SIGKILL\)/);
     assert.match(launch.output(), /--min-workers 2 needs every worker; stopping the run/);
@@ -123,5 +126,21 @@ describe('launch watches its workers', { timeout: 300_000 }, () => {
     assert.equal(await launch.exited(60_000), 1, launch.output());
     assert.match(launch.output(), /0 worker\(s\) left, fewer than --min-workers 1; stopping the run/);
     await expectGone([coordinator!]);
+  });
+
+  test('--tls-cert, --tls-key and --tls-ca reach the coordinator and the workers: the run finishes over wss://', async () => {
+    const dir = await tempDir('launch-tls');
+    const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
+    const subject = ['-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'];
+    const openssl = ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1'];
+    execFileSync('openssl', [...openssl, ...subject], { stdio: 'ignore' });
+    const summary = path.join(dir, 'summary.json');
+    const tls = ['--tls-cert', cert, '--tls-key', key, '--tls-ca', cert];
+    const run = [...ENDLESS, '--epochs', '1', '--backend', 'cpu', '--dashboard-port', '0', '--quiet'];
+    const launch = runCli(['launch', '-np', '2', ...run, ...tls, '--run-dir', dir, '--summary-json', summary]);
+    assert.equal(await launch.exited(120_000), 0, launch.output());
+    const s = JSON.parse(await fs.readFile(summary, 'utf8')) as { outcome: string; workers: number };
+    assert.equal(s.outcome, 'finished');
+    assert.equal(s.workers, 2);
   });
 });

@@ -14,7 +14,9 @@ import { dialAuthenticated } from '../shared/admission.js';
 import type { Compression } from '../shared/ring/allreduce.js';
 import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/load.js';
+import { createAugmenter, parseAugment, type BatchAugmenter } from '../shared/data/augment.js';
+import { describeDataset } from '../shared/data/info.js';
+import { loadDataset, type DataOptions } from '../shared/data/load.js';
 import {
   AuthError,
   CLOSE_CODES,
@@ -30,12 +32,13 @@ import {
   decodeFrame,
   float32ToBytes,
   PROTOCOL_VERSION,
+  type DatasetInfo,
   type Message,
   type MessageOf,
   type StepRecord,
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
-import { evaluateRange } from '../shared/train/batches.js';
+import { evaluateRangeYielding } from '../shared/train/batches.js';
 import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
@@ -54,6 +57,8 @@ export interface WorkerConfig {
   /** TensorFlow threads (`--threads`); undefined = the backend's default. */
   threads?: number;
   dataDir?: string;
+  /** How --data-dir is read (image size, colour mode, validation split); must match the coordinator's. */
+  dataOptions?: DataOptions;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
   heartbeatMs: number;
@@ -63,6 +68,9 @@ export interface WorkerConfig {
   coordinatorRetryMs: number;
   /** Trust this CA for a wss:// coordinator (PEM). */
   tlsCa?: string;
+  /** Serve the ring listener over TLS with this certificate and key (PEM); successors are then dialed over wss://. */
+  tlsCert?: string;
+  tlsKey?: string;
   /** Testing only: sleep this long before every step, to make this worker the one the others wait for. */
   debugDelayMs?: number;
   log: Logger;
@@ -122,6 +130,7 @@ class WorkerSession {
     this.resolveDone = resolve;
   });
   private log: Logger;
+  private readonly dataInfo?: DatasetInfo;
 
   constructor(
     private readonly cfg: WorkerConfig,
@@ -131,11 +140,15 @@ class WorkerSession {
     private readonly ringPort: number,
   ) {
     this.log = cfg.log;
+    this.dataInfo = data && describeDataset(data);
     ring.onPeerLost((err) =>
       this.log.warn(
         { err: err.message, gen: this.gen },
         'ring link lost; waiting for the coordinator to re-form the ring',
       ),
+    );
+    ring.onLinkDown((d) =>
+      this.send({ type: 'ringLinkDown', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), ...d }),
     );
     ring.onStall((s) => {
       this.log.warn({ ...s, gen: this.gen }, 'step is waiting on the ring predecessor');
@@ -166,6 +179,7 @@ class WorkerSession {
           ringHost: this.cfg.advertise ?? os.hostname(),
           ringPort: this.ringPort,
           hasData: this.data !== undefined,
+          ...(this.dataInfo ? { dataset: this.dataInfo } : {}),
           backend: this.backend,
           auth,
         }),
@@ -329,14 +343,16 @@ class WorkerSession {
     if (m.gen !== this.gen || this.stopped) return;
     const settings = this.settings!;
     const replica = this.requireReplica();
-    const { split, order } = this.trainData(m);
+    const { split, order, ids } = this.trainData(m);
     const test = this.testRange(m);
     const t = settings.train;
+    const augment = augmenterFor(t, split, m.epoch, ids);
     const plan: ShardPlan = {
       epoch: m.epoch,
       order,
       split,
       batchSize: t.batchSize,
+      augment,
       firstStep: m.firstStep,
       epochSamples: m.epochSamples,
       offset: m.offset,
@@ -362,7 +378,7 @@ class WorkerSession {
         },
       );
       this.flushRecords();
-      const counts = evaluateRange(replica, test.split, test.start, test.end);
+      const counts = await evaluateRangeYielding(replica, test.split, test.start, test.end);
       this.send({ type: 'evalResult', gen: m.gen, rank: this.rank, epoch: m.epoch, ...counts });
       this.send({
         type: 'epochDone',
@@ -402,10 +418,11 @@ class WorkerSession {
   }
 
   /** Shipped samples (worker without data) are trained in shipped order; local data is indexed. */
-  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array } {
+  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array; ids?: Uint32Array } {
     if (m.images && m.labels) {
       const split = makeSplit(m.images, m.labels, shippedShape(m));
-      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i) };
+      // Shipped samples are the shard's, in order: position i is training-set sample indices[i] (augmentation ids).
+      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i), ids: bytesToUint32(m.indices) };
     }
     if (!this.data) throw new ProtocolError('shard without samples for a worker without data');
     return { split: this.data.train, order: bytesToUint32(m.indices) };
@@ -441,7 +458,7 @@ class WorkerSession {
   private onCoordinatorClosed(code: number, reason: string): void {
     if (this.stopped) return;
     this.ws = undefined;
-    if (code === CLOSE_CODES.policyViolation) {
+    if (code === CLOSE_CODES.policyViolation || code === CLOSE_CODES.ringUnreachable) {
       this.log.error({ code, reason }, 'the coordinator refused this worker');
       return this.end(1);
     }
@@ -485,6 +502,11 @@ class WorkerSession {
   }
 }
 
+/** The epoch's training augmentation (--augment), keyed by training-set sample ids. */
+function augmenterFor(t: TrainConfig, split: DataSplit, epoch: number, ids?: Uint32Array): BatchAugmenter | undefined {
+  return createAugmenter({ names: parseAugment(t.augment), shape: split.shape, seed: t.seed, epoch, ids });
+}
+
 /** The decoder guarantees sampleShape whenever a shard ships images. */
 function shippedShape(m: MessageOf<'shard'>): SampleShape {
   if (!m.sampleShape) throw new ProtocolError('shard ships samples without their sampleShape');
@@ -498,9 +520,12 @@ function readSettings(config: Record<string, unknown>, modelTopology: string | u
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
-  const backend = await selectBackend(cfg.backend, cfg.log);
-  const data = cfg.dataDir ? await loadDataset(cfg.dataDir) : undefined;
-  if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
+  const backend = await selectBackend(cfg.backend, cfg.log, { threads: cfg.threads });
+  const data = cfg.dataDir ? await loadDataset(cfg.dataDir, cfg.dataOptions) : undefined;
+  if (data) {
+    const { source, format, shape } = data;
+    cfg.log.info({ source, format, shape, train: data.train.count, test: data.test.count }, 'local dataset loaded');
+  }
   const ring = new RingTransport({
     host: cfg.listenHost,
     port: cfg.listenPort,
@@ -510,6 +535,7 @@ export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
     heartbeatMs: cfg.heartbeatMs,
     heartbeatMisses: cfg.heartbeatMisses,
     stallWarnMs: cfg.stallWarnMs,
+    ...(cfg.tlsCert && cfg.tlsKey ? { tls: { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa } } : {}),
     log: cfg.log,
   });
   const port = await ring.listen();

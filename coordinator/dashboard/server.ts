@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import type { Registry } from 'prom-client';
 import { ConfigError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import { bracketHost } from '../../shared/net.js';
 import { guardServer } from '../../shared/ws-util.js';
 import type { DashboardCursor, DashboardState } from './state.js';
 
@@ -135,7 +136,7 @@ function loadAssets(): Map<string, Asset> {
 
 function displayUrl(host: string, port: number): string {
   const shown = host === '0.0.0.0' || host === '::' ? os.hostname() : host;
-  return `http://${shown.includes(':') ? `[${shown}]` : shown}:${port}/`;
+  return `http://${bracketHost(shown)}:${port}/`;
 }
 
 function send(

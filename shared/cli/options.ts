@@ -9,7 +9,9 @@ import { ConfigError } from '../errors.js';
 import { validateTrainConfig, type TrainConfig } from '../config.js';
 import { parseBackendChoice, type BackendChoice } from '../tf/backend.js';
 import { int, type AnySpec, type Forward, type OptionTable, type Role, type ValuesOf } from './spec.js';
-import { ALL_TABLES, TRAIN_OPTIONS } from './table.js';
+import { ALL_TABLES, DATA_OPTIONS, TRAIN_OPTIONS } from './table.js';
+import { parseImageSize } from '../data/image-options.js';
+import type { DataOptions } from '../data/load.js';
 
 type Opts = Record<string, unknown>;
 
@@ -33,10 +35,19 @@ function commanderOption(spec: AnySpec, role: Role): Option {
   return option;
 }
 
+/** A switch that is on unless turned off (`--no-<flag>`). */
+function isOnByDefault(spec: AnySpec, role: Role): boolean {
+  return !spec.arg && !spec.flag.startsWith('no-') && defaultFor(spec, role) === true;
+}
+
 /** Add every option of `role` from the tables to a subcommand, in table order. */
 export function addRoleOptions(cmd: Command, role: Role, tables: readonly OptionTable[] = ALL_TABLES): Command {
   for (const table of tables)
-    for (const spec of Object.values(table)) if (spec.roles.includes(role)) cmd.addOption(commanderOption(spec, role));
+    for (const spec of Object.values(table)) {
+      if (!spec.roles.includes(role)) continue;
+      cmd.addOption(commanderOption(spec, role));
+      if (isOnByDefault(spec, role)) cmd.addOption(new Option(`--no-${spec.flag}`, `turn --${spec.flag} off`));
+    }
   return cmd;
 }
 
@@ -70,12 +81,24 @@ export function forwardedArgs(opts: Opts, to: Exclude<Forward, 'both'>, override
       if (spec.forward !== to && spec.forward !== 'both') continue;
       const attr = attributeOf(spec);
       const v = attr in overrides ? overrides[attr] : opts[attr];
+      if (v === false && isOnByDefault(spec, to)) args.push(`--no-${spec.flag}`);
       if (v === undefined || v === false) continue;
       args.push(`--${spec.flag}`);
       if (v !== true) args.push(String(v));
     }
   }
   return args;
+}
+
+/** How --data-dir is read, from the parsed options of `role`. */
+export function readDataOptions(opts: Opts, role: Role): DataOptions {
+  const v = readValues(DATA_OPTIONS, opts, role);
+  return {
+    ...(v.imageSize !== undefined ? { imageSize: parseImageSize(v.imageSize) } : {}),
+    colorMode: v.colorMode,
+    fit: v.imageFit,
+    validationSplit: v.validationSplit,
+  };
 }
 
 export function readTrainConfig(opts: Opts, role: Role = 'train'): TrainConfig {

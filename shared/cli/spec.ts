@@ -105,7 +105,10 @@ export function choice<const C extends readonly string[], const O extends Base &
 }
 
 /** A flag without an argument. */
-export function flag<const O extends Base & { default: boolean }>(o: O): O & OptionSpec<boolean> {
+/** A switch; a role whose default is true also gets `--no-<flag>` to turn it off. */
+export function flag<const O extends Base & { default: boolean; roleDefaults?: Partial<Record<Role, boolean>> }>(
+  o: O,
+): O & OptionSpec<boolean> {
   return {
     ...o,
     parse: (t) => t,

@@ -113,7 +113,7 @@ export const LAUNCH_OPTIONS = {
   remoteDataDir: text({
     flag: 'remote-data-dir',
     arg: 'dir',
-    help: 'MNIST IDX files on each host (default: the coordinator sends the samples)',
+    help: 'the dataset folder on each host, any --data-dir format (default: the coordinator sends the samples)',
     roles: ['launch'],
   }),
   workerPort: int({

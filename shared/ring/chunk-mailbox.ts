@@ -12,7 +12,7 @@ interface Waiter {
   reject(err: unknown): void;
 }
 
-export function chunkKeyOf(header: ChunkKey): string {
+function chunkKeyOf(header: ChunkKey): string {
   return `${header.generation}/${header.step}/${header.phase}/${header.chunk}`;
 }
 

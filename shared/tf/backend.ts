@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { BackendUnavailableError, ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { loadNativeBackend, nativeBackendInfo, resolveThreads } from './native.js';
+import { loadNativeBackend, nativeBackendInfo, resolveThreads, rootReason } from './native.js';
 import { registerWasmConvGradients } from './wasm-conv-grads.js';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -76,11 +76,7 @@ export async function selectBackend(
     try {
       await tryLoad('tensorflow', opts.threads);
     } catch (err) {
-      const cause = (err as Error).cause ?? err;
-      log?.info(
-        { reason: (cause as Error).message ?? String(cause) },
-        'native tensorflow backend unavailable; using wasm',
-      );
+      log?.info({ reason: rootReason(err) }, 'native tensorflow backend unavailable; using wasm');
       await tryLoad('wasm');
     }
   }

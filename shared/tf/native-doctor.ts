@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { BACKEND_CHOICES, selectBackend, backendThreads, type BackendName } from './backend.js';
-import { nativeBackendInfo } from './native.js';
+import { nativeBackendInfo, rootReason } from './native.js';
 import { nativeCacheDir, nativeInstallDir } from './native-paths.js';
 
 export interface BackendReport {
@@ -22,12 +22,6 @@ export interface DoctorReport {
   auto: BackendName;
   installDir: string;
   cacheDir: string;
-}
-
-function reason(err: unknown): string {
-  const e = err as Error;
-  const cause = e?.cause as Error | undefined;
-  return cause?.message ?? e?.message ?? String(err);
 }
 
 async function versionOf(name: BackendName): Promise<string> {
@@ -50,7 +44,7 @@ async function probe(name: BackendName, threads?: number): Promise<BackendReport
     if (sum[0] !== 4 || sum[1] !== 6) throw new Error(`1+3, 2+4 gave ${Array.from(sum).join(', ')}`);
     return { backend: name, available: true, version: await versionOf(name), threads: backendThreads(name, threads) };
   } catch (err) {
-    return { backend: name, available: false, note: reason(err) };
+    return { backend: name, available: false, note: rootReason(err) };
   }
 }
 

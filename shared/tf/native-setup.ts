@@ -85,10 +85,10 @@ async function pinnedWheel(cache: string, say: (l: string) => void): Promise<str
   const dir = path.join(cache, 'wheels');
   const file = path.join(dir, PINNED.wheel.file);
   if (!fs.existsSync(file) || (await hashFile(file, 'sha256', 'hex')) !== PINNED.wheel.sha256) {
+    const py = findPython();
     say(`fetching ${PINNED.wheel.requirement} from PyPI (${PINNED.wheel.file}, about 275 MB)`);
     fs.mkdirSync(dir, { recursive: true });
     fs.rmSync(file, { force: true });
-    const py = findPython();
     const args = ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--disable-pip-version-check'];
     args.push('--quiet', '--progress-bar', 'off', '--timeout', '30', '--retries', '2', ...PINNED.wheel.pipTarget);
     run(py, [...args, '-d', dir, PINNED.wheel.requirement], 'pip download');

@@ -33,6 +33,13 @@ type BackendCtor = new (binding: Binding, packageName: string) => tf.KernelBacke
 
 let loaded: NativeBackendInfo | undefined;
 
+/** The innermost cause's message: a backend failure wraps the loader's own reason. */
+export function rootReason(err: unknown): string {
+  let e = err as Error | undefined;
+  while (e?.cause) e = e.cause as Error;
+  return e?.message ?? String(err);
+}
+
 /** Why the native backend is not installed, in one sentence (for errors and `doctor`). */
 export function nativeMissingReason(dir = nativeInstallDir()): string {
   const status = readSetupStatus(dir);

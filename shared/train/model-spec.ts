@@ -17,7 +17,7 @@ import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { ModelInvalidError } from '../errors.js';
 import { fileLoadHandler } from './model-io.js';
-import { buildModel, isModelName, withSoftmax, type BuiltModel, type ModelShape } from './models.js';
+import { buildModel, isModelName, MODEL_NAMES, withSoftmax, type BuiltModel, type ModelShape } from './models.js';
 
 /** What a user's module exports as default. */
 export type ModelFactory = (tfjs: typeof tf, shape: ModelShape) => tf.LayersModel | Promise<tf.LayersModel>;
@@ -176,7 +176,8 @@ export async function resolveModel(spec: string, shape: ModelShape, seed: number
     return { built: buildModel(spec, seed, shape.inputShape, shape.numClasses), pretrained: false };
   const file = path.resolve(spec);
   const stat = await fs.stat(file).catch(() => undefined);
-  if (!stat) throw new ModelInvalidError(spec, 'neither a built-in model name nor an existing file');
+  if (!stat)
+    throw new ModelInvalidError(spec, `neither a built-in model (${MODEL_NAMES.join(', ')}) nor an existing file`);
   const target = stat.isDirectory() ? path.join(file, 'model.json') : file;
   if (target.endsWith('.json')) return fromModelJson(target, shape);
   if (/\.[cm]?js$/.test(target)) return { built: await fromModule(target, shape), pretrained: false };

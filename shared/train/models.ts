@@ -75,6 +75,18 @@ export function parseModelName(value: string): ModelName {
   throw new ModelUnknownError(value, MODEL_NAMES);
 }
 
+/**
+ * `--model`: a built-in name, or something that reads as a file path (a separator, or a .js/.mjs/.cjs/.json name).
+ * Anything else is an unknown model name (ModelUnknownError lists the known ones); whether the file exists and holds
+ * a usable model is checked where it is read (model-spec.ts), on the coordinator or `ringtrain train`.
+ */
+export function parseModelSpec(value: string): string {
+  if (isModelName(value)) return value;
+  const pathLike = /[/\\]/.test(value) || /\.(m|c)?js$|\.json$/.test(value);
+  if (!pathLike || value.length > 4096) throw new ModelUnknownError(value, [...MODEL_NAMES, 'or a .mjs/.json path']);
+  return value;
+}
+
 /** A probabilities model over the logits model's layers (shared, not copied): what gets saved and served. */
 export function withSoftmax(logitsModel: tf.LayersModel, name: string): tf.LayersModel {
   const probs = apply(tf.layers.activation({ activation: 'softmax' }), logitsModel.outputs[0]!);

@@ -6,7 +6,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { TrainConfig } from '../config.js';
 import { limitDataset, type Dataset } from '../data/dataset.js';
-import { loadDataset } from '../data/load.js';
+import { loadDataset, type DataOptions } from '../data/load.js';
+import { createAugmenter, parseAugment, type BatchAugmenter } from '../data/augment.js';
 import type { Logger } from '../log.js';
 import type { ProgressView } from '../cli/progress.js';
 import { shardForRank, stepsPerEpoch, batchIndices } from '../data/sampler.js';
@@ -25,6 +26,7 @@ export interface SingleRunOptions {
   /** TensorFlow threads (`--threads`); undefined = the backend's default. */
   threads?: number;
   dataDir?: string;
+  dataOptions?: DataOptions;
   summaryJson?: string;
   /** Folder for the trained model (model.json + weights.bin); none when absent. */
   saveDir?: string;
@@ -55,8 +57,8 @@ export interface TrainSummary {
 export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary> {
   const started = performance.now();
   const { config, log } = opts;
-  const backend = await selectBackend(opts.backend, log);
-  const data = await loadData(opts.dataDir, config);
+  const backend = await selectBackend(opts.backend, log, { threads: opts.threads });
+  const data = limitDataset(await loadDataset(opts.dataDir, opts.dataOptions), config.trainLimit, config.testLimit);
   log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
   const { built } = await resolveModel(config.model, modelShapeOf(data), config.seed);
   const replica = new Replica(built, { name: config.optimizer, lr: config.lr, momentum: config.momentum });
@@ -77,15 +79,15 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   return result;
 }
 
-async function loadData(dataDir: string | undefined, config: TrainConfig): Promise<Dataset> {
-  return limitDataset(await loadDataset(dataDir), config.trainLimit, config.testLimit);
-}
-
 type LoopSummary = Pick<TrainSummary, 'epochs' | 'steps' | 'testAccuracy' | 'samplesPerSec' | 'history'>;
+
+/** The epoch's training augmentation (--augment), the same transforms a cluster worker applies. */
+function epochAugmenter(config: TrainConfig, data: Dataset, epoch: number): BatchAugmenter | undefined {
+  return createAugmenter({ names: parseAugment(config.augment), shape: data.shape, seed: config.seed, epoch });
+}
 
 async function trainLoop(replica: Replica, data: Dataset, opts: SingleRunOptions): Promise<LoopSummary> {
   const { config, log, progress } = opts;
-  const loader = new BatchLoader(data.train, config.batchSize);
   const history: EpochResult[] = [];
   let steps = 0;
   let samples = 0;
@@ -102,6 +104,7 @@ async function trainLoop(replica: Replica, data: Dataset, opts: SingleRunOptions
       shuffle: true,
     });
     const nSteps = stepsPerEpoch(shard.length, config.batchSize);
+    const loader = new BatchLoader(data.train, config.batchSize, epochAugmenter(config, data, epoch));
     progress.begin(`epoch ${epoch + 1}/${config.epochs}`, shard.length);
     let lossSum = 0;
     for (let step = 0; step < nSteps; step++) {

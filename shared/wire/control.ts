@@ -7,6 +7,8 @@ import { FRAME_PREFIX_BYTES, FrameKind, PROTOCOL_VERSION, readPrefix, unknownKin
 import {
   MessageType,
   type AssignMessage,
+  type DatasetInfo,
+  type HelloMessage,
   type EvalResultMessage,
   type Message,
   type MessageOf,
@@ -112,6 +114,21 @@ function checkShippedSamples(r: FieldReader, message: ShardMessage): void {
   message.sampleShape = shape;
 }
 
+const MAX_CLASS_NAMES = 256;
+
+function datasetInfo(r: FieldReader): DatasetInfo {
+  return {
+    format: r.string('format'),
+    height: r.int('height', 1, MAX_SAMPLE_SIDE),
+    width: r.int('width', 1, MAX_SAMPLE_SIDE),
+    channels: r.int('channels', 1, MAX_SAMPLE_CHANNELS),
+    classNames: r.strings('classNames', MAX_CLASS_NAMES),
+    trainCount: r.int('trainCount'),
+    testCount: r.int('testCount'),
+    fingerprint: r.string('fingerprint'),
+  };
+}
+
 function evalResult(r: FieldReader): EvalResultMessage {
   const correct = r.int('correct');
   const total = r.int('total');
@@ -129,17 +146,21 @@ function evalResult(r: FieldReader): EvalResultMessage {
 
 /** One validator per message type; each builds a fresh object holding only the known fields. */
 const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
-  hello: (r) => ({
-    type: 'hello',
-    protocolVersion: r.version(),
-    workerId: r.string('workerId'),
-    host: r.string('host'),
-    ringHost: r.string('ringHost'),
-    ringPort: r.int('ringPort', 0, 65535),
-    hasData: r.boolean('hasData'),
-    backend: r.string('backend'),
-    auth: r.bytes('auth'),
-  }),
+  hello: (r) => {
+    const message: HelloMessage = {
+      type: 'hello',
+      protocolVersion: r.version(),
+      workerId: r.string('workerId'),
+      host: r.string('host'),
+      ringHost: r.string('ringHost'),
+      ringPort: r.int('ringPort', 0, 65535),
+      hasData: r.boolean('hasData'),
+      backend: r.string('backend'),
+      auth: r.bytes('auth'),
+    };
+    if (message.hasData) message.dataset = datasetInfo(r.nested('dataset'));
+    return message;
+  },
   ready: (r) => ({
     type: 'ready',
     gen: r.gen(),
@@ -156,6 +177,20 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     waitingMs: r.duration('waitingMs'),
     peerRank: r.int('peerRank'),
   }),
+  ringLinkDown: (r) => {
+    const during = r.string('during');
+    if (during !== 'forming' && during !== 'training')
+      throw new ProtocolError(`ringLinkDown.during: expected 'forming' or 'training', got '${during}'`);
+    return {
+      type: 'ringLinkDown',
+      gen: r.gen(),
+      rank: r.int('rank'),
+      peerRank: r.int('peerRank'),
+      during,
+      attempts: r.int('attempts'),
+      reason: r.string('reason'),
+    };
+  },
   challenge: (r) => ({ type: 'challenge', protocolVersion: r.version(), nonce: r.bytes('nonce') }),
   metrics: (r) => ({ type: 'metrics', gen: r.gen(), rank: r.int('rank'), records: r.array('records', stepRecord) }),
   evalResult,

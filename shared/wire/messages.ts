@@ -18,11 +18,26 @@ export const MessageType = {
   challenge: 'challenge',
   heartbeat: 'heartbeat',
   stall: 'stall',
+  ringLinkDown: 'ringLinkDown',
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 // ---- worker -> coordinator ----
-/** `auth` answers the coordinator's challenge (shared/auth.ts). */
+/**
+ * A worker's own copy of the dataset, described so the coordinator can refuse one that differs from its own:
+ * sample shape, classes in label order, split sizes and a content fingerprint (shared/data/info.ts).
+ */
+export interface DatasetInfo {
+  format: string;
+  height: number;
+  width: number;
+  channels: number;
+  classNames: string[];
+  trainCount: number;
+  testCount: number;
+  fingerprint: string;
+}
+/** `auth` answers the coordinator's challenge (shared/auth.ts); `dataset` is present exactly when `hasData`. */
 export interface HelloMessage {
   type: 'hello';
   protocolVersion: number;
@@ -31,6 +46,7 @@ export interface HelloMessage {
   ringHost: string;
   ringPort: number;
   hasData: boolean;
+  dataset?: DatasetInfo;
   backend: string;
   auth: Uint8Array;
 }
@@ -61,6 +77,21 @@ export interface StallMessage {
   step: number;
   waitingMs: number;
   peerRank: number;
+}
+/**
+ * A ring link of this worker is down. `during: 'forming'`: its dial to the successor `peerRank` failed `attempts`
+ * times (with backoff) within the ring form timeout, so that peer's ring address cannot be reached. `during:
+ * 'training'`: an open link to `peerRank` (successor or predecessor) was lost although the ring was not re-formed.
+ * Either way the coordinator re-forms the ring; a successor unreachable while forming is evicted.
+ */
+export interface RingLinkDownMessage {
+  type: 'ringLinkDown';
+  gen: number;
+  rank: number;
+  peerRank: number;
+  during: 'forming' | 'training';
+  attempts: number;
+  reason: string;
 }
 export interface StepRecord {
   epoch: number;
@@ -222,7 +253,8 @@ export type WorkerToCoordinatorMessage =
   | WeightsMessage
   | FailedMessage
   | HeartbeatMessage
-  | StallMessage;
+  | StallMessage
+  | RingLinkDownMessage;
 export type CoordinatorToWorkerMessage =
   WelcomeMessage | AssignMessage | StartMessage | ShardMessage | RequestWeightsMessage | StopMessage;
 export type Message = WorkerToCoordinatorMessage | CoordinatorToWorkerMessage | RingHelloMessage | ChallengeMessage;
