@@ -2,6 +2,7 @@
 import os from 'node:os';
 import { Command, Option } from 'commander';
 import { COMPRESSIONS } from '../shared/ring/allreduce.js';
+import { ConfigError } from '../shared/errors.js';
 import { generateToken, resolveToken, TOKEN_ENV } from '../shared/auth.js';
 import {
   addDataDirOption,
@@ -15,7 +16,6 @@ import {
 import { createRootLogger } from '../shared/log.js';
 import { createProgressView } from '../shared/cli/progress.js';
 import { DASHBOARD_DEFAULTS } from './dashboard/server.js';
-import { startObservability } from './observability.js';
 import { COORDINATOR_DEFAULTS, startCoordinator, type ClusterSummary } from './start.js';
 
 const D = COORDINATOR_DEFAULTS;
@@ -72,6 +72,10 @@ export function addCoordinatorOptions(cmd: Command): Command {
     )
     .option('--checkpoint-keep <n>', 'checkpoints to keep', intOption('--checkpoint-keep'), D.checkpointKeep)
     .option('--resume', 'continue the run in --run-dir from its newest valid checkpoint', false)
+    .option(
+      '--resume-run <id>',
+      "with --resume: accept this run's checkpoints (default: the run in --run-dir/run.json)",
+    )
     .addOption(
       new Option(
         '--on-nonfinite <action>',
@@ -139,7 +143,7 @@ export function coordinatorCommand(): Command {
     const runDir =
       opts.resume && typeof opts.runDir !== 'string'
         ? (() => {
-            throw new Error('--resume needs --run-dir');
+            throw new ConfigError('--resume needs --run-dir');
           })()
         : defaultRunDir(opts);
     const log = createRootLogger({ runDir, name: 'coordinator', level: opts.logLevel as 'info' }).child({
@@ -147,13 +151,6 @@ export function coordinatorCommand(): Command {
     });
     const progress = createProgressView({ quiet: Boolean(opts.quiet) });
     const train = readTrainConfig(opts);
-    const observability = await startObservability({
-      model: train.model,
-      dashboardHost: String(opts.dashboardHost),
-      dashboardPort: Number(opts.dashboardPort),
-      ...(opts.timeline ? { timeline: String(opts.timeline) } : {}),
-      log,
-    });
     const given = resolveToken(opts.token);
     const token = given ?? generateToken();
     const handle = await startCoordinator({
@@ -165,6 +162,7 @@ export function coordinatorCommand(): Command {
       summaryJson: opts.summaryJson as string | undefined,
       token,
       resume: Boolean(opts.resume),
+      ...(typeof opts.resumeRun === 'string' ? { resumeRun: opts.resumeRun } : {}),
       minWorkers: Math.max(1, Number(opts.minWorkers)),
       maxWorkers: Number(opts.maxWorkers),
       rendezvousTimeoutMs: Number(opts.rendezvousTimeout),
@@ -184,12 +182,13 @@ export function coordinatorCommand(): Command {
       ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: String(opts.tlsCert), key: String(opts.tlsKey) } } : {}),
       log,
       progress,
-      observers: observability.observers,
+      dashboard: { host: String(opts.dashboardHost), port: Number(opts.dashboardPort) },
+      ...(opts.timeline ? { timeline: String(opts.timeline) } : {}),
     });
     const shownHost = opts.host === '0.0.0.0' || opts.host === '::' ? os.hostname() : String(opts.host);
     const scheme = opts.tlsCert ? 'wss' : 'ws';
     progress.line(`coordinator ${scheme}://${shownHost}:${handle.port}  run ${handle.runId}  logs in ${runDir}`);
-    progress.line(`dashboard ${observability.dashboard.url}`);
+    if (handle.dashboardUrl) progress.line(`dashboard ${handle.dashboardUrl}`);
     if (!given) progress.line(`cluster token (generated): ${token}\n  workers need it: export ${TOKEN_ENV}=${token}`);
     progress.line(
       `waiting for ${String(opts.minWorkers)} worker(s): ringtrain worker --coordinator ${scheme}://${shownHost}:${handle.port}`,
@@ -202,7 +201,7 @@ export function coordinatorCommand(): Command {
     for (const signal of ['SIGINT', 'SIGTERM'] as const)
       process.once(signal, () => void handle.close(`interrupted by ${signal}`));
     const summary = await handle.done;
-    await observability.close();
+    await handle.close();
     if (summary.outcome !== 'finished') progress.line(`run ${summary.outcome}: ${summary.error ?? ''}`);
     else
       progress.line(

@@ -3,11 +3,8 @@
  * updates) and the optional Chrome-trace timeline. Started before the coordinator, so they see the run from its
  * first event.
  */
-import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-cpu';
 import { RingtrainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { buildModel, type ModelName } from '../shared/train/models.js';
 import { createMetrics } from './dashboard/metrics.js';
 import { DASHBOARD_DEFAULTS, startDashboard, type DashboardHandle } from './dashboard/server.js';
 import { DashboardState } from './dashboard/state.js';
@@ -15,7 +12,6 @@ import type { RunObserver } from './events.js';
 import { createTimelineWriter } from './timeline.js';
 
 export interface ObservabilityOptions {
-  model: ModelName;
   dashboardHost: string;
   /** 0 = any free port; the default port falls back to a free one when taken. */
   dashboardPort: number;
@@ -27,16 +23,6 @@ export interface Observability {
   observers: RunObserver[];
   dashboard: DashboardHandle;
   close(): Promise<void>;
-}
-
-/** Parameters of the model, for the allreduce byte counter (built once on the cpu backend; no training here). */
-async function countParams(model: ModelName): Promise<number> {
-  await tf.setBackend('cpu');
-  tf.enableProdMode();
-  const built = buildModel(model);
-  const n = built.logitsModel.countParams();
-  built.model.dispose();
-  return n;
 }
 
 async function startDashboardWithFallback(
@@ -59,7 +45,7 @@ async function startDashboardWithFallback(
 
 export async function startObservability(opts: ObservabilityOptions): Promise<Observability> {
   const state = new DashboardState();
-  const metrics = createMetrics({ paramCount: await countParams(opts.model) });
+  const metrics = createMetrics({});
   const timeline = opts.timeline ? createTimelineWriter(opts.timeline) : undefined;
   const dashboard = await startDashboardWithFallback(opts, state, metrics);
   return {

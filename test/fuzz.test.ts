@@ -193,6 +193,7 @@ const INT_FIELDS = new Set([
   'firstStep',
   'epochSamples',
   'offset',
+  'consumed',
   'testStart',
   'testEnd',
   'samples',
@@ -231,6 +232,7 @@ const STRING_FIELDS = new Set([
   'runId',
   'reason',
   'paramHash',
+  'lineage',
 ]);
 const BOOLEAN_FIELDS = new Set(['hasData', 'hasState', 'nonFinite']);
 

@@ -86,7 +86,10 @@ function notHandshakes(): Array<[string, Uint8Array | string]> {
     ['a hello of protocol version 2', Uint8Array.from([FrameKind.control, 2, ...validHello.subarray(2)])],
     ['a hello with wrong field types', controlFrame({ ...hello(new Uint8Array(32)), ringPort: 'http', pid: -1.5 })],
     ['a gradient chunk', chunk(1, [1, 2, 3])],
-    ["a 'ready' instead of the answer", encodeMessage({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false })],
+    [
+      "a 'ready' instead of the answer",
+      encodeMessage({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }),
+    ],
     [
       "a 'welcome' (the wrong direction)",
       encodeMessage({ type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'x', runId: 'y' }),
@@ -305,7 +308,17 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
       ['a text frame', () => 'not a binary frame'],
       [
         'a truncated ready',
-        (a) => encodeMessage({ type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false }).subarray(0, 9),
+        (a) =>
+          encodeMessage({
+            type: 'ready',
+            gen: a.gen,
+            rank: a.rank,
+            step: 0,
+            hasState: false,
+            epoch: 0,
+            consumed: 0,
+            lineage: '',
+          }).subarray(0, 9),
       ],
       [
         'a ready with wrong field types',
@@ -321,6 +334,8 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
             gen: a.gen,
             epoch: 0,
             step: 0,
+            consumed: 0,
+            lineage: 'run:1',
             weights: new Uint8Array(0),
             optimizer: new Uint8Array(0),
           }),
@@ -385,12 +400,12 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
       { type: 'evalResult', gen: a.gen, rank: a.rank, epoch: 9, correct: 1, total: 2, lossSum: 1 }, // before any shard
       { type: 'epochDone', gen: a.gen, rank: a.rank, epoch: 9, steps: 1, trainMs: 0 },
       { type: 'stall', gen: a.gen, rank: a.rank, step: 1, waitingMs: 1e9, peerRank: 0 }, // while not training
-      { type: 'ready', gen: a.gen + 7, rank: a.rank, step: 0, hasState: false }, // a future generation
+      { type: 'ready', gen: a.gen + 7, rank: a.rank, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }, // a future generation
       { type: 'failed', gen: a.gen + 7, rank: a.rank, code: 'X', message: 'of another generation, so not fatal' },
-      { type: 'ready', gen: a.gen, rank: a.rank + 1, step: 0, hasState: false }, // someone else's rank
+      { type: 'ready', gen: a.gen, rank: a.rank + 1, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }, // someone else's rank
       { type: 'heartbeat', gen: 0, rank: -1, step: 0 },
-      { type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false },
-      { type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false }, // twice
+      { type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' },
+      { type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }, // twice
     ];
     for (const m of sequence) p.ws.send(encodeMessage(m));
     // A bad message last: it is handled after all the above, so the link was up until here.
@@ -602,7 +617,8 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
       ['a truncated chunk', (gen) => chunk(gen, [1, 2, 3]).subarray(0, 26), CLOSE_CODES.protocolError],
       [
         "a control message ('ready') on the ring",
-        (gen) => encodeMessage({ type: 'ready', gen, rank: 0, step: 0, hasState: false }),
+        (gen) =>
+          encodeMessage({ type: 'ready', gen, rank: 0, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }),
         CLOSE_CODES.protocolError,
       ],
       [

@@ -110,6 +110,9 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     rank: r.int('rank'),
     step: r.int('step'),
     hasState: r.boolean('hasState'),
+    epoch: r.int('epoch'),
+    consumed: r.int('consumed'),
+    lineage: r.string('lineage'),
   }),
   heartbeat: (r) => ({ type: 'heartbeat', gen: r.int('gen'), rank: r.int('rank', -1), step: r.int('step') }),
   stall: (r) => ({
@@ -159,6 +162,8 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     gen: r.gen(),
     epoch: r.int('epoch'),
     step: r.int('step'),
+    consumed: r.int('consumed'),
+    lineage: r.string('lineage'),
     weights: r.bytes('weights', 4),
     optimizer: r.bytes('optimizer', 4),
   }),

@@ -35,9 +35,11 @@ export interface HelloMessage {
   auth: Uint8Array;
 }
 /**
- * The worker's ring links are up. `step` is the number of global steps its replica has applied, meaningful when
- * `hasState` (a worker that joined mid-run has no state yet); the coordinator restores every replica from the most
- * advanced one, so no completed step is lost when the membership changes.
+ * The worker's ring links are up. When `hasState`, its replica has applied `step` global steps, standing at
+ * (`epoch`, `consumed` samples of that epoch's order), in the history `lineage` (an id the coordinator handed out
+ * with the state; see coordinator/restore.ts). A worker that joined mid-run has no state yet (lineage ''). The
+ * coordinator restores every replica from the most advanced one of the current lineage, so no completed step is lost
+ * when the membership changes, nor when a restarted coordinator resumes.
  */
 export interface ReadyMessage {
   type: 'ready';
@@ -45,6 +47,9 @@ export interface ReadyMessage {
   rank: number;
   step: number;
   hasState: boolean;
+  epoch: number;
+  consumed: number;
+  lineage: string;
 }
 /** Liveness, every heartbeat interval; `gen` 0 and `rank` -1 before the worker is part of a ring. */
 export interface HeartbeatMessage {
@@ -145,12 +150,14 @@ export interface AssignMessage {
   /** The training config; validated by its user, here only checked to be a plain object. */
   config: Record<string, unknown>;
 }
-/** `optimizer` may be empty (fresh optimizer state). */
+/** `optimizer` may be empty (fresh optimizer state). The state stands at (epoch, consumed, step) of `lineage`. */
 export interface StartMessage {
   type: 'start';
   gen: number;
   epoch: number;
   step: number;
+  consumed: number;
+  lineage: string;
   weights: Uint8Array;
   optimizer: Uint8Array;
 }
