@@ -579,6 +579,7 @@ export class Coordinator {
       hashMismatches: s.hashMismatches,
       nonFiniteSteps: s.nonFiniteSteps,
       history: s.history,
+      waits: s.waits.workers(),
       outcome,
       reason,
       ...(outcome === 'finished' ? {} : { error: reason }),

@@ -2,7 +2,7 @@
  * What each rank trains on and evaluates under one generation's plan, as the `shard` message that carries it: indices
  * for workers with a local copy of the dataset, the sample bytes themselves for workers without one.
  */
-import { sliceSplit, type MnistDataset } from '../shared/data/mnist.js';
+import { sliceSplit, type Dataset } from '../shared/data/dataset.js';
 import { uint32ToBytes, type ShardMessage } from '../shared/wire/protocol.js';
 import { evalShard, shardForRank } from '../shared/data/sampler.js';
 import type { EpochPlan } from './epoch-plan.js';
@@ -16,7 +16,7 @@ export interface ShardRequest {
   hasData: boolean;
 }
 
-export function planShard(data: MnistDataset, req: ShardRequest): ShardMessage {
+export function planShard(data: Dataset, req: ShardRequest): ShardMessage {
   const { plan, rank } = req;
   const indices = shardForRank({
     datasetSize: data.train.count,
@@ -49,6 +49,8 @@ export function planShard(data: MnistDataset, req: ShardRequest): ShardMessage {
     );
     msg.testImages = testSlice.images;
     msg.testLabels = testSlice.labels;
+    const [height, width, channels] = data.shape;
+    msg.sampleShape = { height, width, channels };
   }
   return msg;
 }

@@ -3,6 +3,12 @@
  * sums, per-phase timing means, replica hash comparison, and the final summary.
  */
 import type { EpochDoneMessage, EvalResultMessage, StepRecord } from '../shared/wire/protocol.js';
+import { WaitTracker, type WorkerWait } from './dashboard/waits.js';
+
+/** The summary's "who made the others wait", per rank (see dashboard/waits.ts). */
+export interface WaitSummary {
+  waits: WorkerWait[];
+}
 
 export interface EpochOutcome {
   epoch: number;
@@ -42,6 +48,9 @@ export class RunState {
   totalSamples = 0;
   lastStep = -1;
   latestLoss = NaN;
+  /** Who entered each step's allreduce last; rings are numbered here in the order they form. */
+  readonly waits = new WaitTracker({ recent: 0 });
+  private rings = 0;
 
   constructor(private worldSize: number) {}
 
@@ -53,6 +62,7 @@ export class RunState {
    */
   newGeneration(worldSize: number, lastStepDone: number): void {
     this.worldSize = worldSize;
+    this.waits.ring(++this.rings, worldSize);
     this.hashes.clear();
     for (const p of this.epochs.values()) {
       p.priorSeconds += Math.max(0, ...[...p.done.values()].map((d) => d.trainMs / 1000));
@@ -93,6 +103,7 @@ export class RunState {
       this.lastStep = Math.max(this.lastStep, r.step);
       this.latestLoss = r.loss;
       if (r.nonFinite) this.nonFiniteSteps++;
+      this.waits.add(this.rings, rank, r);
       if (r.paramHash !== undefined && this.checkHash(r.step, rank, r.paramHash) === false) mismatched.push(r.step);
     }
     return mismatched;

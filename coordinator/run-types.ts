@@ -1,14 +1,14 @@
 /** The coordinator's options, the states it holds and hands out, and its run phases. */
 import type { Compression } from '../shared/ring/allreduce.js';
 import type { TrainConfig } from '../shared/config.js';
-import type { MnistDataset } from '../shared/data/mnist.js';
+import type { Dataset } from '../shared/data/dataset.js';
 import type { Logger } from '../shared/log.js';
 import type { Transitions } from '../shared/phases.js';
 import type { CheckpointMeta } from './checkpoints.js';
 import type { Position } from './epoch-plan.js';
 import type { HeldState } from './restore.js';
 import type { RunObserver, RunSummaryView } from './events.js';
-import type { EpochOutcome, PhaseMeans } from './run-state.js';
+import type { EpochOutcome, PhaseMeans, WaitSummary } from './run-state.js';
 
 export interface CoordinatorOptions {
   minWorkers: number;
@@ -52,7 +52,7 @@ export interface ResumeState extends StoredState {
 }
 
 /** What --summary-json holds: the fields observers see at the end of a run, and the cluster's details. */
-export interface ClusterSummary extends RunSummaryView {
+export interface ClusterSummary extends RunSummaryView, WaitSummary {
   runId: string;
   model: string;
   backend: string;
@@ -87,7 +87,7 @@ export interface CoordinatorDeps {
   runId: string;
   train: TrainConfig;
   opts: CoordinatorOptions;
-  data: MnistDataset;
+  data: Dataset;
   checkpoints: CheckpointSink;
   resume?: ResumeState;
   /** For debugging traces only; facts go to the event stream. */

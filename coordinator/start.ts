@@ -9,11 +9,12 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { WebSocketServer } from 'ws';
+import type { WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS } from '../shared/admission.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { WebSocketControlLink } from '../shared/control-link.js';
-import { limitSplit, loadMnist, type MnistDataset } from '../shared/data/mnist.js';
+import { limitDataset, type Dataset } from '../shared/data/dataset.js';
+import { loadDataset } from '../shared/data/load.js';
 import { CLOSE_CODES, ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
@@ -86,13 +87,8 @@ export interface CoordinatorHandle {
   close(reason?: string): Promise<ClusterSummary>;
 }
 
-async function loadRunData(train: TrainConfig, dataDir?: string): Promise<MnistDataset> {
-  const data = await loadMnist(dataDir);
-  return {
-    ...data,
-    train: train.trainLimit > 0 ? limitSplit(data.train, train.trainLimit) : data.train,
-    test: train.testLimit > 0 ? limitSplit(data.test, train.testLimit) : data.test,
-  };
+async function loadRunData(train: TrainConfig, dataDir?: string): Promise<Dataset> {
+  return limitDataset(await loadDataset(dataDir), train.trainLimit, train.testLimit);
 }
 
 const RUN_FILE = 'run.json';
@@ -169,6 +165,7 @@ async function startOutputs(
   let observability: Observability | undefined;
   if (cfg.dashboard || cfg.timeline) {
     observability = await startObservability({
+      runDir: cfg.runDir,
       dashboardHost: cfg.dashboard?.host ?? '127.0.0.1',
       dashboardPort: cfg.dashboard?.port ?? 0,
       ...(cfg.timeline ? { timeline: cfg.timeline } : {}),
@@ -197,22 +194,16 @@ function serve(cfg: CoordinatorConfig, coord: Coordinator): { server: http.Serve
   const server = cfg.tls
     ? https.createServer({ cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) }, onRequest)
     : http.createServer(onRequest);
-  const wss = new WebSocketServer({ server, maxPayload: cfg.maxPayloadBytes, perMessageDeflate: false });
   const admission = new Admission({
     token: cfg.token,
     context: 'control',
     authTimeoutMs: cfg.authTimeoutMs,
     maxPending: cfg.maxPendingAuth,
     maxHandshakeBytes: ADMISSION_DEFAULTS.maxHandshakeBytes,
+    maxPayloadBytes: cfg.maxPayloadBytes,
     log: cfg.log,
   });
-  wss.on('connection', (ws, req) =>
-    admission.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, (link, hello) =>
-      coord.admit(new WebSocketControlLink(link, cfg.log), hello),
-    ),
-  );
-  wss.on('error', (err) => cfg.log.error({ err }, 'websocket server error'));
-  server.on('clientError', (_err, socket) => socket.destroy());
+  const wss = admission.listen(server, (link, hello) => coord.admit(new WebSocketControlLink(link, cfg.log), hello));
   return { server, wss };
 }
 

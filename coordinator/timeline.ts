@@ -12,6 +12,11 @@
  * Span boundaries come from the worker's `startedAt` (wall clock, ms) plus the phase durations in order, rounded to
  * whole microseconds once so children nest exactly inside their parents. The coordinator is one more process
  * (COORDINATOR_PID) with instant events for membership changes, epochs and notices.
+ *
+ * Bounded: a TimelineBuffer keeps the latest `maxSteps` steps of every rank and the latest `maxInstants` instant
+ * events (the dashboard's /timeline.json download). The file writer appends as events arrive until a rank passes
+ * `maxSteps` steps; from then on it rewrites the file from its buffer (atomically, every `rewriteMs` and at close),
+ * so a long run's file holds its latest steps and never grows past the buffer's size.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -164,8 +169,116 @@ class TraceBuilder {
   }
 }
 
-/** Open `file` for writing (creating its folder) and stream the run's trace events into it. */
-export function createTimelineWriter(file: string): TimelineWriter {
+export interface TimelineLimits {
+  /** Steps kept per rank (default 2000). */
+  maxSteps?: number;
+  /** Coordinator instant events kept (default 1000). */
+  maxInstants?: number;
+}
+
+/** The latest steps of every rank and the latest instants, as a trace that is always valid JSON. */
+export class TimelineBuffer {
+  private readonly builder = new TraceBuilder();
+  private readonly meta: TraceEvent[];
+  private instants: TraceEvent[] = [];
+  private readonly steps = new Map<number, TraceEvent[][]>();
+  readonly maxSteps: number;
+  private readonly maxInstants: number;
+
+  constructor(limits: TimelineLimits = {}) {
+    this.maxSteps = limits.maxSteps ?? 2000;
+    this.maxInstants = limits.maxInstants ?? 1000;
+    if (!Number.isInteger(this.maxSteps) || this.maxSteps < 1) {
+      throw new ConfigError(`timeline maxSteps must be a positive integer, got ${this.maxSteps}`);
+    }
+    this.meta = this.builder.start();
+  }
+
+  /** Fold in an event; returns the trace events it made (for a streaming writer). */
+  add(event: RunEvent, at: number): TraceEvent[] {
+    const made = this.builder.events(event, at);
+    if (event.kind !== 'steps') {
+      this.instants.push(...made);
+      if (this.instants.length > 2 * this.maxInstants) this.instants = this.instants.slice(-this.maxInstants);
+      return made;
+    }
+    let ring = this.steps.get(event.rank);
+    if (!ring) this.steps.set(event.rank, (ring = []));
+    for (const e of made) {
+      if (e.ph === 'M') this.meta.push(e);
+      else if (e.name === 'step') ring.push([e]);
+      else ring[ring.length - 1]?.push(e);
+    }
+    if (ring.length > 2 * this.maxSteps) ring.splice(0, ring.length - this.maxSteps);
+    return made;
+  }
+
+  readonly observe: RunObserver = (event, at) => void this.add(event, at);
+
+  /** Steps held for `rank` (for the writer's switch to rewriting). */
+  stepCount(rank: number): number {
+    return this.steps.get(rank)?.length ?? 0;
+  }
+
+  events(): TraceEvent[] {
+    const out = [...this.meta, ...this.instants.slice(-this.maxInstants)];
+    for (const ring of this.steps.values()) for (const step of ring.slice(-this.maxSteps)) out.push(...step);
+    return out;
+  }
+
+  json(): string {
+    return `[\n${this.events()
+      .map((e) => JSON.stringify(e))
+      .join(',\n')}\n]\n`;
+  }
+}
+
+export interface TimelineWriterOptions extends TimelineLimits {
+  /** The buffer to fill (share it with the dashboard's download); a new one by default. */
+  buffer?: TimelineBuffer;
+  /** How often a file past its budget is rewritten from the buffer, ms (default 30000). */
+  rewriteMs?: number;
+}
+
+/** Past its budget, the file is complete at all times: the buffer's latest steps, rewritten as a whole. */
+class Rewriter {
+  private timer?: NodeJS.Timeout;
+  active = false;
+
+  constructor(
+    private readonly file: string,
+    private readonly buffer: TimelineBuffer,
+    private readonly streamEnded: Promise<void>,
+    private readonly everyMs: number,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  private rewrite(): void {
+    try {
+      const tmp = `${this.file}.tmp`;
+      fs.writeFileSync(tmp, this.buffer.json());
+      fs.renameSync(tmp, this.file);
+    } catch (err) {
+      this.onError(err as Error);
+    }
+  }
+
+  start(): void {
+    this.active = true;
+    this.timer = setInterval(() => this.rewrite(), this.everyMs);
+    this.timer.unref();
+    void this.streamEnded.then(() => this.rewrite());
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.streamEnded;
+    this.rewrite();
+  }
+}
+
+/** Open `file` for writing (creating its folder) and stream the run's trace events into it, bounded. */
+export function createTimelineWriter(file: string, opts: TimelineWriterOptions = {}): TimelineWriter {
   let fd: number;
   try {
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -178,24 +291,33 @@ export function createTimelineWriter(file: string): TimelineWriter {
   stream.on('error', (err) => {
     failure ??= err;
   });
-  const builder = new TraceBuilder();
+  const buffer = opts.buffer ?? new TimelineBuffer(opts);
   let first = true;
   let closing: Promise<void> | undefined;
-
   const write = (events: TraceEvent[]): void => {
-    if (events.length === 0 || failure || closing) return;
+    if (events.length === 0 || failure || closing || rewriter.active) return;
     const text = events.map((e) => JSON.stringify(e)).join(',\n');
     stream.write(first ? text : `,\n${text}`);
     first = false;
   };
+  const streamEnded = new Promise<void>((resolve) => stream.once('close', resolve));
+  const rewriter = new Rewriter(file, buffer, streamEnded, opts.rewriteMs ?? 30_000, (err) => (failure ??= err));
 
   stream.write('[\n');
-  write(builder.start());
+  write(buffer.events());
   return {
-    observe: (event, at) => write(builder.events(event, at)),
+    observe: (event, at) => {
+      const made = buffer.add(event, at);
+      if (rewriter.active) return;
+      if (event.kind === 'steps' && buffer.stepCount(event.rank) >= buffer.maxSteps) {
+        rewriter.start();
+        stream.end();
+      } else write(made);
+    },
     close() {
       closing ??= new Promise<void>((resolve, reject) => {
         const settle = (): void => (failure ? reject(failure) : resolve());
+        if (rewriter.active) return void rewriter.stop().then(settle);
         if (stream.destroyed) return settle();
         stream.once('close', settle);
         stream.end('\n]\n');

@@ -6,6 +6,8 @@ import { coordinatorCommand } from '../coordinator/cli.js';
 import { workerCommand } from '../worker/cli.js';
 import { launchCommand } from '../launcher/launch.js';
 import { trainCommand } from './cli/train.js';
+import { nativeCommands } from './cli/native.js';
+import { dashboardCommand } from './cli/dashboard.js';
 
 const program = new Command('ringtrain')
   .description('distributed data-parallel training on Node.js: a coordinator, WebSocket workers and a ring allreduce')
@@ -14,6 +16,8 @@ program.addCommand(trainCommand());
 program.addCommand(coordinatorCommand());
 program.addCommand(workerCommand());
 program.addCommand(launchCommand());
+for (const c of nativeCommands()) program.addCommand(c);
+program.addCommand(dashboardCommand());
 
 // horovodrun spells it -np; commander's short flags are one letter, so accept that spelling here.
 program.parseAsync(process.argv.map((a) => (a === '-np' ? '--np' : a))).catch((err: unknown) => {

@@ -1,25 +1,43 @@
 /**
- * Link handshakes, for the coordinator's control port and each worker's ring port alike. The accepting side sends a
- * challenge and admits the link only when the first message answers it (shared/auth.ts); a wrong or missing token,
- * garbage, an oversized first message or silence past the timeout closes the link with a policy-violation code and
- * one log line. Unauthenticated links are capped, so a flood of idle connections cannot exhaust the process.
+ * Link handshakes, for the coordinator's control port and each worker's ring port alike. `Admission.listen` is the
+ * one way a listener accepts WebSocket links: every socket is a GuardedWebSocket (an 'error' listener from its
+ * construction), and the WebSocket layer itself limits every message to `maxHandshakeBytes` until the link has
+ * authenticated; only then is the limit raised to `maxPayloadBytes`. So an unauthenticated client can neither crash
+ * the process nor make it buffer more than 64 KB.
+ *
+ * The accepting side sends a challenge and admits the link only when the first message answers it (shared/auth.ts);
+ * a wrong or missing token, garbage or silence past the timeout closes the link with 1008 (policy violation), and a
+ * message past the pre-authentication limit is cut off with 1009 when its header arrives. Unauthenticated links are
+ * capped: beyond `maxPending`, new links are told 1013 (try again later), which dialers retry with backoff. A refused
+ * link is destroyed within REFUSED_LINGER_MS, whether or not the peer completes the close handshake.
  */
-import WebSocket from 'ws';
+import type http from 'node:http';
+import WebSocket, { WebSocketServer } from 'ws';
 import { authAnswer, newNonce, verifyAnswer, type LinkContext } from './auth.js';
-import { AuthError, CLOSE_CODES, PeerLostError, ProtocolError } from './errors.js';
+import { AuthError, CLOSE_CODES, closeCodeFor, PeerBusyError, PeerLostError, ProtocolError } from './errors.js';
 import type { Logger } from './log.js';
 import { decodeFrame, PROTOCOL_VERSION, type DecodedFrame, type Message, type MessageOf } from './wire/protocol.js';
-import { closeWithError, noDelay, rawToBytes, sendMessage } from './ws-util.js';
+import {
+  guardServer,
+  GuardedWebSocket,
+  noDelay,
+  rawToBytes,
+  refuseLink,
+  sendMessage,
+  setMaxPayload,
+} from './ws-util.js';
 
 export interface AdmissionOptions {
   token: string;
   context: LinkContext;
   /** Close a link that has not authenticated within this time. */
   authTimeoutMs: number;
-  /** Refuse new links while this many are still unauthenticated. */
+  /** Refuse new links (1013, try again later) while this many are still unauthenticated. */
   maxPending: number;
-  /** Largest first message accepted (a handshake is small). */
+  /** Largest message accepted before the link authenticated (a handshake is small), enforced by the ws receiver. */
   maxHandshakeBytes: number;
+  /** Largest message accepted once the link authenticated. */
+  maxPayloadBytes: number;
   log: Logger;
 }
 
@@ -37,25 +55,48 @@ export class Admission<C extends LinkContext> {
     return this.pending;
   }
 
+  /**
+   * Accept WebSocket links on `server` (HTTP or HTTPS): the only way ringtrain listens for links. Returns the
+   * WebSocketServer (for its `clients` and `close`).
+   */
+  listen(server: http.Server, admitted: (ws: WebSocket, answer: Answer<C>) => void): WebSocketServer {
+    guardServer(server, this.opts.log);
+    const wss = new WebSocketServer({
+      server,
+      maxPayload: this.opts.maxHandshakeBytes,
+      perMessageDeflate: false,
+      WebSocket: GuardedWebSocket,
+    });
+    wss.on('connection', (ws, req) =>
+      this.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, admitted),
+    );
+    wss.on('error', (err) => this.opts.log.error({ err, link: this.opts.context }, 'link listener error'));
+    wss.on('wsClientError', (_err, socket) => socket.destroy());
+    return wss;
+  }
+
   /** Handle a new link: challenge it, and hand it over once its answer verifies. */
-  accept(ws: WebSocket, remote: string, admitted: (ws: WebSocket, answer: Answer<C>) => void): void {
+  private accept(ws: WebSocket, remote: string, admitted: (ws: WebSocket, answer: Answer<C>) => void): void {
     noDelay(ws);
     if (this.pending >= this.opts.maxPending) {
       if (this.refusedSinceLog++ % 100 === 0)
         this.opts.log.warn({ remote, pending: this.pending }, 'too many unauthenticated links; refusing');
-      ws.close(CLOSE_CODES.policyViolation, 'too many unauthenticated connections');
+      refuseLink(ws, CLOSE_CODES.tryAgainLater, 'busy: too many unauthenticated links, try again later');
       return;
     }
     this.pending++;
     let settled = false;
     const nonce = newNonce();
-    const refuse = (err: unknown) => {
-      if (settled) return;
+    const settle = () => {
       settled = true;
       this.pending--;
       clearTimeout(timer);
+    };
+    const refuse = (err: unknown) => {
+      if (settled) return;
+      settle();
       this.opts.log.warn({ remote, link: this.opts.context, reason: (err as Error).message }, 'refused a link');
-      closeWithError(ws, err);
+      refuseLink(ws, closeCodeFor(err), String((err as Error).message));
     };
     const timer = setTimeout(
       () => refuse(new AuthError(`no authenticated answer within ${this.opts.authTimeoutMs} ms`)),
@@ -66,22 +107,19 @@ export class Admission<C extends LinkContext> {
       if (settled) return;
       try {
         const answer = this.verify(rawToBytes(data), nonce);
-        settled = true;
-        this.pending--;
-        clearTimeout(timer);
+        settle();
+        setMaxPayload(ws, this.opts.maxPayloadBytes);
         admitted(ws, answer);
       } catch (err) {
         refuse(err);
       }
     });
     ws.once('close', () => {
-      if (!settled) {
-        settled = true;
-        this.pending--;
-        clearTimeout(timer);
-      }
+      if (!settled) settle();
     });
-    ws.on('error', () => undefined); // reported through 'close'
+    // A framing error or a message past the pre-authentication limit: ws has sent its close code (1002, 1009);
+    // destroy the link now rather than through the closing handshake.
+    ws.on('error', (err) => refuse(err));
     sendMessage(ws, { type: 'challenge', protocolVersion: PROTOCOL_VERSION, nonce });
   }
 
@@ -132,7 +170,9 @@ export async function dialAuthenticated(
         reject(
           code === CLOSE_CODES.policyViolation
             ? new AuthError(`${url} refused the link: ${reason.toString()}`)
-            : new PeerLostError(`${url} (close code ${code})`),
+            : code === CLOSE_CODES.tryAgainLater
+              ? new PeerBusyError(url, reason.toString())
+              : new PeerLostError(`${url} (close code ${code})`),
         );
       });
       ws.once('message', (data) => {
@@ -155,6 +195,8 @@ export async function dialAuthenticated(
     throw err;
   }
   ws.removeAllListeners();
+  // Never without an 'error' listener, whatever the caller attaches (it sees failures through 'close').
+  ws.on('error', () => undefined);
   noDelay(ws);
   return ws;
 }

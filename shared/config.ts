@@ -1,91 +1,52 @@
 /**
- * Training configuration shared by `ringtrain train`, the coordinator (which hands it to every worker) and the
- * benchmarks, with documented defaults and one validation function, so a bad value fails early with a clear message.
+ * The training config shared by `ringtrain train`, the coordinator (which hands it to every worker in
+ * `assign.config`) and the benchmarks. Its fields, defaults and checks are the entries of TRAIN_OPTIONS and
+ * RUN_OPTIONS (shared/cli/table.ts): the command line and the wire are validated by the same function, so a bad
+ * value fails early with a ConfigError naming the field.
  */
 import { ConfigError } from './errors.js';
-import { parseModelName, type ModelName } from './train/models.js';
-import { DEFAULT_LR, parseOptimizerName, type OptimizerName } from './train/optim.js';
+import type { OptionTable, ValuesOf } from './cli/spec.js';
+import { RUN_OPTIONS, TRAIN_OPTIONS } from './cli/table.js';
+import { DEFAULT_LR } from './train/optim.js';
 
-export interface TrainConfig {
-  model: ModelName;
-  optimizer: OptimizerName;
-  /** Learning rate; undefined = the optimizer's default (DEFAULT_LR). */
-  lr: number;
-  /** Per-epoch multiplicative decay of the learning rate. */
-  lrDecay: number;
-  momentum: number;
-  epochs: number;
-  /** Per process (per worker in a cluster). */
-  batchSize: number;
-  seed: number;
-  /** Use only the first N training samples (0 = all). */
-  trainLimit: number;
-  /** Use only the first N test samples for evaluation (0 = all). */
-  testLimit: number;
-  /** Stop once test accuracy reaches this (0 = never stop early). */
-  targetAccuracy: number;
-  /** Scale the learning rate by the world size, with a linear warmup (cluster only). */
-  scaleLr: boolean;
-  warmupEpochs: number;
+/** The training config; `lr` is always set (the optimizer's default when none was given). */
+export type TrainConfig = ValuesOf<typeof TRAIN_OPTIONS> & { lr: number };
+/** The cluster settings the workers follow; with the training config, what `assign.config` carries. */
+export type RunSettings = ValuesOf<typeof RUN_OPTIONS>;
+export type RunConfig = TrainConfig & RunSettings;
+
+function defaultsOf<T extends OptionTable>(table: T): ValuesOf<T> {
+  return Object.fromEntries(Object.entries(table).map(([k, spec]) => [k, spec.default])) as ValuesOf<T>;
 }
 
-export const TRAIN_DEFAULTS: TrainConfig = {
-  model: 'lenet5',
-  optimizer: 'adam',
-  lr: DEFAULT_LR.adam,
-  lrDecay: 0.7,
-  momentum: 0.9,
-  epochs: 5,
-  batchSize: 64,
-  seed: 42,
-  trainLimit: 0,
-  testLimit: 0,
-  targetAccuracy: 0,
-  scaleLr: false,
-  // No warmup by default: scaling by a few workers (Horovod's pytorch_mnist recipe, lr * size) needs none; measured on
-  // LeNet-5/MNIST with 2 and 4 workers, a 1-epoch warmup never reached 99% in fewer epochs and once took 6 instead of 3.
-  // Large worlds should ask for one (--warmup-epochs), as Goyal et al. do for 256 GPUs.
-  warmupEpochs: 0,
-};
+export const TRAIN_DEFAULTS: TrainConfig = { ...defaultsOf(TRAIN_OPTIONS), lr: DEFAULT_LR.adam };
+export const RUN_DEFAULTS: RunSettings = defaultsOf(RUN_OPTIONS);
 
-function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${name} must be a positive integer, got ${v}`);
-  return v;
+type Raw = Record<string, unknown>;
+
+/** `prefix` names the fields in errors: '' for the command line (`--batch-size`), else `<prefix>.batchSize`. */
+function checkTable<T extends OptionTable>(table: T, raw: Raw, prefix: string): ValuesOf<T> {
+  const out: Raw = {};
+  for (const [key, spec] of Object.entries(table)) {
+    const v = raw[key] ?? spec.default;
+    out[key] = v === undefined ? undefined : spec.check(v, prefix ? `${prefix}.${key}` : `--${spec.flag}`);
+  }
+  return out as ValuesOf<T>;
 }
 
-function nonNegativeInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 0) throw new ConfigError(`${name} must be a non-negative integer, got ${v}`);
-  return v;
+/** Check every field; missing ones get their defaults. Returns a new object. */
+export function validateTrainConfig(raw: Raw, prefix = ''): TrainConfig {
+  const c = checkTable(TRAIN_OPTIONS, raw, prefix);
+  return { ...c, lr: c.lr ?? DEFAULT_LR[c.optimizer] };
 }
 
-function inRange(name: string, v: number, lo: number, hi: number): number {
-  if (!Number.isFinite(v) || v < lo || v > hi) throw new ConfigError(`${name} must be in [${lo}, ${hi}], got ${v}`);
-  return v;
-}
-
-/** Check every field; returns a new object (also used on configs received over the network). */
-export function validateTrainConfig(raw: Partial<Record<keyof TrainConfig, unknown>>): TrainConfig {
-  const c = { ...TRAIN_DEFAULTS, ...raw } as Record<keyof TrainConfig, unknown>;
-  const num = (k: keyof TrainConfig): number => {
-    const v = typeof c[k] === 'string' ? Number(c[k]) : c[k];
-    if (typeof v !== 'number') throw new ConfigError(`${k} must be a number, got ${typeof v}`);
-    return v;
-  };
-  const optimizer = parseOptimizerName(String(c.optimizer));
-  const lrGiven = raw.lr !== undefined && raw.lr !== null;
-  return {
-    model: parseModelName(String(c.model)),
-    optimizer,
-    lr: lrGiven ? inRange('lr', num('lr'), 1e-9, 100) : DEFAULT_LR[optimizer],
-    lrDecay: inRange('lr-decay', num('lrDecay'), 0, 1),
-    momentum: inRange('momentum', num('momentum'), 0, 0.9999),
-    epochs: positiveInt('epochs', num('epochs')),
-    batchSize: positiveInt('batch-size', num('batchSize')),
-    seed: nonNegativeInt('seed', num('seed')),
-    trainLimit: nonNegativeInt('train-limit', num('trainLimit')),
-    testLimit: nonNegativeInt('test-limit', num('testLimit')),
-    targetAccuracy: inRange('target-accuracy', num('targetAccuracy'), 0, 1),
-    scaleLr: Boolean(c.scaleLr),
-    warmupEpochs: inRange('warmup-epochs', num('warmupEpochs'), 0, 1000),
-  };
+/**
+ * A run config received over the network: every field must be valid (missing ones get their defaults), unknown
+ * fields are refused, so a worker never trains with a value other than the one the coordinator meant.
+ */
+export function validateRunConfig(raw: Raw, prefix: string): RunConfig {
+  for (const key of Object.keys(raw))
+    if (!(key in TRAIN_OPTIONS) && !(key in RUN_OPTIONS))
+      throw new ConfigError(`${prefix}.${key} is not a known field`);
+  return { ...validateTrainConfig(raw, prefix), ...checkTable(RUN_OPTIONS, raw, prefix) };
 }

@@ -10,12 +10,15 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'KERNEL_UNSUPPORTED'
   | 'MODEL_UNKNOWN'
+  | 'MODEL_INVALID'
+  | 'MODEL_UNTRAINABLE'
   | 'LAYOUT_MISMATCH'
   | 'PROTOCOL_INVALID'
   | 'PROTOCOL_VERSION'
   | 'AUTH_FAILED'
   | 'RENDEZVOUS_TIMEOUT'
   | 'PEER_LOST'
+  | 'PEER_BUSY'
   | 'STEP_ABORTED'
   | 'CHECKPOINT_CORRUPT'
   | 'CHECKPOINT_OTHER_RUN'
@@ -130,6 +133,16 @@ export class PeerLostError extends RingtrainError {
   }
 }
 
+/** A listener that is busy (close code 1013): not a refusal, so dial again after a backoff. */
+export class PeerBusyError extends RingtrainError {
+  constructor(
+    readonly peer: string,
+    reason: string,
+  ) {
+    super('PEER_BUSY', `${peer} is busy (${reason}); try again later`);
+  }
+}
+
 /** A step abandoned because the membership changed or a peer stalled. */
 export class StepAbortedError extends RingtrainError {
   constructor(
@@ -183,6 +196,35 @@ export class ModelUnknownError extends RingtrainError {
   }
 }
 
+/** A model file or module that cannot be used: unreadable, of the wrong shape, or not a classifier. */
+export class ModelInvalidError extends RingtrainError {
+  constructor(
+    readonly source: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super('MODEL_INVALID', `model '${source}': ${detail}`, options);
+  }
+}
+
+/** A layer whose training needs a kernel (or a gradient) the active backend does not have. */
+export class ModelUntrainableError extends RingtrainError {
+  constructor(
+    readonly layer: string,
+    readonly layerClass: string,
+    readonly kernel: string,
+    readonly backend: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      'MODEL_UNTRAINABLE',
+      `layer '${layer}' (${layerClass}) cannot train on backend '${backend}': ${kernel}: ${detail}`,
+      options,
+    );
+  }
+}
+
 /** WebSocket close codes used at the boundary (4000-4999 are application codes). */
 export const CLOSE_CODES = {
   normal: 1000,
@@ -191,6 +233,8 @@ export const CLOSE_CODES = {
   policyViolation: 1008,
   tooBig: 1009,
   internal: 1011,
+  /** The listener is busy (its unauthenticated slots are full): not a refusal, dial again after a backoff. */
+  tryAgainLater: 1013,
   versionMismatch: 4001,
   staleGeneration: 4002,
   evicted: 4003,
@@ -206,6 +250,8 @@ export function closeCodeFor(err: unknown): number {
       return CLOSE_CODES.versionMismatch;
     case 'PROTOCOL_INVALID':
       return CLOSE_CODES.protocolError;
+    case 'PEER_BUSY':
+      return CLOSE_CODES.tryAgainLater;
     default:
       return CLOSE_CODES.internal;
   }

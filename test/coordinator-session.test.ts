@@ -10,6 +10,7 @@ import { Coordinator } from '../coordinator/coordinator.js';
 import type { RunEvent } from '../coordinator/events.js';
 import type { CoordinatorOptions, ResumeState } from '../coordinator/run-types.js';
 import { validateTrainConfig } from '../shared/config.js';
+import { makeSplit, type Dataset } from '../shared/data/dataset.js';
 import { CLOSE_CODES, IllegalTransitionError } from '../shared/errors.js';
 import { silentLogger } from '../shared/log.js';
 import { PhaseMachine } from '../shared/phases.js';
@@ -31,15 +32,11 @@ const OPTS: CoordinatorOptions = {
   nonFinite: 'skip',
 };
 
-function tinyData(train: number, test: number) {
-  const split = (count: number) => ({
-    images: new Uint8Array(count * 28 * 28),
-    labels: new Uint8Array(count),
-    count,
-    rows: 28,
-    cols: 28,
-  });
-  return { train: split(train), test: split(test), source: 'memory' };
+function tinyData(train: number, test: number): Dataset {
+  const shape = [28, 28, 1] as const;
+  const split = (count: number) => makeSplit(new Uint8Array(count * 28 * 28), new Uint8Array(count), shape);
+  const classNames = Array.from({ length: 10 }, (_, i) => String(i));
+  return { train: split(train), test: split(test), shape, numClasses: 10, classNames, format: 'idx', source: 'memory' };
 }
 
 interface Harness {
@@ -87,6 +84,21 @@ async function until(what: string, check: () => boolean, ms = 5_000): Promise<vo
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** `p`, or a failure after `ms`; the timer also keeps the event loop alive while the coordinator's are unref'd. */
+async function within<T>(p: Promise<T>, ms = 5_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -189,7 +201,7 @@ describe('coordinator session over in-memory links', () => {
     await r0.next('shard', (s) => s.gen === 3);
     r0.stall(3, 1_500, 1);
     r1.stall(3, 1_500, 0);
-    const summary = await h.coord.done;
+    const summary = await within(h.coord.done);
     assert.equal(summary.outcome, 'failed');
     assert.match(summary.error ?? '', /every rank stalled/);
   });
@@ -297,7 +309,7 @@ describe('coordinator session over in-memory links', () => {
     });
     const a = h.worker('a');
     a.train = true;
-    const summary = await h.coord.done;
+    const summary = await within(h.coord.done);
     assert.equal(summary.outcome, 'finished');
     assert.equal(ended, 1);
     const before = h.events.length;

@@ -8,7 +8,8 @@ import { before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
 import { createInMemoryRing } from '../shared/ring/allreduce-memory.js';
-import { limitSplit, loadMnist, type MnistSplit } from '../shared/data/mnist.js';
+import { limitSplit, type DataSplit } from '../shared/data/dataset.js';
+import { loadMnist } from '../shared/data/mnist.js';
 import { batchIndices, shardForRank } from '../shared/data/sampler.js';
 import { BatchLoader } from '../shared/train/batches.js';
 import { buildModel } from '../shared/train/models.js';
@@ -19,7 +20,7 @@ const B = 16;
 const K = 6;
 const SEED = 3;
 
-let train: MnistSplit;
+let train: DataSplit;
 
 before(async () => {
   await tf.setBackend('cpu');

@@ -198,6 +198,9 @@ const INT_FIELDS = new Set([
   'testEnd',
   'samples',
   'peerRank',
+  'height',
+  'width',
+  'channels',
 ]);
 const FINITE_FIELDS = new Set([
   'waitingMs',
@@ -244,7 +247,7 @@ function assertWellTyped(value: Record<string, unknown>, path: string): void {
     if (key === 'config') assert.ok(v !== null && typeof v === 'object' && !Array.isArray(v), `${where} is a map`);
     else if (key === 'records')
       (v as Record<string, unknown>[]).forEach((r, i) => assertWellTyped(r, `${where}[${i}]`));
-    else if (key === 'successor') assertWellTyped(v as Record<string, unknown>, where);
+    else if (key === 'successor' || key === 'sampleShape') assertWellTyped(v as Record<string, unknown>, where);
     else if (INT_FIELDS.has(key))
       assert.ok(Number.isSafeInteger(v) && (v as number) >= -1, `${where} is an integer: ${String(v)}`);
     else if (FINITE_FIELDS.has(key))

@@ -174,7 +174,10 @@ describe('Kubernetes manifests', () => {
 
   test('the parsers used here do reject what the CLI rejects', async () => {
     await assert.rejects(parsedBy(workerCommand, ['--coordinator', 'ws://x:1', '--no-such-option']), /unknown option/);
-    await assert.rejects(parsedBy(coordinatorCommand, ['--port', 'http']), /--port must be a non-negative integer/);
+    await assert.rejects(
+      parsedBy(coordinatorCommand, ['--port', 'http']),
+      /--port must be an integer in \[0, 65535\], got 'http'/,
+    );
     await assert.rejects(
       parsedBy(workerCommand, ['--listen', '0.0.0.0:1']),
       /required option '--coordinator <url>' not specified/,

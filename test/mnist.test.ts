@@ -7,15 +7,15 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { writeIdx } from '../shared/data/idx.js';
 import {
-  defaultMnistDir,
   gatherLabels,
   limitSplit,
-  loadMnist,
+  makeSplit,
   sliceSplit,
   toFloatImages,
-  type MnistDataset,
-  type MnistSplit,
-} from '../shared/data/mnist.js';
+  type DataSplit,
+  type Dataset,
+} from '../shared/data/dataset.js';
+import { defaultMnistDir, loadMnist } from '../shared/data/mnist.js';
 import { DataCorruptError, DataNotFoundError, LayoutMismatchError } from '../shared/errors.js';
 
 const OFFICIAL_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
@@ -28,14 +28,14 @@ function classCounts(labels: Uint8Array): number[] {
 }
 
 /** A synthetic split whose pixel bytes encode (sample, pixel) so layout mistakes show. */
-function syntheticSplit(count: number, rows: number, cols: number, seed: number): MnistSplit {
+function syntheticSplit(count: number, rows: number, cols: number, seed: number): DataSplit {
   const pixels = rows * cols;
   const images = Uint8Array.from(
     { length: count * pixels },
     (_, i) => (seed + Math.floor(i / pixels) * 16 + (i % pixels)) % 256,
   );
   const labels = Uint8Array.from({ length: count }, (_, i) => (i + seed) % 10);
-  return { images, labels, count, rows, cols };
+  return { images, labels, count, shape: [rows, cols, 1] };
 }
 
 interface FixtureFiles {
@@ -50,9 +50,9 @@ const TEST = syntheticSplit(5, 4, 3, 7);
 
 function fixtureFiles(): FixtureFiles {
   return {
-    trainImages: writeIdx([TRAIN.count, TRAIN.rows, TRAIN.cols], TRAIN.images),
+    trainImages: writeIdx([TRAIN.count, TRAIN.shape[0], TRAIN.shape[1]], TRAIN.images),
     trainLabels: writeIdx([TRAIN.count], TRAIN.labels),
-    testImages: writeIdx([TEST.count, TEST.rows, TEST.cols], TEST.images),
+    testImages: writeIdx([TEST.count, TEST.shape[0], TEST.shape[1]], TEST.images),
     testLabels: writeIdx([TEST.count], TEST.labels),
   };
 }
@@ -83,16 +83,15 @@ async function writeDataDir(
   return dir;
 }
 
-function assertSameSplit(actual: MnistSplit, expected: MnistSplit): void {
+function assertSameSplit(actual: DataSplit, expected: DataSplit): void {
   assert.equal(actual.count, expected.count);
-  assert.equal(actual.rows, expected.rows);
-  assert.equal(actual.cols, expected.cols);
+  assert.deepEqual(actual.shape, expected.shape);
   assert.deepEqual([...actual.images], [...expected.images]);
   assert.deepEqual([...actual.labels], [...expected.labels]);
 }
 
 describe('embedded MNIST', () => {
-  let data: MnistDataset;
+  let data: Dataset;
   let loadMs = 0;
 
   before(async () => {
@@ -110,11 +109,14 @@ describe('embedded MNIST', () => {
       [data.test, 10000],
     ] as const) {
       assert.equal(split.count, count);
-      assert.equal(split.rows, 28);
-      assert.equal(split.cols, 28);
+      assert.deepEqual(split.shape, [28, 28, 1]);
       assert.equal(split.images.length, count * 28 * 28);
       assert.equal(split.labels.length, count);
     }
+    assert.deepEqual(data.shape, [28, 28, 1]);
+    assert.equal(data.numClasses, 10);
+    assert.deepEqual(data.classNames, ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+    assert.equal(data.format, 'idx');
     // Generous bound for a loaded CI box; the measured time is reported above.
     assert.ok(loadMs < 5000, `loading took ${loadMs} ms`);
   });
@@ -282,9 +284,9 @@ describe('loadMnist from a directory', () => {
 
 describe('sample helpers', () => {
   const split = TRAIN;
-  const pixels = split.rows * split.cols;
+  const pixels = split.shape[0] * split.shape[1];
 
-  test('toFloatImages scales to [0, 1] in [n, rows, cols] order', () => {
+  test('toFloatImages scales to [0, 1] in [n, height, width, channels] order', () => {
     const indices = [3, 0, 11];
     const floats = toFloatImages(split, indices);
     assert.equal(floats.length, indices.length * pixels);
@@ -295,14 +297,8 @@ describe('sample helpers', () => {
         assert.ok(floats[i * pixels + p] >= 0 && floats[i * pixels + p] <= 1);
       }
     });
-    const extremes: MnistSplit = {
-      images: Uint8Array.of(0, 255),
-      labels: Uint8Array.of(0),
-      count: 1,
-      rows: 1,
-      cols: 2,
-    };
-    assert.deepEqual([...toFloatImages(extremes, [0])], [0, 1]);
+    const extremes = makeSplit(Uint8Array.of(0, 255, 128, 0, 255, 1), Uint8Array.of(0), [1, 2, 3]);
+    assert.deepEqual([...toFloatImages(extremes, [0])], [0, 1, 128 / 255, 0, 1, 1 / 255].map(Math.fround));
   });
 
   test('toFloatImages and gatherLabels reuse the output buffer', () => {
@@ -332,8 +328,7 @@ describe('sample helpers', () => {
   test('sliceSplit copies the chosen samples in order', () => {
     const shard = sliceSplit(split, [7, 2]);
     assert.equal(shard.count, 2);
-    assert.equal(shard.rows, split.rows);
-    assert.equal(shard.cols, split.cols);
+    assert.deepEqual(shard.shape, split.shape);
     assert.deepEqual(
       [...shard.images],
       [...split.images.subarray(7 * pixels, 8 * pixels), ...split.images.subarray(2 * pixels, 3 * pixels)],
@@ -355,5 +350,12 @@ describe('sample helpers', () => {
     assert.equal(limitSplit(split, 1000).count, split.count);
     assert.equal(limitSplit(split, 0).images.length, 0);
     assert.throws(() => limitSplit(split, -1), RangeError);
+  });
+
+  test('makeSplit checks the bytes against shape and labels', () => {
+    const rgb = makeSplit(new Uint8Array(2 * 4 * 3 * 3), new Uint8Array(2), [4, 3, 3]);
+    assert.equal(rgb.count, 2);
+    assert.deepEqual([...sliceSplit(rgb, [1]).shape], [4, 3, 3]);
+    assert.throws(() => makeSplit(new Uint8Array(10), new Uint8Array(2), [4, 3, 3]), LayoutMismatchError);
   });
 });

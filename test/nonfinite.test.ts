@@ -7,7 +7,7 @@ import { before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
 import { createInMemoryRing } from '../shared/ring/allreduce-memory.js';
-import type { MnistSplit } from '../shared/data/mnist.js';
+import type { DataSplit } from '../shared/data/dataset.js';
 import { BatchLoader } from '../shared/train/batches.js';
 import { buildModel } from '../shared/train/models.js';
 import { Replica } from '../shared/train/replica.js';
@@ -17,15 +17,14 @@ before(async () => {
   await tf.setBackend('cpu');
 });
 
-function split(n: number, seed: number): MnistSplit {
+function split(n: number, seed: number): DataSplit {
   let s = seed;
   const next = () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
   return {
     images: Uint8Array.from({ length: n * 784 }, () => Math.floor(next() * 256)),
     labels: Uint8Array.from({ length: n }, () => Math.floor(next() * 10)),
     count: n,
-    rows: 28,
-    cols: 28,
+    shape: [28, 28, 1],
   };
 }
 

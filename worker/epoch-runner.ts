@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ringAllreduce, type Compression, type RingLinks } from '../shared/ring/allreduce.js';
-import type { MnistSplit } from '../shared/data/mnist.js';
+import type { DataSplit } from '../shared/data/dataset.js';
 import { RingtrainError, StepAbortedError } from '../shared/errors.js';
 import type { StepRecord } from '../shared/wire/protocol.js';
 import { batchIndices, stepsPerEpoch } from '../shared/data/sampler.js';
@@ -29,7 +29,7 @@ export interface ShardPlan {
   epoch: number;
   /** Sample indices into `split`, in training order. */
   order: Uint32Array;
-  split: MnistSplit;
+  split: DataSplit;
   batchSize: number;
   /** Global step number of the first batch. */
   firstStep: number;
@@ -40,6 +40,8 @@ export interface ShardPlan {
   /** Hash the parameters every this many global steps (0 = never). */
   checkEvery: number;
   nonFinite: NonFinitePolicy;
+  /** Testing only: sleep this long before every step (a deliberately slow worker). */
+  debugDelayMs?: number;
 }
 
 export interface ShardHooks {
@@ -95,7 +97,7 @@ export class PrefetchingLoader implements StepInput {
   private current = 0;
   private ready?: { indices: Uint32Array; batch: Batch };
 
-  constructor(split: MnistSplit, batchSize: number) {
+  constructor(split: DataSplit, batchSize: number) {
     this.loaders = [new BatchLoader(split, batchSize), new BatchLoader(split, batchSize)];
   }
 
@@ -196,6 +198,7 @@ export async function runShard(
     const fraction = plan.epochSamples > 0 ? Math.min(1, (plan.offset + s * samplesPerStep) / plan.epochSamples) : 1;
     const stepLr = learningRateAt({ ...plan.schedule, worldSize: ring.worldSize }, plan.epoch, fraction);
     if (stepLr !== lr) replica.setLearningRate((lr = stepLr));
+    if (plan.debugDelayMs) await new Promise((resolve) => setTimeout(resolve, plan.debugDelayMs));
     const next = s + 1 < steps ? batchIndices(plan.order, s + 1, plan.batchSize) : undefined;
     const record = await trainStep(
       replica,

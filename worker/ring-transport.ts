@@ -14,7 +14,7 @@
  * to the pool when ws has written them. Received values are zero-copy views into the frame ws delivered.
  */
 import http from 'node:http';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket, { type WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS, dialAuthenticated } from '../shared/admission.js';
 import { type ChunkValues, type OutgoingChunk, type RingLinks } from '../shared/ring/allreduce.js';
 import { ChunkMailbox } from '../shared/ring/chunk-mailbox.js';
@@ -132,27 +132,25 @@ export class RingTransport implements RingLinks {
   private readonly admission: Admission<'ring'>;
 
   constructor(private readonly opts: RingTransportOptions) {
-    this.admission = new Admission({ ...ADMISSION_DEFAULTS, token: opts.token, context: 'ring', log: opts.log });
+    this.admission = new Admission({
+      ...ADMISSION_DEFAULTS,
+      token: opts.token,
+      context: 'ring',
+      maxPayloadBytes: opts.maxPayloadBytes,
+      log: opts.log,
+    });
   }
 
   /** Start the listener for the predecessor; returns the bound port. */
   async listen(): Promise<number> {
     this.server = http.createServer((_req, res) => res.writeHead(426).end());
-    this.wss = new WebSocketServer({
-      server: this.server,
-      maxPayload: this.opts.maxPayloadBytes,
-      perMessageDeflate: false,
-    });
-    this.wss.on('connection', (ws, req) => {
-      this.admission.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, (link, hello) => {
-        this.pending.push({ ws: link, gen: hello.gen, rank: hello.rank });
-        link.once('close', () => {
-          this.pending = this.pending.filter((p) => p.ws !== link);
-        });
-        this.adoptPendingInbound();
+    this.wss = this.admission.listen(this.server, (link, hello) => {
+      this.pending.push({ ws: link, gen: hello.gen, rank: hello.rank });
+      link.once('close', () => {
+        this.pending = this.pending.filter((p) => p.ws !== link);
       });
+      this.adoptPendingInbound();
     });
-    this.wss.on('error', (err) => this.opts.log.error({ err }, 'ring listener error'));
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(this.opts.port, this.opts.host, () => resolve());

@@ -13,8 +13,9 @@ import { randomUUID } from 'node:crypto';
 import { dialAuthenticated } from '../shared/admission.js';
 import { WebSocketControlLink, type ControlLink, type LinkClosed } from '../shared/control-link.js';
 import type { Compression } from '../shared/ring/allreduce.js';
-import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
-import { loadMnist, type MnistDataset, type MnistSplit } from '../shared/data/mnist.js';
+import { validateRunConfig, type TrainConfig } from '../shared/config.js';
+import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
+import { loadDataset } from '../shared/data/load.js';
 import {
   AuthError,
   CLOSE_CODES,
@@ -52,6 +53,8 @@ export interface WorkerConfig {
   /** Address peers dial to reach this worker's ring listener (default: this machine's hostname). */
   advertise?: string;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
@@ -62,6 +65,8 @@ export interface WorkerConfig {
   coordinatorRetryMs: number;
   /** Trust this CA for a wss:// coordinator (PEM). */
   tlsCa?: string;
+  /** Testing only: sleep this long before every step, to make this worker the one the others wait for. */
+  debugDelayMs?: number;
   log: Logger;
 }
 
@@ -156,7 +161,7 @@ class WorkerSession {
   constructor(
     private readonly cfg: WorkerConfig,
     private readonly backend: string,
-    private readonly data: MnistDataset | undefined,
+    private readonly data: Dataset | undefined,
     private readonly ring: RingTransport,
     private readonly ringPort: number,
   ) {
@@ -389,6 +394,7 @@ class WorkerSession {
       offset: m.offset,
       checkEvery: settings.checkEvery,
       nonFinite: settings.nonFinite,
+      debugDelayMs: this.cfg.debugDelayMs ?? 0,
       schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
     };
     this.phase.to('training');
@@ -453,22 +459,19 @@ class WorkerSession {
   }
 
   /** Shipped samples (worker without data) are trained in shipped order; local data is indexed. */
-  private trainData(m: MessageOf<'shard'>): { split: MnistSplit; order: Uint32Array } {
+  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array } {
     if (m.images && m.labels) {
-      const split = { images: m.images, labels: m.labels, count: m.labels.length, rows: 28, cols: 28 };
+      const split = makeSplit(m.images, m.labels, shippedShape(m));
       return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i) };
     }
     if (!this.data) throw new ProtocolError('shard without samples for a worker without data');
     return { split: this.data.train, order: bytesToUint32(m.indices) };
   }
 
-  private testRange(m: MessageOf<'shard'>): { split: MnistSplit; start: number; end: number } {
+  private testRange(m: MessageOf<'shard'>): { split: DataSplit; start: number; end: number } {
     if (m.testImages && m.testLabels) {
-      return {
-        split: { images: m.testImages, labels: m.testLabels, count: m.testLabels.length, rows: 28, cols: 28 },
-        start: 0,
-        end: m.testLabels.length,
-      };
+      const split = makeSplit(m.testImages, m.testLabels, shippedShape(m));
+      return { split, start: 0, end: split.count };
     }
     if (!this.data) throw new ProtocolError('no evaluation samples for a worker without data');
     return { split: this.data.test, start: m.testStart, end: m.testEnd };
@@ -539,21 +542,21 @@ class WorkerSession {
   }
 }
 
+/** The decoder guarantees sampleShape whenever a shard ships images. */
+function shippedShape(m: MessageOf<'shard'>): SampleShape {
+  if (!m.sampleShape) throw new ProtocolError('shard ships samples without their sampleShape');
+  return [m.sampleShape.height, m.sampleShape.width, m.sampleShape.channels];
+}
+
+/** The same validator as the command line: a bad or unknown field fails the worker with a ConfigError naming it. */
 function readSettings(config: Record<string, unknown>): RunSettings {
-  const { checkEvery, reportEvery, nonFinite, compression, ...train } = config;
-  const int = (v: unknown, d: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : d);
-  return {
-    train: validateTrainConfig(train),
-    checkEvery: int(checkEvery, 0),
-    reportEvery: Math.max(1, int(reportEvery, 10)),
-    nonFinite: nonFinite === 'abort' ? 'abort' : 'skip',
-    compression: compression === 'fp16' ? 'fp16' : 'none',
-  };
+  const { checkEvery, reportEvery, nonFinite, compression, ...train } = validateRunConfig(config, 'assign.config');
+  return { train, checkEvery, reportEvery, nonFinite, compression };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
   const backend = await selectBackend(cfg.backend, cfg.log);
-  const data = cfg.dataDir ? await loadMnist(cfg.dataDir) : undefined;
+  const data = cfg.dataDir ? await loadDataset(cfg.dataDir) : undefined;
   if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
   const ring = new RingTransport({
     host: cfg.listenHost,

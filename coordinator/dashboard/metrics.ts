@@ -7,7 +7,8 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import { ConfigError } from '../../shared/errors.js';
 import type { StepRecord } from '../../shared/wire/protocol.js';
 import type { RunEvent, RunObserver, WorkerView } from '../events.js';
-import type { RunPhase } from './state.js';
+import type { RunPhase } from './views.js';
+import { WaitTracker } from './waits.js';
 
 export interface MetricsOptions {
   /**
@@ -93,6 +94,13 @@ function createInstruments(registry: Registry) {
       name: `${PREFIX}test_accuracy_ratio`,
       help: 'Test accuracy (0-1) after the last completed epoch',
     }),
+  };
+}
+
+/** Per-worker step timings and traffic. */
+function createStepInstruments(registry: Registry) {
+  const r = { registers: [registry] };
+  return {
     stepDuration: new Histogram({
       ...r,
       name: `${PREFIX}step_duration_seconds`,
@@ -119,6 +127,13 @@ function createInstruments(registry: Registry) {
       help: 'Estimated gradient bytes sent by each worker in ring allreduces',
       labelNames: ['rank'] as const,
     }),
+  };
+}
+
+/** Failures, recoveries and notices. */
+function createFaultInstruments(registry: Registry) {
+  const r = { registers: [registry] };
+  return {
     failures: new Counter({
       ...r,
       name: `${PREFIX}worker_failures_total`,
@@ -134,7 +149,47 @@ function createInstruments(registry: Registry) {
   };
 }
 
-type Instruments = ReturnType<typeof createInstruments>;
+/** Who made the others wait (waits.ts), per rank. */
+function createWaitInstruments(registry: Registry) {
+  const r = { registers: [registry] };
+  return {
+    lastToAllreduce: new Counter({
+      ...r,
+      name: `${PREFIX}allreduce_last_total`,
+      help: 'Steps in which this rank entered the ring allreduce last (the others waited for it)',
+      labelNames: ['rank'] as const,
+    }),
+    waitCaused: new Counter({
+      ...r,
+      name: `${PREFIX}wait_caused_seconds_total`,
+      help: "Everyone's waiting in the allreduces this rank entered last, summed over the waiting ranks",
+      labelNames: ['rank'] as const,
+    }),
+    waitHeld: new Counter({
+      ...r,
+      name: `${PREFIX}wait_held_seconds_total`,
+      help: 'Time the ring waited for this rank alone (its lead over the second-to-last rank to enter)',
+      labelNames: ['rank'] as const,
+    }),
+    waitShare: new Gauge({
+      ...r,
+      name: `${PREFIX}wait_share_ratio`,
+      help: "This rank's share (0-1) of everyone's allreduce waiting in the run so far",
+      labelNames: ['rank'] as const,
+    }),
+    heldRatio: new Gauge({
+      ...r,
+      name: `${PREFIX}wait_held_ratio`,
+      help: "Fraction (0-1) of the steps' wall time the ring waited for this rank alone",
+      labelNames: ['rank'] as const,
+    }),
+  };
+}
+
+type Instruments = ReturnType<typeof createInstruments> &
+  ReturnType<typeof createStepInstruments> &
+  ReturnType<typeof createFaultInstruments> &
+  ReturnType<typeof createWaitInstruments>;
 
 /** Folds run events into the instruments; the bookkeeping counters need (highest step, live workers, ring size). */
 class MetricsObserver {
@@ -146,6 +201,7 @@ class MetricsObserver {
   private trained = false;
   /** A worker was lost since the last ring formed: the next ring is a recovery. */
   private lostSinceRing = false;
+  private readonly waits = new WaitTracker({ recent: 1 });
 
   constructor(
     private readonly m: Instruments,
@@ -181,6 +237,7 @@ class MetricsObserver {
         if (this.lostSinceRing) m.recoveries.inc();
         this.lostSinceRing = false;
         this.worldSize = event.workers.length;
+        this.waits.ring(event.gen, this.worldSize);
         m.generation.set(event.gen);
         m.worldSize.set(this.worldSize);
         if (!ENDED.has(this.state)) this.setState(this.trained ? 'recovering' : 'starting');
@@ -190,7 +247,8 @@ class MetricsObserver {
         m.epoch.set(event.epoch + 1);
         return this.setState('training');
       case 'steps':
-        return this.onSteps(event.rank, event.records);
+        this.onSteps(event.rank, event.records);
+        return this.onWaits(event.gen, event.rank, event.records);
       case 'epochFinished':
         m.epochsCompleted.inc();
         m.epochTrainLoss.set(event.outcome.trainLoss);
@@ -210,6 +268,29 @@ class MetricsObserver {
     this.lostSinceRing = true;
     if (!ENDED.has(this.state) && this.state !== 'waiting' && this.alive.size < this.minWorkers)
       this.setState('waiting');
+  }
+
+  private onWaits(gen: number, rank: number, records: readonly StepRecord[]): void {
+    let completed = false;
+    for (const r of records) {
+      const w = this.waits.add(gen, rank, r);
+      if (!w) continue;
+      completed = true;
+      const labels = { rank: String(w.lastRank) };
+      this.m.lastToAllreduce.inc(labels);
+      this.m.waitCaused.inc(labels, w.waitMs / 1000);
+      this.m.waitHeld.inc(labels, w.lateMs / 1000);
+    }
+    if (!completed) return;
+    for (const w of this.waits.workers()) {
+      const labels = { rank: String(w.rank) };
+      // Zero-valued series for ranks never last, so every rank of the ring is listed.
+      this.m.lastToAllreduce.inc(labels, 0);
+      this.m.waitCaused.inc(labels, 0);
+      this.m.waitHeld.inc(labels, 0);
+      this.m.waitShare.set(labels, w.share);
+      this.m.heldRatio.set(labels, w.heldFraction);
+    }
   }
 
   private onSteps(rank: number, records: readonly StepRecord[]): void {
@@ -253,6 +334,12 @@ export function createMetrics(opts: MetricsOptions = {}): RunMetrics {
   }
   const registry = new Registry();
   if (opts.processMetrics ?? true) addProcessMetrics(registry);
-  const observer = new MetricsObserver(createInstruments(registry), opts.paramCount);
+  const instruments = {
+    ...createInstruments(registry),
+    ...createStepInstruments(registry),
+    ...createFaultInstruments(registry),
+    ...createWaitInstruments(registry),
+  };
+  const observer = new MetricsObserver(instruments, opts.paramCount);
   return { registry, observe: observer.observe };
 }

@@ -5,14 +5,20 @@
  *   /app.js /app.css  its script and style
  *   /vendor/uplot.js  the uPlot chart library, served from node_modules (no CDN)
  *   /vendor/uplot.css
+ *   /vendor/tf.min.js TensorFlow.js's browser bundle, from node_modules (the "try the model" panel)
  *   /api/status       DashboardState.snapshot() as JSON
+ *   /api/runs         the runs this dashboard shows (several with `ringtrain dashboard --run-dir A --run-dir B`), each
+ *                     with its status and series, for the side-by-side view
+ *   /api/files        what the run offers: {"timeline": bool, "model": bool}
+ *   /timeline.json    the run's timeline (Chrome trace format, bounded), as a download, when the run has one
+ *   /model/model.json the run's latest saved model (TensorFlow.js layers format) and its weight files, when it has one
  *   /events           server-sent events: `snapshot` (everything) on connect, then `update` (status, new series
  *                     points, new log entries) at most every `updateIntervalMs`; the browser's EventSource
  *                     reconnects by itself (after a coordinator restart too) and gets a fresh snapshot
  *   /metrics          Prometheus text format
  *   /healthz          `ok`
  *
- * Only GET and HEAD (405 otherwise), 404 for anything else; a failing request is answered or dropped, never fatal.
+ * Every per-run route takes `?run=NAME` (default: the first run). Only GET and HEAD (405 otherwise), 404 for anything else; a failing request is answered or dropped, never fatal.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -22,14 +28,36 @@ import { fileURLToPath } from 'node:url';
 import type { Registry } from 'prom-client';
 import { ConfigError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import { guardServer } from '../../shared/ws-util.js';
 import type { DashboardCursor, DashboardState } from './state.js';
+
+/** A trained model the page can load: model.json and the weight files it names. */
+export interface ModelSource {
+  /** The file's bytes, or undefined when the model has no such file (404). */
+  file(name: string): Promise<Buffer | undefined>;
+}
+
+/** One run the dashboard shows. */
+export interface DashboardRun {
+  /** Its name in `?run=` and in the list of runs (the run folder's name). */
+  name: string;
+  state: DashboardState;
+  /** The run's timeline, as Chrome trace JSON. */
+  timeline?: () => string;
+  model?: ModelSource;
+}
 
 export interface DashboardOptions {
   /** Address to listen on (the CLI's --dashboard-host, default 127.0.0.1). */
   host: string;
   /** Port to listen on; 0 picks a free one (the CLI's --dashboard-port, default 8080). */
   port: number;
-  state: DashboardState;
+  /** The run a coordinator serves; or give `runs`. */
+  state?: DashboardState;
+  /** The runs to show, the first by default (`state` is a shorthand for one run named 'run'). */
+  runs?: DashboardRun[];
+  timeline?: () => string;
+  model?: ModelSource;
   metrics: { registry: Registry };
   log: Logger;
   /** At most one live update per this many ms to each page (default 250). */
@@ -74,7 +102,7 @@ const PAGE_CSP =
   "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /** The page folder: next to this file when run from source, or in the source tree when run from dist/. */
-function pageDir(): string {
+export function pageDir(): string {
   const candidates = [
     new URL('./page/', import.meta.url),
     new URL('../../../coordinator/dashboard/page/', import.meta.url),
@@ -98,6 +126,9 @@ function loadAssets(): Map<string, Asset> {
     ['/app.css', `${dir}app.css`, 'text/css; charset=utf-8'],
     ['/vendor/uplot.js', require.resolve('uplot/dist/uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
     ['/vendor/uplot.css', require.resolve('uplot/dist/uPlot.min.css'), 'text/css; charset=utf-8'],
+    ['/vendor/tf.min.js', require.resolve('@tensorflow/tfjs/dist/tf.min.js'), 'text/javascript; charset=utf-8'],
+    ['/runs.js', `${dir}runs.js`, 'text/javascript; charset=utf-8'],
+    ['/try-model.js', `${dir}try-model.js`, 'text/javascript; charset=utf-8'],
   ];
   return new Map(files.map(([route, file, type]) => [route, { body: fs.readFileSync(file), type }]));
 }
@@ -218,45 +249,137 @@ class LiveUpdates {
   }
 }
 
+const TEXT = 'text/plain; charset=utf-8';
+const JSON_TYPE = 'application/json; charset=utf-8';
+const NO_STORE = { 'cache-control': 'no-store' };
+/** Weight file names a model.json may point at: plain names in its own folder, nothing else. */
+const MODEL_FILE = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** The runs and their live streams; a run's stream is made when its first page connects. */
+class Runs {
+  readonly list: DashboardRun[];
+  private readonly live = new Map<string, LiveUpdates>();
+
+  constructor(
+    opts: DashboardOptions,
+    private readonly makeLive: (state: DashboardState) => LiveUpdates,
+  ) {
+    this.list = opts.runs ?? [];
+    if (opts.state) {
+      this.list.unshift({
+        name: 'run',
+        state: opts.state,
+        ...(opts.timeline ? { timeline: opts.timeline } : {}),
+        ...(opts.model ? { model: opts.model } : {}),
+      });
+    }
+    if (this.list.length === 0) throw new ConfigError('the dashboard needs a run to show');
+  }
+
+  find(url: URL): DashboardRun | undefined {
+    const name = url.searchParams.get('run');
+    return name === null ? this.list[0] : this.list.find((r) => r.name === name);
+  }
+
+  liveOf(run: DashboardRun): LiveUpdates {
+    let live = this.live.get(run.name);
+    if (!live) {
+      live = this.makeLive(run.state);
+      this.live.set(run.name, live);
+    }
+    return live;
+  }
+
+  /** The side-by-side view: each run's status and series, without its event log. */
+  overview(): string {
+    return JSON.stringify({
+      runs: this.list.map((r) => {
+        const { events: _events, ...snapshot } = r.state.snapshot();
+        return { name: r.name, hasTimeline: !!r.timeline, hasModel: !!r.model, ...snapshot };
+      }),
+    });
+  }
+
+  get clients(): number {
+    let n = 0;
+    for (const l of this.live.values()) n += l.size;
+    return n;
+  }
+
+  close(): void {
+    for (const l of this.live.values()) l.close();
+  }
+}
+
+/** What the page may offer for a run: the timeline download, the model panel. */
+async function runFiles(res: http.ServerResponse, run: DashboardRun): Promise<void> {
+  const model = run.model ? (await run.model.file('model.json')) !== undefined : false;
+  send(res, 200, JSON_TYPE, JSON.stringify({ timeline: !!run.timeline, model }), NO_STORE);
+}
+
+async function sendModelFile(res: http.ServerResponse, run: DashboardRun, name: string): Promise<void> {
+  const body = MODEL_FILE.test(name) && run.model ? await run.model.file(name) : undefined;
+  if (!body) return send(res, 404, TEXT, 'no such model file\n');
+  const type = name.endsWith('.json') ? JSON_TYPE : 'application/octet-stream';
+  send(res, 200, type, body, NO_STORE);
+}
+
+function runRoute(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  url: URL,
+  runs: Runs,
+  opts: DashboardOptions,
+): void | Promise<void> {
+  if (url.pathname === '/healthz') return send(res, 200, TEXT, 'ok\n', NO_STORE);
+  if (url.pathname === '/metrics') {
+    return opts.metrics.registry
+      .metrics()
+      .then((text) => send(res, 200, opts.metrics.registry.contentType, text, NO_STORE));
+  }
+  if (url.pathname === '/api/runs') return send(res, 200, JSON_TYPE, runs.overview(), NO_STORE);
+  const run = runs.find(url);
+  if (!run) return send(res, 404, TEXT, 'no such run\n');
+  switch (url.pathname) {
+    case '/api/status':
+      return send(res, 200, JSON_TYPE, JSON.stringify(run.state.snapshot()), NO_STORE);
+    case '/api/files':
+      return runFiles(res, run);
+    case '/events':
+      return runs.liveOf(run).open(req, res);
+    case '/timeline.json':
+      if (!run.timeline) return send(res, 404, TEXT, 'this run has no timeline\n');
+      return send(res, 200, JSON_TYPE, run.timeline(), {
+        ...NO_STORE,
+        'content-disposition': `attachment; filename="${run.name.replace(/[^A-Za-z0-9._-]/g, '_')}-timeline.json"`,
+      });
+  }
+  if (url.pathname.startsWith('/model/')) return sendModelFile(res, run, url.pathname.slice('/model/'.length));
+  return send(res, 404, TEXT, 'not found\n');
+}
+
 function route(
   req: http.IncomingMessage,
   res: http.ServerResponse,
   opts: DashboardOptions,
   assets: Map<string, Asset>,
-  live: LiveUpdates,
+  runs: Runs,
 ): void | Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
-    return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed: the dashboard is read-only\n', {
-      allow: 'GET, HEAD',
-    });
+    return send(res, 405, TEXT, 'method not allowed: the dashboard is read-only\n', { allow: 'GET, HEAD' });
   }
-  let pathname: string;
+  let url: URL;
   try {
-    pathname = new URL(req.url ?? '/', 'http://dashboard').pathname;
+    url = new URL(req.url ?? '/', 'http://dashboard');
   } catch {
-    return send(res, 400, 'text/plain; charset=utf-8', 'bad request\n');
+    return send(res, 400, TEXT, 'bad request\n');
   }
-  const asset = assets.get(pathname === '/index.html' ? '/' : pathname);
+  const asset = assets.get(url.pathname === '/index.html' ? '/' : url.pathname);
   if (asset) {
     const csp = asset.type.startsWith('text/html') ? { 'content-security-policy': PAGE_CSP } : {};
     return send(res, 200, asset.type, asset.body, { 'cache-control': 'no-cache', ...csp });
   }
-  switch (pathname) {
-    case '/api/status':
-      return send(res, 200, 'application/json; charset=utf-8', JSON.stringify(opts.state.snapshot()), {
-        'cache-control': 'no-store',
-      });
-    case '/events':
-      return live.open(req, res);
-    case '/healthz':
-      return send(res, 200, 'text/plain; charset=utf-8', 'ok\n', { 'cache-control': 'no-store' });
-    case '/metrics':
-      return opts.metrics.registry
-        .metrics()
-        .then((text) => send(res, 200, opts.metrics.registry.contentType, text, { 'cache-control': 'no-store' }));
-    default:
-      return send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
-  }
+  return runRoute(req, res, url, runs, opts);
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<number> {
@@ -275,15 +398,13 @@ function listen(server: http.Server, host: string, port: number): Promise<number
 export async function startDashboard(opts: DashboardOptions): Promise<DashboardHandle> {
   const assets = loadAssets();
   const log = opts.log;
-  const live = new LiveUpdates(
-    opts.state,
-    {
-      updateIntervalMs: opts.updateIntervalMs ?? DASHBOARD_DEFAULTS.updateIntervalMs,
-      maxClients: opts.maxClients ?? DASHBOARD_DEFAULTS.maxClients,
-      keepAliveMs: opts.keepAliveMs ?? DASHBOARD_DEFAULTS.keepAliveMs,
-    },
-    log,
-  );
+  const liveOpts = {
+    updateIntervalMs: opts.updateIntervalMs ?? DASHBOARD_DEFAULTS.updateIntervalMs,
+    maxClients: opts.maxClients ?? DASHBOARD_DEFAULTS.maxClients,
+    keepAliveMs: opts.keepAliveMs ?? DASHBOARD_DEFAULTS.keepAliveMs,
+  };
+  const runs = new Runs(opts, (state) => new LiveUpdates(state, liveOpts, log));
+  const live = runs;
   const server = http.createServer((req, res) => {
     const fail = (err: unknown): void => {
       log.warn({ err, url: req.url }, 'dashboard request failed');
@@ -291,7 +412,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<DashboardH
       else res.destroy();
     };
     try {
-      void Promise.resolve(route(req, res, opts, assets, live)).catch(fail);
+      void Promise.resolve(route(req, res, opts, assets, runs)).catch(fail);
     } catch (err) {
       fail(err);
     }
@@ -301,6 +422,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<DashboardH
     else socket.destroy();
     log.debug({ err }, 'malformed dashboard request');
   });
+  guardServer(server, log);
   const port = await listen(server, opts.host, opts.port).catch((err: unknown) => {
     live.close();
     throw err;

@@ -6,233 +6,25 @@
  *
  * Non-finite numbers (a diverging loss) stay NaN/Infinity here; JSON.stringify writes them as null.
  */
-import { ConfigError } from '../../shared/errors.js';
 import type { StepRecord } from '../../shared/wire/protocol.js';
 import type { RunEvent, RunObserver, RunSummaryView, WorkerState, WorkerView } from '../events.js';
 import type { EpochOutcome } from '../run-state.js';
+import { Series } from './series.js';
+import type {
+  DashboardCursor,
+  DashboardSnapshot,
+  DashboardStateOptions,
+  DashboardUpdate,
+  EpochProgressView,
+  LogEntry,
+  SeriesSet,
+  StatusView,
+  WorkerStatus,
+} from './views.js';
+import { WaitTracker } from './waits.js';
 
-// ---------------------------------------------------------------------------------------------
-// Bounded chart series
-
-export interface SeriesCursor {
-  /** Which series the cursor belongs to (a new run starts new series). */
-  series: number;
-  /** How many times the series had been compacted when the cursor was taken. */
-  compactions: number;
-  /** How many points had been appended when the cursor was taken. */
-  appended: number;
-}
-
-export interface SeriesDelta {
-  /** True: `x`/`y` are the whole series and replace what the reader has. */
-  reset: boolean;
-  x: number[];
-  y: number[];
-}
-
-/**
- * An (x, y) series with at most `cap` points. When full it halves itself by averaging neighbour pairs and from then
- * on averages every `stride` incoming points into one, so the whole run stays on the chart at a uniform resolution.
- * Readers follow it with a cursor; a compaction in between makes `since` return the whole series.
- */
-export class Series {
-  private static instances = 0;
-  private readonly id = ++Series.instances;
-  private xs: number[] = [];
-  private ys: number[] = [];
-  private stride = 1;
-  private pending = { x: 0, y: 0, count: 0 };
-  private compactions = 0;
-  private appended = 0;
-
-  constructor(readonly cap: number) {
-    if (!Number.isInteger(cap) || cap < 2) throw new ConfigError(`series cap must be an integer >= 2, got ${cap}`);
-  }
-
-  get length(): number {
-    return this.xs.length;
-  }
-
-  push(x: number, y: number): void {
-    const p = this.pending;
-    p.x += x;
-    p.y += y;
-    p.count++;
-    if (p.count < this.stride) return;
-    this.xs.push(p.x / p.count);
-    this.ys.push(p.y / p.count);
-    this.appended++;
-    this.pending = { x: 0, y: 0, count: 0 };
-    // Compact right after a full window, so every point always stands for the same number of pushes.
-    if (this.xs.length >= this.cap) this.compact();
-  }
-
-  private compact(): void {
-    const xs: number[] = [];
-    const ys: number[] = [];
-    for (let i = 0; i < this.xs.length; i += 2) {
-      const pair = i + 1 < this.xs.length ? 2 : 1;
-      xs.push((this.xs[i]! + this.xs[i + pair - 1]!) / 2);
-      ys.push((this.ys[i]! + this.ys[i + pair - 1]!) / 2);
-    }
-    this.xs = xs;
-    this.ys = ys;
-    this.stride *= 2;
-    this.compactions++;
-  }
-
-  cursor(): SeriesCursor {
-    return { series: this.id, compactions: this.compactions, appended: this.appended };
-  }
-
-  all(): SeriesDelta {
-    return { reset: true, x: [...this.xs], y: [...this.ys] };
-  }
-
-  since(cursor: SeriesCursor): SeriesDelta {
-    if (cursor.series !== this.id || cursor.compactions !== this.compactions) return this.all();
-    const fresh = Math.min(this.xs.length, this.appended - cursor.appended);
-    if (fresh <= 0) return { reset: false, x: [], y: [] };
-    return { reset: false, x: this.xs.slice(-fresh), y: this.ys.slice(-fresh) };
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Views (the JSON shapes of /api/status and the page's updates)
-
-/**
- * idle (no run yet) -> waiting (for --min-workers) -> starting (first ring) -> training <-> evaluating, and
- * recovering (a ring re-formed mid-run, until training resumes) or back to waiting when too few workers remain;
- * finally finished | failed | interrupted.
- */
-export type RunPhase =
-  'idle' | 'waiting' | 'starting' | 'training' | 'evaluating' | 'recovering' | 'finished' | 'failed' | 'interrupted';
-
-/** Moving averages of one worker's step phases, in milliseconds. */
-export interface PhaseTimings {
-  data: number;
-  compute: number;
-  /** Includes the time spent waiting for the slowest ring peer. */
-  allreduce: number;
-  reduceScatter: number;
-  allgather: number;
-  apply: number;
-  step: number;
-}
-
-export interface WorkerStatus {
-  id: string;
-  rank: number;
-  host: string;
-  backend: string;
-  state: WorkerState;
-  samplesPerSec: number;
-  timingsMs: PhaseTimings | null;
-  /** Step records received from this worker. */
-  steps: number;
-  lastStep: number;
-  lastLoss: number | null;
-  /** Unix ms of this worker's last event (join, step report, leave). */
-  lastSeen: number;
-  straggler: boolean;
-}
-
-export interface LogEntry {
-  seq: number;
-  at: number;
-  level: 'info' | 'warn' | 'error';
-  kind: RunEvent['kind'];
-  message: string;
-  fields?: Record<string, unknown>;
-}
-
-export interface EpochProgressView {
-  /** 1-based epoch in progress (0 before the first). */
-  epoch: number;
-  epochs: number;
-  samplesDone: number;
-  samplesTotal: number;
-  fraction: number;
-  /** Seconds left in this epoch's training at the current rate (evaluation excluded); null while unknown. */
-  etaSeconds: number | null;
-  /** Seconds left in the run's training at the current rate; null while unknown. */
-  runEtaSeconds: number | null;
-}
-
-export interface StatusView {
-  /** Unix ms when the view was made, so readers can tell how long ago `lastSeen` was. */
-  now: number;
-  run: {
-    id: string | null;
-    model: string | null;
-    epochs: number;
-    minWorkers: number;
-    batchSize: number;
-    phase: RunPhase;
-    startedAt: number | null;
-    endedAt: number | null;
-  };
-  generation: number;
-  /** Same as progress.epoch. */
-  epoch: number;
-  /** Latest global step reported (-1 before the first). */
-  step: number;
-  worldSize: number;
-  progress: EpochProgressView;
-  workers: WorkerStatus[];
-  latest: {
-    loss: number | null;
-    trainLoss: number | null;
-    testAccuracy: number | null;
-    testLoss: number | null;
-    samplesPerSec: number;
-    samples: number;
-    workersAlive: number;
-    failures: number;
-    recoveries: number;
-  };
-  history: EpochOutcome[];
-  summary: RunSummaryView | null;
-}
-
-export interface SeriesSet<T> {
-  loss: T;
-  accuracy: T;
-  throughput: T;
-}
-
-/** /api/status and the first SSE message: the status plus every series point and the event log. */
-export interface DashboardSnapshot extends StatusView {
-  series: SeriesSet<SeriesDelta>;
-  events: LogEntry[];
-}
-
-export interface DashboardCursor {
-  series: SeriesSet<SeriesCursor>;
-  eventSeq: number;
-}
-
-/** What changed since a cursor: the whole (small) status, new series points and new log entries. */
-export interface DashboardUpdate extends DashboardSnapshot {
-  cursor: DashboardCursor;
-}
-
-export interface DashboardStateOptions {
-  /** Points kept per chart before compacting (default 5000). */
-  seriesCap?: number;
-  /** Event log entries kept (default 500). */
-  eventLogSize?: number;
-  /** A worker whose compute time exceeds this multiple of the median is a straggler (default 1.5). */
-  stragglerRatio?: number;
-  /** Weight of the newest step in the moving averages (default 0.2). */
-  smoothing?: number;
-  /** At most one throughput point per this many ms (default 1000). */
-  throughputIntervalMs?: number;
-  /** Departed workers kept in the table (default 32). */
-  departedKept?: number;
-  /** Clock for `now` (default Date.now). */
-  now?: () => number;
-}
+export { Series, type SeriesCursor, type SeriesDelta } from './series.js';
+export type * from './views.js';
 
 // ---------------------------------------------------------------------------------------------
 // The state
@@ -303,6 +95,7 @@ export class DashboardState {
   private lastThroughputAt!: number;
   /** A worker was lost since the last ring formed: the next ring is a recovery. */
   private lostSinceRing!: boolean;
+  private waits!: WaitTracker;
   private events: LogEntry[] = [];
   private eventSeq = 0;
 
@@ -355,6 +148,7 @@ export class DashboardState {
     this.lastLossStep = -1;
     this.lastThroughputAt = -Infinity;
     this.lostSinceRing = false;
+    this.waits = new WaitTracker();
   }
 
   /** Call `listener` after every event that changed the state; returns the unsubscribe function. */
@@ -384,7 +178,7 @@ export class DashboardState {
       case 'epochStarted':
         return this.onEpochStarted(event, at);
       case 'steps':
-        return this.onSteps(event.rank, event.records, at);
+        return this.onSteps(event.gen, event.rank, event.records, at);
       case 'epochFinished':
         return this.onEpochFinished(event.outcome, at);
       case 'notice':
@@ -493,6 +287,7 @@ export class DashboardState {
     this.generation = gen;
     this.worldSize = views.length;
     this.rankToId = new Map(views.map((v) => [v.rank, v.id]));
+    this.waits.ring(gen, views.length);
     for (const v of views) this.upsertWorker(v, at);
     if (this.run.endedAt === null) this.run.phase = this.progress.epoch < 0 ? 'starting' : 'recovering';
     const ring = `ring of ${views.length} worker(s), generation ${gen}`;
@@ -536,7 +331,7 @@ export class DashboardState {
     return this.upsertWorker(view, at);
   }
 
-  private onSteps(rank: number, records: StepRecord[], at: number): void {
+  private onSteps(gen: number, rank: number, records: StepRecord[], at: number): void {
     const w = this.workerForRank(rank, at);
     w.lastSeen = at;
     if (!GONE.has(w.state)) w.state = 'training';
@@ -546,6 +341,7 @@ export class DashboardState {
       if (r.epoch === this.progress.epoch) this.progress.samplesDone += r.samples;
       this.step = Math.max(this.step, r.step);
       this.addLoss(r.step, r.loss);
+      this.waits.add(gen, rank, r);
     }
     this.progress.lastAt = at;
     if (
@@ -731,6 +527,7 @@ export class DashboardState {
         recoveries: l.recoveries,
       },
       history: this.history.map((h) => ({ ...h })),
+      waits: this.waits.view(),
       summary: this.summary ? { ...this.summary } : null,
     };
   }

@@ -4,38 +4,29 @@ import { Command } from 'commander';
 import { createRootLogger } from '../../shared/log.js';
 import { createProgressView } from '../../shared/cli/progress.js';
 import { trainSingle } from '../../shared/train/single.js';
-import {
-  addBackendOptions,
-  addDataDirOption,
-  addOutputOptions,
-  addTrainOptions,
-  defaultRunDir,
-  readBackend,
-  readTrainConfig,
-} from '../../shared/cli/options.js';
+import { addRoleOptions, defaultRunDir, readTrainConfig, readValues } from '../../shared/cli/options.js';
+import { COMMON_OPTIONS, SINGLE_OPTIONS } from '../../shared/cli/table.js';
 
 export function trainCommand(): Command {
   const cmd = new Command('train').description('train in one process (the baseline the cluster is measured against)');
-  addTrainOptions(cmd);
-  addBackendOptions(cmd);
-  addDataDirOption(cmd);
-  addOutputOptions(cmd);
-  cmd.option('--save-dir <dir>', 'where to save the trained model (default: <run-dir>/model)');
-  cmd.option('--no-save', 'do not save the trained model');
+  addRoleOptions(cmd, 'train');
   cmd.action(async (opts: Record<string, unknown>) => {
     const config = readTrainConfig(opts);
+    const common = readValues(COMMON_OPTIONS, opts, 'train');
+    const single = readValues(SINGLE_OPTIONS, opts, 'train');
     const runDir = defaultRunDir(opts);
-    const log = createRootLogger({ runDir, name: 'train', level: opts.logLevel as 'info' }).child({ role: 'train' });
-    const progress = createProgressView({ quiet: Boolean(opts.quiet) });
+    const log = createRootLogger({ runDir, name: 'train', level: common.logLevel }).child({ role: 'train' });
+    const progress = createProgressView({ quiet: common.quiet });
     progress.line(
       `ringtrain train: ${config.model}, ${config.optimizer} lr ${config.lr}, batch ${config.batchSize}, ${config.epochs} epochs; logs in ${runDir}`,
     );
-    const saveDir = opts.save === false ? undefined : String(opts.saveDir ?? path.join(runDir, 'model'));
+    const saveDir = single.save ? (single.saveDir ?? path.join(runDir, 'model')) : undefined;
     const summary = await trainSingle({
       config,
-      backend: readBackend(opts),
-      dataDir: opts.dataDir as string | undefined,
-      summaryJson: opts.summaryJson as string | undefined,
+      backend: common.backend,
+      threads: common.threads,
+      dataDir: common.dataDir,
+      summaryJson: common.summaryJson,
       saveDir,
       log,
       progress,

@@ -1,90 +1,85 @@
 /**
- * Command-line options shared by the subcommands, parsed with commander. Each option's default is documented in its
- * help text; parsing only collects strings and numbers, validation is validateTrainConfig's job.
+ * The option tables (table.ts) turned into commander options, typed values and launch's forwarded arguments.
+ * Parsing validates each value with its table entry's `check`, so a bad option fails with a ConfigError that names
+ * it before anything starts.
  */
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ConfigError } from '../errors.js';
-import { TRAIN_DEFAULTS, validateTrainConfig, type TrainConfig } from '../config.js';
-import { BACKEND_CHOICES, parseBackendChoice, type BackendChoice } from '../tf/backend.js';
-import { MODEL_NAMES } from '../train/models.js';
-import { OPTIMIZER_NAMES } from '../train/optim.js';
-
-const D = TRAIN_DEFAULTS;
-
-/** The training options of `ringtrain train`, also accepted by the coordinator and `launch`. */
-export function addTrainOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--model <name>', 'model to train').choices(MODEL_NAMES).default(D.model))
-    .addOption(new Option('--optimizer <name>', 'optimizer').choices(OPTIMIZER_NAMES).default(D.optimizer))
-    .option('--lr <rate>', 'learning rate (default: adam 2e-3, sgd 0.05, adadelta 1.0)', Number)
-    .option('--lr-decay <factor>', 'multiply the learning rate by this after every epoch', Number, D.lrDecay)
-    .option('--momentum <m>', 'SGD momentum (0 = plain SGD)', Number, D.momentum)
-    .option('--epochs <n>', 'number of epochs', Number, D.epochs)
-    .option('--batch-size <n>', 'batch size per process (per worker in a cluster)', Number, D.batchSize)
-    .option('--seed <n>', 'seed for initial weights and the per-epoch shuffle', Number, D.seed)
-    .option('--train-limit <n>', 'use only the first N training samples (0 = all)', Number, D.trainLimit)
-    .option('--test-limit <n>', 'evaluate on only the first N test samples (0 = all)', Number, D.testLimit)
-    .option(
-      '--target-accuracy <a>',
-      'stop once test accuracy reaches this fraction (0 = run all epochs)',
-      Number,
-      D.targetAccuracy,
-    )
-    .option('--scale-lr', 'cluster: scale the learning rate by the number of workers, with a warmup', D.scaleLr)
-    .option(
-      '--warmup-epochs <n>',
-      'cluster: epochs of linear learning-rate warmup with --scale-lr',
-      Number,
-      D.warmupEpochs,
-    );
-}
-
-export function addBackendOptions(cmd: Command): Command {
-  return cmd.addOption(
-    new Option('--backend <name>', 'TensorFlow.js backend; auto = tensorflow (tfjs-node) where it loads, else wasm')
-      .choices(BACKEND_CHOICES)
-      .default('auto'),
-  );
-}
-
-export function addDataDirOption(cmd: Command): Command {
-  return cmd.option(
-    '--data-dir <dir>',
-    'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST',
-  );
-}
-
-export function addOutputOptions(cmd: Command): Command {
-  return cmd
-    .option('--run-dir <dir>', 'folder for JSON logs and outputs (default: runs/<timestamp>)')
-    .option('--summary-json <file>', 'write a JSON summary of the run to this file')
-    .addOption(
-      new Option('--log-level <level>', 'level of the JSON log file')
-        .choices(['trace', 'debug', 'info', 'warn', 'error'])
-        .default('info'),
-    )
-    .option('--quiet', 'no progress display on the terminal', false);
-}
+import { validateTrainConfig, type TrainConfig } from '../config.js';
+import { parseBackendChoice, type BackendChoice } from '../tf/backend.js';
+import { int, type AnySpec, type Forward, type OptionTable, type Role, type ValuesOf } from './spec.js';
+import { ALL_TABLES, TRAIN_OPTIONS } from './table.js';
 
 type Opts = Record<string, unknown>;
 
-export function readTrainConfig(opts: Opts): TrainConfig {
-  return validateTrainConfig({
-    model: opts.model,
-    optimizer: opts.optimizer,
-    lr: opts.lr,
-    lrDecay: opts.lrDecay,
-    momentum: opts.momentum,
-    epochs: opts.epochs,
-    batchSize: opts.batchSize,
-    seed: opts.seed,
-    trainLimit: opts.trainLimit,
-    testLimit: opts.testLimit,
-    targetAccuracy: opts.targetAccuracy,
-    scaleLr: opts.scaleLr,
-    warmupEpochs: opts.warmupEpochs,
-  });
+/** commander's name for the parsed value: `batch-size` -> `batchSize`, `no-save` -> `save`. */
+export function attributeOf(spec: AnySpec): string {
+  return spec.flag.replace(/^no-/, '').replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+}
+
+function defaultFor(spec: AnySpec, role: Role): unknown {
+  return spec.roleDefaults?.[role] ?? spec.default;
+}
+
+function commanderOption(spec: AnySpec, role: Role): Option {
+  const flags = `${spec.short ? `-${spec.short}, ` : ''}--${spec.flag}${spec.arg ? ` <${spec.arg}>` : ''}`;
+  const option = new Option(flags, spec.help);
+  if (spec.choices) option.choices(spec.choices);
+  if (spec.arg) option.argParser((t: string) => spec.check(spec.parse(t), `--${spec.flag}`));
+  const d = defaultFor(spec, role);
+  if (d !== undefined && !spec.flag.startsWith('no-')) option.default(d);
+  if (spec.required) option.makeOptionMandatory();
+  return option;
+}
+
+/** Add every option of `role` from the tables to a subcommand, in table order. */
+export function addRoleOptions(cmd: Command, role: Role, tables: readonly OptionTable[] = ALL_TABLES): Command {
+  for (const table of tables)
+    for (const spec of Object.values(table)) if (spec.roles.includes(role)) cmd.addOption(commanderOption(spec, role));
+  return cmd;
+}
+
+/**
+ * The typed values of one table from parsed options. Options `role` does not take, or not given without a default,
+ * get their default (or stay undefined).
+ */
+export function readValues<T extends OptionTable>(table: T, opts: Opts, role: Role): ValuesOf<T> {
+  const out: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(table)) {
+    const given = spec.roles.includes(role) ? opts[attributeOf(spec)] : undefined;
+    out[key] = given ?? defaultFor(spec, role);
+  }
+  return out as ValuesOf<T>;
+}
+
+/** The options given on the command line (not defaults), by attribute name. */
+export function explicitOptions(cmd: Command): Set<string> {
+  return new Set(cmd.options.map((o) => o.attributeName()).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
+}
+
+/**
+ * What `launch` passes on to the coordinator or to a worker: every option of the tables it forwards to `to`, as
+ * command-line arguments (a true flag bare, false and absent values left out). `overrides` replaces (or, with
+ * undefined, drops) values by attribute name.
+ */
+export function forwardedArgs(opts: Opts, to: Exclude<Forward, 'both'>, overrides: Opts = {}): string[] {
+  const args: string[] = [];
+  for (const table of ALL_TABLES) {
+    for (const spec of Object.values(table)) {
+      if (spec.forward !== to && spec.forward !== 'both') continue;
+      const attr = attributeOf(spec);
+      const v = attr in overrides ? overrides[attr] : opts[attr];
+      if (v === undefined || v === false) continue;
+      args.push(`--${spec.flag}`);
+      if (v !== true) args.push(String(v));
+    }
+  }
+  return args;
+}
+
+export function readTrainConfig(opts: Opts, role: Role = 'train'): TrainConfig {
+  return validateTrainConfig(readValues(TRAIN_OPTIONS, opts, role));
 }
 
 export function readBackend(opts: Opts): BackendChoice {
@@ -106,14 +101,6 @@ export function parseHostPort(value: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
-export function intOption(name: string): (v: string) => number {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new ConfigError(`${name} must be a non-negative integer, got '${v}'`);
-    return n;
-  };
-}
-
 /**
  * End the process once `done` settles: set the exit code and let pending writes drain, but never hang on a stray
  * handle (the timer is unref'ed, so it only fires if something else keeps the process alive).
@@ -123,4 +110,10 @@ export function exitWhenDone(done: Promise<number>, graceMs = 3000): void {
     process.exitCode = code;
     setTimeout(() => process.exit(code), graceMs).unref();
   });
+}
+
+/** A commander parser for the integer options of the small tools (dashboard, doctor) that have no table of their own. */
+export function intOption(flag: string): (value: string) => number {
+  const spec = int({ flag: flag.replace(/^--/, ''), help: '', roles: [] });
+  return (value) => spec.check(spec.parse(value), flag) as number;
 }

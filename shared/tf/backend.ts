@@ -1,11 +1,12 @@
 /**
- * TensorFlow.js backend selection. `auto` prefers the native `tensorflow` backend (tfjs-node, an optional dependency
- * that cannot install on machines without internet access), and falls back to `wasm`, which gets ringtrain's own
+ * TensorFlow.js backend selection. `auto` prefers the native `tensorflow` backend (tfjs-node's addon on libtensorflow,
+ * built by the set-up that `npm ci` runs: native-setup.ts), and falls back to `wasm`, which gets ringtrain's own
  * convolution gradient kernels. `cpu` is pure JS: a numeric reference for tests, far too slow to train.
  */
 import * as tf from '@tensorflow/tfjs';
 import { BackendUnavailableError, ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { loadNativeBackend, nativeBackendInfo, resolveThreads } from './native.js';
 import { registerWasmConvGradients } from './wasm-conv-grads.js';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -17,12 +18,9 @@ export function parseBackendChoice(value: string): BackendChoice {
   throw new ConfigError(`--backend must be one of ${BACKEND_CHOICES.join(', ')}, got '${value}'`);
 }
 
-async function loadTensorflow(): Promise<void> {
-  // A variable specifier keeps TypeScript from requiring the optional package's types at build time.
-  const pkg = '@tensorflow/tfjs-node';
-  await import(pkg);
-  if (!(await tf.setBackend('tensorflow')))
-    throw new Error('tfjs-node loaded but the tensorflow backend did not start');
+async function loadTensorflow(threads?: number): Promise<void> {
+  loadNativeBackend({ threads });
+  if (!(await tf.setBackend('tensorflow'))) throw new Error('the native tensorflow backend did not start');
 }
 
 async function loadWasm(): Promise<void> {
@@ -36,32 +34,58 @@ async function loadCpu(): Promise<void> {
   if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend did not start');
 }
 
-const loaders: Record<BackendName, () => Promise<void>> = { tensorflow: loadTensorflow, wasm: loadWasm, cpu: loadCpu };
+const loaders: Record<BackendName, (threads?: number) => Promise<void>> = {
+  tensorflow: loadTensorflow,
+  wasm: loadWasm,
+  cpu: loadCpu,
+};
 
-async function tryLoad(name: BackendName): Promise<void> {
+async function tryLoad(name: BackendName, threads?: number): Promise<void> {
   try {
-    await loaders[name]();
+    await loaders[name](threads);
     await tf.ready();
   } catch (err) {
     throw new BackendUnavailableError(name, { cause: err });
   }
 }
 
-/** Select and initialise a backend; returns the name of the one in use and logs it once. */
-export async function selectBackend(choice: BackendChoice, log?: Logger): Promise<BackendName> {
+export interface BackendOptions {
+  /**
+   * Compute threads of this process (libtensorflow's intra- and inter-op pools); default RINGTRAIN_THREADS, else
+   * all cores. wasm and cpu run on one thread whatever this says.
+   */
+  threads?: number;
+}
+
+/** Threads the active backend computes with. */
+export function backendThreads(name: BackendName, threads?: number): number {
+  return name === 'tensorflow' ? (nativeBackendInfo()?.threads.intra ?? resolveThreads(threads)) : 1;
+}
+
+/** Select and initialise a backend; returns the name of the one in use and logs it, with its threads, once. */
+export async function selectBackend(
+  choice: BackendChoice,
+  log?: Logger,
+  opts: BackendOptions = {},
+): Promise<BackendName> {
   // Production mode skips tfjs's per-op debug checks and its console banners (we log the backend ourselves).
   tf.enableProdMode();
   if (choice !== 'auto') {
-    await tryLoad(choice);
+    await tryLoad(choice, opts.threads);
   } else {
     try {
-      await tryLoad('tensorflow');
+      await tryLoad('tensorflow', opts.threads);
     } catch (err) {
-      log?.debug({ err: (err as Error).cause ?? err }, 'tfjs-node not available, falling back to wasm');
+      const cause = (err as Error).cause ?? err;
+      log?.info(
+        { reason: (cause as Error).message ?? String(cause) },
+        'native tensorflow backend unavailable; using wasm',
+      );
       await tryLoad('wasm');
     }
   }
   const active = tf.getBackend() as BackendName;
-  log?.info({ backend: active, requested: choice }, 'tensorflow.js backend selected');
+  const threads = backendThreads(active, opts.threads);
+  log?.info({ backend: active, requested: choice, threads }, 'tensorflow.js backend selected');
   return active;
 }

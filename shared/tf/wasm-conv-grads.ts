@@ -16,6 +16,8 @@
  * convolution, and splitting it into row bands. Only NHWC with dilation 1 is implemented (tfjs-core has no gradient
  * for dilated convolutions); anything else throws KernelUnsupportedError.
  *
+ * The depthwise convolution gradients, which wasm lacks as well, are in wasm-depthwise-grads.ts.
+ *
  * Profiling whole training steps showed two more wasm kernels dominating once the convolutions were fast, so they are
  * wrapped here as well: BatchMatMul with a transposed operand (every dense-layer gradient) and MaxPoolGrad.
  */
@@ -23,9 +25,20 @@ import * as tf from '@tensorflow/tfjs';
 // Imported first so that the wasm backend's own kernel registrations happen before ours replace them.
 import '@tensorflow/tfjs-backend-wasm';
 import { KernelUnsupportedError } from '../errors.js';
+import { DEPTHWISE_KERNELS } from './wasm-depthwise-grads.js';
+import {
+  attrsOf,
+  borrow,
+  handOff,
+  inputOf,
+  padOrCrop,
+  spreadByStride,
+  delegateToWasm,
+  type ExplicitPadding,
+  wasmKernels,
+} from './wasm-kernel-util.js';
 
 type Shape4D = [number, number, number, number];
-type ExplicitPadding = tf.backend_util.ExplicitPadding;
 type Conv2DInfo = tf.backend_util.Conv2DInfo;
 
 /** The attributes tfjs-core passes to both gradient kernels (plus `dilations`, which some callers add). */
@@ -36,9 +49,6 @@ export interface ConvGradOptions {
   dimRoundingMode?: 'floor' | 'round' | 'ceil';
   dilations?: number | [number, number];
 }
-
-/** Rows (or columns) to add before and after one spatial axis; a negative amount crops instead. */
-type Margins = [before: number, after: number];
 
 const BACKEND = 'wasm';
 
@@ -83,29 +93,6 @@ function checkDyShape(kernel: string, dy: tf.Tensor4D, info: Conv2DInfo): void {
       `dy has shape [${dy.shape}] but the convolution outputs [${info.outShape}]`,
     );
   }
-}
-
-/**
- * Prepares `t` ([B,H,W,C]) for a convolution that needs `rows`/`cols` extra pixels around it: positive margins become
- * the convolution's own explicit padding (XNNPACK pads for free, no copy), negative ones crop `t` with a slice.
- */
-function padOrCrop(t: tf.Tensor4D, rows: Margins, cols: Margins): { input: tf.Tensor4D; pad: ExplicitPadding } {
-  const cropTop = Math.max(0, -rows[0]);
-  const cropBottom = Math.max(0, -rows[1]);
-  const cropLeft = Math.max(0, -cols[0]);
-  const cropRight = Math.max(0, -cols[1]);
-  let input = t;
-  if (cropTop + cropBottom + cropLeft + cropRight > 0) {
-    const [b, h, w, c] = t.shape;
-    input = tf.slice(t, [0, cropTop, cropLeft, 0], [b, h - cropTop - cropBottom, w - cropLeft - cropRight, c]);
-  }
-  const pad: ExplicitPadding = [
-    [0, 0],
-    [Math.max(0, rows[0]), Math.max(0, rows[1])],
-    [Math.max(0, cols[0]), Math.max(0, cols[1])],
-    [0, 0],
-  ];
-  return { input, pad };
 }
 
 function gcd(a: number, b: number): number {
@@ -171,25 +158,6 @@ export function conv2dBackpropFilterViaConv(
 }
 
 /**
- * Spreads dy's pixels `stride` apart ([N, (Ho-1)*sh + sh, (Wo-1)*sw + sw, C], zeros between and after them): the
- * transposed convolution of a strided one is a stride-1 convolution over this. The sh-1 / sw-1 trailing zero rows and
- * columns are left for the caller to fold into its crop.
- */
-function spreadByStride(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
-  if (sh === 1 && sw === 1) return dy;
-  const [n, ho, wo, c] = dy.shape;
-  const spaced = tf.pad(tf.reshape(dy, [n, ho, 1, wo, 1, c]), [
-    [0, 0],
-    [0, 0],
-    [0, sh - 1],
-    [0, 0],
-    [0, sw - 1],
-    [0, 0],
-  ]);
-  return tf.reshape(spaced, [n, ho * sh, wo * sw, c]);
-}
-
-/**
  * dx of a 2D convolution as one forward convolution (see the file comment). Pure tensor ops on the active backend, so
  * tests can run it on `cpu` as well. Returns a tensor of `inputShape`.
  */
@@ -218,33 +186,6 @@ export function conv2dBackpropInputViaConv(
     const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]); // [kh, kw, Co, Ci]
     return tf.conv2d(input, flipped, 1, pad);
   });
-}
-
-/** Wraps a kernel input as a Tensor that owns one extra backend reference, so disposing it leaves the input intact. */
-function borrow<R extends tf.Rank>(info: tf.TensorInfo, backend: tf.KernelBackend): tf.Tensor<R> {
-  backend.incRef(info.dataId);
-  return tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor<R>;
-}
-
-/**
- * Hands a tensor computed inside a kernel to the engine as the kernel's output: the engine wraps the returned
- * TensorInfo in its own Tensor, so ours is disposed and its backend reference passed on.
- */
-function handOff(result: tf.Tensor, backend: tf.KernelBackend): tf.TensorInfo {
-  backend.incRef(result.dataId);
-  const out: tf.TensorInfo = { dataId: result.dataId, shape: result.shape, dtype: result.dtype };
-  result.dispose();
-  return out;
-}
-
-function inputOf(kernel: string, inputs: tf.NamedTensorInfoMap, name: string): tf.TensorInfo {
-  const info = inputs[name];
-  if (info === undefined) throw new KernelUnsupportedError(kernel, `called without its '${name}' input`);
-  return info;
-}
-
-function attrsOf<T>(attrs: tf.NamedAttrMap | undefined): T {
-  return (attrs ?? {}) as unknown as T;
 }
 
 const backpropFilterKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
@@ -422,16 +363,6 @@ const maxPoolGradKernel: tf.KernelFunc = (args) => {
   return handOff(result, kernelBackend);
 };
 
-/** wasm's own kernels that ours wrap, captured at registration; ours hand them the cases they leave alone. */
-const wasmKernels = new Map<string, tf.KernelFunc>();
-
-function delegateToWasm(kernelName: string, args: Parameters<tf.KernelFunc>[0]): tf.TensorInfo | tf.TensorInfo[] {
-  const original = wasmKernels.get(kernelName);
-  if (original === undefined)
-    throw new KernelUnsupportedError(kernelName, 'wasm has no kernel of its own to fall back to');
-  return original(args);
-}
-
 interface OwnKernel {
   kernelFunc: tf.KernelFunc;
   /** Whether it hands some cases to wasm's kernel of the same name (so it is only registered where that exists). */
@@ -443,11 +374,12 @@ const OWN_KERNELS: ReadonlyMap<string, OwnKernel> = new Map([
   [tf.Conv2DBackpropInput, { kernelFunc: backpropInputKernel, wraps: false }],
   [tf.BatchMatMul, { kernelFunc: batchMatMulKernel, wraps: true }],
   [tf.MaxPoolGrad, { kernelFunc: maxPoolGradKernel, wraps: true }],
+  ...DEPTHWISE_KERNELS.map(({ name, kernelFunc, wraps }): [string, OwnKernel] => [name, { kernelFunc, wraps }]),
 ]);
 
 /**
- * Registers ringtrain's wasm training kernels: Conv2DBackpropFilter (wasm has none) and Conv2DBackpropInput
- * (replacing wasm's slow one), plus BatchMatMul and MaxPoolGrad, which wrap wasm's own and speed up the cases that
+ * Registers ringtrain's wasm training kernels: Conv2DBackpropFilter and both depthwise gradients (wasm has none),
+ * Conv2DBackpropInput (replacing wasm's slow one), plus BatchMatMul and MaxPoolGrad, which wrap wasm's own and speed up the cases that
  * training hits. Call it after importing the wasm backend, before or after `tf.setBackend('wasm')`. Idempotent:
  * kernels already registered by this function are left alone.
  */

@@ -1,7 +1,7 @@
 /**
  * Batches from a split, into buffers allocated once per loader: the hot path allocates nothing per step.
  */
-import { gatherLabels, toFloatImages, type MnistSplit } from '../data/mnist.js';
+import { gatherLabels, sampleBytes, toFloatImages, type DataSplit } from '../data/dataset.js';
 import type { Batch, EvalCounts, Replica } from './replica.js';
 
 export class BatchLoader {
@@ -9,10 +9,10 @@ export class BatchLoader {
   private readonly labels: Int32Array;
 
   constructor(
-    private readonly split: MnistSplit,
+    private readonly split: DataSplit,
     readonly batchSize: number,
   ) {
-    this.images = new Float32Array(batchSize * split.rows * split.cols);
+    this.images = new Float32Array(batchSize * sampleBytes(split.shape));
     this.labels = new Int32Array(batchSize);
   }
 
@@ -27,7 +27,7 @@ export class BatchLoader {
 /** Evaluate samples [start, end) of a split; counts are additive, so shards can be summed across workers. */
 export function evaluateRange(
   replica: Replica,
-  split: MnistSplit,
+  split: DataSplit,
   start: number,
   end: number,
   batchSize = 1000,

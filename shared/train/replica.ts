@@ -1,7 +1,11 @@
 /**
  * A model replica seen as flat buffers: the training step as a library, independent of any transport.
- * - Parameters live in one fixed layout (the trainable variables in model order, each row-major), so gradients,
- *   weights and optimizer state each travel as one Float32Array. The cluster moves exactly these buffers.
+ * - Weights live in one fixed layout: the trainable variables in model order, then the non-trainable ones (the
+ *   state a layer updates itself, such as BatchNormalization's moving mean and variance), each row-major. Weights,
+ *   updates and optimizer state each travel as one Float32Array; the cluster moves exactly these buffers.
+ * - A step's update buffer has the same layout: the gradients, then how the forward pass changed each state variable.
+ *   computeGradients puts the state back as it was, so a replica changes only in applyGradients; averaging the
+ *   update across replicas (the same fused allreduce as the gradients) keeps the state identical on all of them.
  * - Optimizer state layout: [iterations, slot 0 of every parameter..., slot 1 of every parameter...], where the slots
  *   are those tfjs's optimizer keeps (Adam: first and second moments; momentum: accumulation; Adadelta: two).
  * Every tensor op runs inside tf.tidy, so tf.memory().numTensors stays flat across steps.
@@ -16,10 +20,16 @@ export interface ParamEntry {
   shape: number[];
   offset: number;
   size: number;
+  /** False for state a layer updates itself (moving statistics), which the optimizer never touches. */
+  trainable: boolean;
 }
 export interface ParamLayout {
+  /** Trainable entries first, then the state. */
   entries: ParamEntry[];
+  /** Every weight: the length of the weights and update buffers. */
   size: number;
+  /** The trainable prefix: what the optimizer's slots cover. */
+  trainableSize: number;
 }
 
 export interface Batch {
@@ -35,38 +45,59 @@ export interface EvalCounts {
   lossSum: number;
 }
 
-function layoutOf(vars: readonly tf.Variable[]): ParamLayout {
+function layoutOf(vars: readonly tf.Variable[], state: readonly tf.Variable[]): ParamLayout {
   let offset = 0;
-  const entries = vars.map((v) => {
-    const entry = { name: v.name, shape: v.shape.slice(), offset, size: v.size };
+  let trainableSize = 0;
+  const entries = [...vars, ...state].map((v, i) => {
+    const entry = { name: v.name, shape: v.shape.slice(), offset, size: v.size, trainable: i < vars.length };
     offset += v.size;
+    if (entry.trainable) trainableSize = offset;
     return entry;
   });
-  return { entries, size: offset };
+  return { entries, size: offset, trainableSize };
+}
+
+function variablesOf(weights: readonly tf.LayerVariable[]): tf.Variable[] {
+  return weights.map((w) => (w as unknown as { read(): tf.Variable }).read());
 }
 
 export class Replica {
   readonly layout: ParamLayout;
+  /** Trainable variables, in layout order. */
   private readonly vars: tf.Variable[];
+  /** Non-trainable variables (layer state), in layout order after the trainable ones. */
+  private readonly stateVars: tf.Variable[];
   private readonly gradients: Float32Array;
   private optimizer: tf.Optimizer;
   private lr: number;
   private readonly imageShape: number[];
+  readonly numClasses: number;
 
   constructor(
     readonly built: BuiltModel,
     private readonly optimizerOptions: OptimizerOptions,
   ) {
-    this.vars = built.logitsModel.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
-    this.layout = layoutOf(this.vars);
+    this.vars = variablesOf(built.logitsModel.trainableWeights);
+    this.stateVars = variablesOf(built.logitsModel.nonTrainableWeights);
+    this.layout = layoutOf(this.vars, this.stateVars);
     this.gradients = new Float32Array(this.layout.size);
     this.optimizer = createOptimizer(optimizerOptions);
     this.lr = optimizerOptions.lr;
     this.imageShape = built.logitsModel.inputs[0]!.shape.slice(1) as number[];
+    this.numClasses = built.logitsModel.outputs[0]!.shape[1] as number;
   }
 
   get optimizerStateSize(): number {
-    return 1 + slotsPerVariable(this.optimizerOptions) * this.layout.size;
+    return 1 + slotsPerVariable(this.optimizerOptions) * this.layout.trainableSize;
+  }
+
+  /** Number of weights of layer state (BatchNormalization statistics) at the end of the layout. */
+  get stateSize(): number {
+    return this.layout.size - this.layout.trainableSize;
+  }
+
+  private entry(i: number): ParamEntry {
+    return this.layout.entries[i]!;
   }
 
   get learningRate(): number {
@@ -81,16 +112,17 @@ export class Replica {
   private inputs(batch: Batch): { x: tf.Tensor; y: tf.Tensor } {
     const pixels = this.imageShape.reduce((a, b) => a * b, 1);
     const x = tf.tensor(batch.images.subarray(0, batch.n * pixels), [batch.n, ...this.imageShape]);
-    const y = tf.oneHot(tf.tensor1d(batch.labels.subarray(0, batch.n), 'int32'), 10);
+    const y = tf.oneHot(tf.tensor1d(batch.labels.subarray(0, batch.n), 'int32'), this.numClasses);
     return { x, y };
   }
 
   /**
-   * Forward and backward pass of one batch. Returns the mean loss and the flat gradients, in a buffer this replica
-   * reuses: it is valid until the next call (copy it to keep it).
+   * Forward and backward pass of one batch. Returns the mean loss and the flat update (gradients, then the change
+   * of every state variable), in a buffer this replica reuses: it is valid until the next call (copy it to keep it).
    */
   computeGradients(batch: Batch): { loss: number; gradients: Float32Array } {
     const loss = tf.tidy(() => {
+      const before = this.stateVars.map((v) => v.clone());
       const { x, y } = this.inputs(batch);
       const { value, grads } = tf.variableGrads(
         () =>
@@ -100,37 +132,53 @@ export class Replica {
           ) as tf.Scalar,
         this.vars,
       );
-      for (const [i, entry] of this.layout.entries.entries()) {
-        this.gradients.set(grads[this.vars[i]!.name]!.dataSync() as Float32Array, entry.offset);
+      for (const [i, v] of this.vars.entries()) {
+        this.gradients.set(grads[v.name]!.dataSync() as Float32Array, this.entry(i).offset);
+      }
+      const n = this.vars.length;
+      for (const [j, v] of this.stateVars.entries()) {
+        this.gradients.set(tf.sub(v, before[j]!).dataSync() as Float32Array, this.entry(n + j).offset);
+        v.assign(before[j]!); // the forward pass updated it in place; the averaged update is applied instead
       }
       return value.dataSync()[0]!;
     });
     return { loss, gradients: this.gradients };
   }
 
-  /** Apply a flat gradient buffer (for example the ring-averaged one) with this replica's optimizer. */
+  /**
+   * Apply a flat update buffer (for example the ring-averaged one): the gradients with this replica's optimizer, the
+   * state changes by adding them.
+   */
   applyGradients(flat: Float32Array): void {
     this.checkLength('gradients', this.layout.size, flat.length);
     tf.tidy(() => {
       const named: tf.NamedTensorMap = {};
-      for (const [i, e] of this.layout.entries.entries()) {
-        named[this.vars[i]!.name] = tf.tensor(flat.subarray(e.offset, e.offset + e.size), e.shape);
-      }
+      for (const [i, v] of this.vars.entries()) named[v.name] = this.slice(flat, i);
       this.optimizer.applyGradients(named);
+      const n = this.vars.length;
+      for (const [j, v] of this.stateVars.entries()) v.assign(tf.add(v, this.slice(flat, n + j)));
     });
   }
 
+  private slice(flat: Float32Array, i: number): tf.Tensor {
+    const e = this.entry(i);
+    return tf.tensor(flat.subarray(e.offset, e.offset + e.size), e.shape);
+  }
+
+  private allVars(): tf.Variable[] {
+    return [...this.vars, ...this.stateVars];
+  }
+
+  /** Every weight, trainable and state, in layout order. */
   getWeights(out: Float32Array = new Float32Array(this.layout.size)): Float32Array {
-    for (const [i, e] of this.layout.entries.entries()) out.set(this.vars[i]!.dataSync() as Float32Array, e.offset);
+    for (const [i, v] of this.allVars().entries()) out.set(v.dataSync() as Float32Array, this.entry(i).offset);
     return out;
   }
 
   setWeights(flat: Float32Array): void {
     this.checkLength('weights', this.layout.size, flat.length);
     tf.tidy(() => {
-      for (const [i, e] of this.layout.entries.entries()) {
-        this.vars[i]!.assign(tf.tensor(flat.subarray(e.offset, e.offset + e.size), e.shape));
-      }
+      for (const [i, v] of this.allVars().entries()) v.assign(this.slice(flat, i));
     });
   }
 
@@ -142,8 +190,8 @@ export class Replica {
     iterations!.tensor.dispose(); // saveIterations() makes a fresh scalar on every call; the slots are the optimizer's own
     const n = this.vars.length;
     for (const [j, slot] of slots.entries()) {
-      const entry = this.layout.entries[j % n]!;
-      const base = 1 + Math.floor(j / n) * this.layout.size;
+      const entry = this.entry(j % n);
+      const base = 1 + Math.floor(j / n) * this.layout.trainableSize;
       out.set((await slot.tensor.data()) as Float32Array, base + entry.offset);
     }
     return out;
@@ -164,10 +212,11 @@ export class Replica {
         { name: 'iter', tensor: tf.scalar(flat[0]!, 'int32') },
       ];
       for (let k = 0; k < slotCount; k++) {
-        for (const [i, e] of this.layout.entries.entries()) {
-          const start = 1 + k * this.layout.size + e.offset;
+        for (const [i, v] of this.vars.entries()) {
+          const e = this.entry(i);
+          const start = 1 + k * this.layout.trainableSize + e.offset;
           named.push({
-            name: `${this.vars[i]!.name}/slot${k}`,
+            name: `${v.name}/slot${k}`,
             tensor: tf.tensor(flat.subarray(start, start + e.size), e.shape),
           });
         }

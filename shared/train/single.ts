@@ -5,7 +5,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { TrainConfig } from '../config.js';
-import { limitSplit, loadMnist, type MnistDataset } from '../data/mnist.js';
+import { limitDataset, type Dataset } from '../data/dataset.js';
+import { loadDataset } from '../data/load.js';
 import type { Logger } from '../log.js';
 import type { ProgressView } from '../cli/progress.js';
 import { shardForRank, stepsPerEpoch, batchIndices } from '../data/sampler.js';
@@ -19,6 +20,8 @@ import { Replica } from './replica.js';
 export interface SingleRunOptions {
   config: TrainConfig;
   backend: BackendChoice;
+  /** TensorFlow threads (`--threads`); undefined = the backend's default. */
+  threads?: number;
   dataDir?: string;
   summaryJson?: string;
   /** Folder for the trained model (model.json + weights.bin); none when absent. */
@@ -74,18 +77,13 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   return result;
 }
 
-async function loadData(dataDir: string | undefined, config: TrainConfig): Promise<MnistDataset> {
-  const data = await loadMnist(dataDir);
-  return {
-    ...data,
-    train: config.trainLimit > 0 ? limitSplit(data.train, config.trainLimit) : data.train,
-    test: config.testLimit > 0 ? limitSplit(data.test, config.testLimit) : data.test,
-  };
+async function loadData(dataDir: string | undefined, config: TrainConfig): Promise<Dataset> {
+  return limitDataset(await loadDataset(dataDir), config.trainLimit, config.testLimit);
 }
 
 type LoopSummary = Pick<TrainSummary, 'epochs' | 'steps' | 'testAccuracy' | 'samplesPerSec' | 'history'>;
 
-async function trainLoop(replica: Replica, data: MnistDataset, opts: SingleRunOptions): Promise<LoopSummary> {
+async function trainLoop(replica: Replica, data: Dataset, opts: SingleRunOptions): Promise<LoopSummary> {
   const { config, log, progress } = opts;
   const loader = new BatchLoader(data.train, config.batchSize);
   const history: EpochResult[] = [];

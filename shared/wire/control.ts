@@ -11,6 +11,7 @@ import {
   type Message,
   type MessageOf,
   type RingPeer,
+  type SampleShapeFields,
   type ShardMessage,
   type StepRecord,
 } from './messages.js';
@@ -72,7 +73,33 @@ function shard(r: FieldReader): ShardMessage {
     const bytes = r.optionalBytes(key);
     if (bytes !== undefined) message[key] = bytes;
   }
+  if (message.images !== undefined || message.testImages !== undefined) checkShippedSamples(r, message);
   return message;
+}
+
+const MAX_SAMPLE_SIDE = 65535;
+const MAX_SAMPLE_CHANNELS = 4;
+
+/** Shipped samples come with their shape, and every image byte array holds exactly one sample per label. */
+function checkShippedSamples(r: FieldReader, message: ShardMessage): void {
+  const s = r.nested('sampleShape');
+  const shape: SampleShapeFields = {
+    height: s.int('height', 1, MAX_SAMPLE_SIDE),
+    width: s.int('width', 1, MAX_SAMPLE_SIDE),
+    channels: s.int('channels', 1, MAX_SAMPLE_CHANNELS),
+  };
+  const bytesPerSample = shape.height * shape.width * shape.channels;
+  for (const [images, labels] of [
+    ['images', 'labels'],
+    ['testImages', 'testLabels'],
+  ] as const) {
+    const count = message[labels]?.byteLength ?? 0;
+    const length = message[images]?.byteLength ?? 0;
+    if (length !== count * bytesPerSample) {
+      throw new ProtocolError(`shard.${images}: ${length} bytes for ${count} labels of ${bytesPerSample} bytes each`);
+    }
+  }
+  message.sampleShape = shape;
 }
 
 function evalResult(r: FieldReader): EvalResultMessage {

@@ -1,4 +1,5 @@
 /** The control messages of protocol version 1 (the wire format is documented in protocol.ts). */
+import type { RunConfig } from '../config.js';
 export const MessageType = {
   hello: 'hello',
   ready: 'ready',
@@ -147,8 +148,11 @@ export interface AssignMessage {
   worldSize: number;
   successor: RingPeer;
   predecessorRank: number;
-  /** The training config; validated by its user, here only checked to be a plain object. */
-  config: Record<string, unknown>;
+  /**
+   * The run config (RunConfig, shared/config.ts): the fields of the option tables' TRAIN_OPTIONS and RUN_OPTIONS.
+   * Here only checked to be a map; the worker validates it with the command line's validator (validateRunConfig).
+   */
+  config: { [K in keyof RunConfig]?: unknown };
 }
 /** `optimizer` may be empty (fresh optimizer state). The state stands at (epoch, consumed, step) of `lineage`. */
 export interface StartMessage {
@@ -161,7 +165,16 @@ export interface StartMessage {
   weights: Uint8Array;
   optimizer: Uint8Array;
 }
-/** `indices` are uint32 LE (see bytesToUint32); sample bytes only go to workers without local data. */
+/** The shape of one shipped sample: height * width * channels uint8 pixels, HWC order. */
+export interface SampleShapeFields {
+  height: number;
+  width: number;
+  channels: number;
+}
+/**
+ * `indices` are uint32 LE (see bytesToUint32); sample bytes only go to workers without local data, and then with
+ * `sampleShape` (required whenever images are present; images hold exactly labels * sample bytes).
+ */
 export interface ShardMessage {
   type: 'shard';
   gen: number;
@@ -169,6 +182,7 @@ export interface ShardMessage {
   indices: Uint8Array;
   images?: Uint8Array;
   labels?: Uint8Array;
+  sampleShape?: SampleShapeFields;
   /** Global step number of this shard's first batch. */
   firstStep: number;
   /** Samples in the whole epoch, and how many of them earlier generations already trained on (for the lr schedule). */

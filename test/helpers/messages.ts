@@ -67,7 +67,7 @@ export const sampleMessages: Message[] = [
     worldSize: 3,
     successor: { host: '10.0.0.3', port: 40124, rank: 2 },
     predecessorRank: 0,
-    config: { model: 'cnn', batchSize: 32, lr: 0.01, schedule: { warmup: [1, 2] }, note: 'ünïcode ✓' },
+    config: { model: 'cnn', batchSize: 32, lr: 0.01, optimizer: { warmup: [1, 2] }, seed: 'ünïcode ✓' },
   },
   {
     type: 'start',
@@ -86,6 +86,7 @@ export const sampleMessages: Message[] = [
     indices: uint32ToBytes(new Uint32Array([5, 9, 59_999])),
     images: new Uint8Array(784 * 3).fill(7),
     labels: new Uint8Array([1, 2, 3]),
+    sampleShape: { height: 28, width: 28, channels: 1 },
     testStart: 0,
     testEnd: 3334,
     testImages: new Uint8Array(784),

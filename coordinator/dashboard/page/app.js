@@ -316,6 +316,52 @@
     $('workers-empty').hidden = st.workers.length > 0;
   }
 
+  function hostOfRank(st, rank) {
+    const w = st.workers.find((x) => x.rank === rank && x.state !== 'lost' && x.state !== 'stopped');
+    return w ? w.host : st.workers.find((x) => x.rank === rank)?.host || '–';
+  }
+
+  function waitRow(st, w, top) {
+    const tr = el('tr');
+    tr.dataset.rank = String(w.rank);
+    tr.dataset.share = String(w.share);
+    if (top) tr.classList.add('culprit');
+    const bar = el('div', 'share-bar');
+    const fill = el('div', 'fill');
+    fill.style.width = `${(100 * w.share).toFixed(1)}%`;
+    bar.appendChild(fill);
+    const cell = el('td');
+    cell.appendChild(bar);
+    tr.append(
+      el('td', 'num', String(w.rank)),
+      el('td', '', hostOfRank(st, w.rank)),
+      cell,
+      el('td', 'num share', `${(100 * w.share).toFixed(1)}%`),
+      el('td', 'num held', `${(100 * w.heldFraction).toFixed(1)}%`),
+      el('td', 'num', `${integer(w.lastSteps)} step(s)`),
+      el('td', 'num', `${ms(w.causedMs)} ms`),
+    );
+    return tr;
+  }
+
+  function renderWaits(st) {
+    const waits = st.waits;
+    if (!waits) return;
+    const rows = waits.workers.slice().sort((a, b) => b.share - a.share || a.rank - b.rank);
+    const top = rows[0];
+    $('wait-rows').replaceChildren(...rows.map((w) => waitRow(st, w, w === top && w.share > 0)));
+    $('waits-headline').textContent =
+      waits.steps === 0 || !top
+        ? 'No complete steps of a ring of two or more yet.'
+        : `Rank ${top.rank} (${hostOfRank(st, top.rank)}) entered the allreduce last in ${integer(top.lastSteps)} ` +
+          `of ${integer(waits.steps)} steps: it held the ring ${(100 * top.heldFraction).toFixed(1)}% of the time ` +
+          `and caused ${(100 * top.share).toFixed(1)}% of everyone's waiting (${ms(waits.totalWaitMs)} ms in all).`;
+    $('recent-waits').textContent = waits.recent
+      .slice(-12)
+      .map((w) => `step ${w.step + 1}: rank ${w.lastRank} +${ms(w.lateMs)} ms`)
+      .join(' · ');
+  }
+
   function renderEvents() {
     if (drawn.eventsVersion === view.eventsVersion) return;
     drawn.eventsVersion = view.eventsVersion;
@@ -338,6 +384,11 @@
   function renderConnection() {
     const ended = view.status && view.status.summary;
     const node = $('connection');
+    if (view.connection === 'report') {
+      node.dataset.state = 'offline';
+      $('connection-text').textContent = `report · saved ${view.status ? clock(view.status.now) : ''}`;
+      return;
+    }
     const state = view.connection === 'live' ? 'live' : ended ? 'offline' : view.connection;
     node.dataset.state = state;
     $('connection-text').textContent =
@@ -358,6 +409,7 @@
       renderHeader(st);
       renderProgress(st);
       renderWorkers(st);
+      renderWaits(st);
     }
     renderEvents();
     renderConnection();
@@ -417,7 +469,7 @@
   }
 
   function connect() {
-    const source = new EventSource('/events');
+    const source = new EventSource(`/events${runQuery()}`);
     source.addEventListener('snapshot', (e) => parse(e, onSnapshot));
     source.addEventListener('update', (e) => parse(e, onUpdate));
     source.onopen = () => {
@@ -430,6 +482,30 @@
       // EventSource retries network errors itself; after an HTTP error (503, 404) it gives up, so start over.
       if (source.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
     };
+  }
+
+  /** `?run=NAME` of this page, passed on to the per-run routes. */
+  function runQuery() {
+    const run = new URLSearchParams(location.search).get('run');
+    return run === null ? '' : `?run=${encodeURIComponent(run)}`;
+  }
+
+  /** A saved report (report.html) carries its data in the page and never connects anywhere. */
+  function embeddedData() {
+    const node = document.getElementById('ringtrain-data');
+    return node ? JSON.parse(node.textContent) : null;
+  }
+
+  /** The timeline download appears when the run has one. */
+  function offerTimeline() {
+    const link = $('timeline-link');
+    link.href = `/timeline.json${runQuery()}`;
+    fetch(`/api/files${runQuery()}`)
+      .then((res) => res.json())
+      .then((files) => {
+        link.hidden = !files.timeline;
+      })
+      .catch(() => undefined);
   }
 
   window.__ringtrain = {
@@ -455,6 +531,13 @@
 
   watchChartSizes();
   render();
-  connect();
+  const embedded = embeddedData();
+  if (embedded) {
+    view.connection = 'report';
+    onSnapshot(embedded);
+  } else {
+    connect();
+    offerTimeline();
+  }
   setInterval(tick, 1000);
 })();
