@@ -119,10 +119,6 @@ export class Coordinator {
     if (r) this.notice('info', 'resuming from checkpoint', { ...r.position, ...(r.file ? { file: r.file } : {}) });
   }
 
-  get runPhase(): RunPhase {
-    return this.phase.phase;
-  }
-
   private emit(event: RunEvent): void {
     this.events.emit(event, (err) => this.log.warn({ err, kind: event.kind }, 'run observer failed'));
   }
@@ -205,6 +201,10 @@ export class Coordinator {
         return this.maybeFinishEpoch(m.epoch);
       case 'stall':
         return this.onStall(worker, m);
+      case 'ringLost':
+        // A ring being formed has its own timeout; a formed one is rebuilt (once per generation: the gen fences).
+        if (this.phase.is('syncing', 'training')) this.reform(`rank ${worker.rank} lost a ring link: ${m.reason}`);
+        return;
       case 'failed':
         return this.onFailed(worker, m);
       default:
@@ -586,7 +586,7 @@ export class Coordinator {
     };
   }
 
-  status(): Record<string, unknown> {
+  status(): { runId: string; phase: RunPhase; generation: number; position: Position; workers: number } {
     return {
       runId: this.runId,
       phase: this.phase.phase,

@@ -133,7 +133,7 @@ describe('coordinator session over in-memory links', () => {
     assert.equal(start.step, 0);
     assert.match(start.lineage, /^run-1:/);
     await b.next('shard');
-    assert.equal(h.coord.runPhase, 'training');
+    assert.equal(h.coord.status().phase, 'training');
   });
 
   test('re-forming: a lost member re-forms the ring and the most advanced survivor restores every replica', async () => {
@@ -221,7 +221,7 @@ describe('coordinator session over in-memory links', () => {
     const start = await a.next('start', (s) => s.gen === 4);
     assert.equal(start.gen, 4);
     assert.equal(b.closed, false);
-    assert.notEqual(h.coord.runPhase, 'ended');
+    assert.notEqual(h.coord.status().phase, 'ended');
   });
 
   test('in a first ring, the member a failed dial was aimed at is evicted, not its predecessor', async () => {
@@ -230,7 +230,7 @@ describe('coordinator session over in-memory links', () => {
     ws[1]!.autoReady = false; // rank 1 cannot dial rank 2 ...
     ws[2]!.autoReady = false; // ... and rank 2 waits for rank 1's link
     assert.equal(await ws[2]!.gone(), CLOSE_CODES.evicted);
-    await until('paused for a third worker', () => h.coord.runPhase === 'waiting');
+    await until('paused for a third worker', () => h.coord.status().phase === 'waiting');
     assert.equal(ws[1]!.closed, false);
     ws[1]!.autoReady = true;
     h.worker('d');
@@ -245,7 +245,7 @@ describe('coordinator session over in-memory links', () => {
     await until('checkpoint', () => h.saved.length === 1);
     a.steps(4, 6);
     a.link.close(1006);
-    await until('waiting', () => h.coord.runPhase === 'waiting');
+    await until('waiting', () => h.coord.status().phase === 'waiting');
     const b = h.worker('b', { weightValue: 0 });
     const start = await b.next('start');
     assert.equal(start.step, 4, 'not step 0');
@@ -262,7 +262,7 @@ describe('coordinator session over in-memory links', () => {
     await a.next('shard');
     a.steps(0, 3);
     a.link.close(1006);
-    await until('waiting', () => h.coord.runPhase === 'waiting');
+    await until('waiting', () => h.coord.status().phase === 'waiting');
     const b = h.worker('b', { weightValue: 0 });
     const start = await b.next('start');
     assert.equal(start.step, 0);
@@ -316,6 +316,21 @@ describe('coordinator session over in-memory links', () => {
     a.steps(100, 102);
     await new Promise((resolve) => setTimeout(resolve, 20));
     assert.equal(h.events.length, before, 'no event after the end');
+  });
+
+  test('a ring link lost between live members re-forms the ring (nobody waits forever)', async () => {
+    const h = harness();
+    const ws = ['a', 'b'].map((id) => h.worker(id));
+    await until('ring', () => ws.every((w) => w.gen === 2 && w.all('shard').some((s) => s.gen === 2)));
+    const [r0, r1] = ws as [FakeWorker, FakeWorker];
+    r0.steps(0, 3);
+    r1.steps(0, 3);
+    r0.link.send({ type: 'ringLost', gen: 2, rank: 0, reason: 'predecessor stopped answering pings' });
+    r1.link.send({ type: 'ringLost', gen: 2, rank: 1, reason: 'successor stopped answering pings' });
+    const start = await r1.next('start', (m) => m.gen === 3);
+    assert.equal(start.step, 3, 'restored where the ring broke');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(r0.gen, 3, 'the second report, of the old generation, is fenced off');
   });
 
   test('a member that stops talking is evicted by the heartbeat check', async () => {

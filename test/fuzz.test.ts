@@ -194,6 +194,7 @@ const INT_FIELDS = new Set([
   'epochSamples',
   'offset',
   'consumed',
+  'sentBytes',
   'testStart',
   'testEnd',
   'samples',

@@ -167,12 +167,11 @@ class WorkerSession {
   ) {
     this.runLog = cfg.log;
     this.log = cfg.log;
-    ring.onPeerLost((err) =>
-      this.log.warn(
-        { err: err.message, code: err.code },
-        'ring link lost; waiting for the coordinator to re-form the ring',
-      ),
-    );
+    ring.onPeerLost((err) => {
+      this.log.warn({ err: err.message, code: err.code }, 'ring link lost; asking the coordinator to re-form the ring');
+      if (this.phase.is('ready', 'synced', 'training', 'idle'))
+        this.send({ type: 'ringLost', gen: this.gen, rank: this.rank, reason: err.message });
+    });
     ring.onStall((s) => {
       this.log.warn({ ...s }, 'step is waiting on the ring predecessor');
       this.send({
@@ -399,6 +398,7 @@ class WorkerSession {
     };
     this.phase.to('training');
     this.training = true;
+    let sentBefore = this.ring.sentBytes;
     const worldSize = this.worldSize;
     const consumedAfter = (k: number) => Math.min(m.epochSamples, m.offset + k * t.batchSize * worldSize);
     try {
@@ -408,6 +408,8 @@ class WorkerSession {
         { rank: this.rank, worldSize: this.worldSize, gen: m.gen, links: this.ring, compression: settings.compression },
         {
           onStep: (r) => {
+            r.sentBytes = this.ring.sentBytes - sentBefore;
+            sentBefore = this.ring.sentBytes;
             this.position = { epoch: m.epoch, consumed: consumedAfter(r.step + 1 - m.firstStep), step: r.step + 1 };
             this.record(r, settings.reportEvery);
           },

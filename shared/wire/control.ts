@@ -36,6 +36,8 @@ function stepRecord(r: FieldReader): StepRecord {
   const paramHash = r.optionalString('paramHash');
   if (paramHash !== undefined) record.paramHash = paramHash;
   if (r.optionalBoolean('nonFinite')) record.nonFinite = true;
+  const sentBytes = r.optionalInt('sentBytes');
+  if (sentBytes !== undefined) record.sentBytes = sentBytes;
   return record;
 }
 
@@ -150,6 +152,7 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     waitingMs: r.duration('waitingMs'),
     peerRank: r.int('peerRank'),
   }),
+  ringLost: (r) => ({ type: 'ringLost', gen: r.gen(), rank: r.int('rank'), reason: r.string('reason') }),
   challenge: (r) => ({ type: 'challenge', protocolVersion: r.version(), nonce: r.bytes('nonce') }),
   metrics: (r) => ({ type: 'metrics', gen: r.gen(), rank: r.int('rank'), records: r.array('records', stepRecord) }),
   evalResult,

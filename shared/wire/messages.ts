@@ -18,6 +18,7 @@ export const MessageType = {
   challenge: 'challenge',
   heartbeat: 'heartbeat',
   stall: 'stall',
+  ringLost: 'ringLost',
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
@@ -68,6 +69,16 @@ export interface StallMessage {
   waitingMs: number;
   peerRank: number;
 }
+/**
+ * A link of the worker's ring broke (the neighbour closed it, or stopped answering pings) while the membership was
+ * unchanged. The coordinator re-forms the ring; without this, a ring whose members all live would wait forever.
+ */
+export interface RingLostMessage {
+  type: 'ringLost';
+  gen: number;
+  rank: number;
+  reason: string;
+}
 export interface StepRecord {
   epoch: number;
   step: number;
@@ -85,6 +96,8 @@ export interface StepRecord {
   paramHash?: string;
   /** The averaged gradients held NaN/Inf; every replica skipped this update. */
   nonFinite?: boolean;
+  /** Gradient bytes this worker sent to its ring successor in the step (frames as sent: fp16 halves them). */
+  sentBytes?: number;
 }
 export interface MetricsMessage {
   type: 'metrics';
@@ -229,7 +242,8 @@ export type WorkerToCoordinatorMessage =
   | WeightsMessage
   | FailedMessage
   | HeartbeatMessage
-  | StallMessage;
+  | StallMessage
+  | RingLostMessage;
 export type CoordinatorToWorkerMessage =
   WelcomeMessage | AssignMessage | StartMessage | ShardMessage | RequestWeightsMessage | StopMessage;
 export type Message = WorkerToCoordinatorMessage | CoordinatorToWorkerMessage | RingHelloMessage | ChallengeMessage;

@@ -21,6 +21,7 @@ export const sampleMessages: Message[] = [
   { type: 'ready', gen: 3, rank: 1, step: 1250, hasState: true, epoch: 2, consumed: 640, lineage: 'run-1:ab12' },
   { type: 'heartbeat', gen: 0, rank: -1, step: 0 },
   { type: 'stall', gen: 3, rank: 1, step: 17, waitingMs: 10_000.5, peerRank: 0 },
+  { type: 'ringLost', gen: 3, rank: 1, reason: 'lost connection to successor rank 2' },
   { type: 'challenge', protocolVersion: 1, nonce: new Uint8Array(32).fill(9) },
   {
     type: 'metrics',
@@ -40,6 +41,7 @@ export const sampleMessages: Message[] = [
         startedAt: 1795000000123.5,
         paramHash: 'abc123',
         nonFinite: true,
+        sentBytes: 81234,
       },
       {
         epoch: 0,
