@@ -245,7 +245,7 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
       assert.ok(skipped && String(skipped.file).endsWith(newest), 'the corrupt checkpoint is reported by name');
     }
     // The workers outlived the coordinator with the state of a later step than the checkpoint: they restore it.
-    const restored = log.find((l) => /the most advanced survivor/.test(l.msg));
+    const restored = log.slice(log.indexOf(resumeLine)).find((l) => /the most advanced survivor/.test(l.msg));
     assert.ok(restored, 'restored from a surviving worker, not rolled back to the checkpoint');
     assert.ok(Number(restored.step) >= Math.max(expected, trainedBefore), `restored at step ${String(restored.step)}`);
     const summary = JSON.parse(await fs.readFile(c.summary, 'utf8'));

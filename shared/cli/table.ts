@@ -18,9 +18,8 @@
  * the coordinator and the workers or handles it itself.
  */
 import { COMPRESSIONS } from '../ring/allreduce.js';
-import { BACKEND_CHOICES } from '../tf/backend.js';
-import { MODEL_NAMES, parseModelName } from '../train/models.js';
-import { OPTIMIZER_NAMES } from '../train/optim.js';
+import { BACKEND_CHOICES } from '../tf/names.js';
+import { MODEL_NAMES, OPTIMIZER_NAMES, parseModelName } from '../train/names.js';
 import { choice, flag, int, real, refine, text, type OptionTable } from './spec.js';
 import { LAUNCH_OPTIONS } from './table-launch.js';
 

@@ -5,10 +5,9 @@
  * User models (model-spec.ts) take the same shape: their topology is the logits model's, softmax added for saving.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ModelUnknownError } from '../errors.js';
+import { type ModelName } from './names.js';
 
-export const MODEL_NAMES = ['lenet5', 'keras-cnn', 'mlp'] as const;
-export type ModelName = (typeof MODEL_NAMES)[number];
+export { MODEL_NAMES, isModelName, parseModelName, type ModelName } from './names.js';
 
 /** What a model is built for: one image's [height, width, channels] and the number of classes. */
 export interface ModelShape {
@@ -65,15 +64,6 @@ const mlp: LayerStack = (input, init, numClasses) => {
 };
 
 const STACKS: Record<ModelName, LayerStack> = { lenet5, 'keras-cnn': kerasCnn, mlp };
-
-export function isModelName(value: string): value is ModelName {
-  return (MODEL_NAMES as readonly string[]).includes(value);
-}
-
-export function parseModelName(value: string): ModelName {
-  if (isModelName(value)) return value;
-  throw new ModelUnknownError(value, MODEL_NAMES);
-}
 
 /** A probabilities model over the logits model's layers (shared, not copied): what gets saved and served. */
 export function withSoftmax(logitsModel: tf.LayersModel, name: string): tf.LayersModel {
