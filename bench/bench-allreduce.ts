@@ -25,7 +25,6 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { generateToken } from '../shared/auth.js';
 import { ringAllreduce, type AllreduceOptions, type RingLinks } from '../shared/ring/allreduce.js';
 import { silentLogger } from '../shared/log.js';
-import { noDelay } from '../shared/ws-util.js';
 import { RingTransport, type RingAssignment } from '../worker/ring-transport.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -464,7 +463,6 @@ class Counter {
 async function linkServerChild(): Promise<void> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: MAX_PAYLOAD });
   wss.on('connection', (ws) => {
-    noDelay(ws);
     const counter = new Counter();
     ws.on('message', (data, isBinary) => {
       if (isBinary) return counter.onMessage();
@@ -511,7 +509,6 @@ async function linkClientChild(): Promise<void> {
         ws.once('open', () => resolve());
         ws.once('error', reject);
       });
-      noDelay(ws);
       const counter = new Counter();
       ws.on('message', (data, isBinary) => (isBinary ? counter.onMessage() : ws.emit('done')));
       const rows: LinkRow[] = [];

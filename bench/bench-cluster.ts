@@ -72,6 +72,12 @@ export interface TrainArgs {
   compression?: 'none' | 'fp16';
   lr?: number;
   seed?: number;
+  /** Compute threads of each training process (RINGTRAIN_THREADS); default: every core. */
+  threads?: number;
+}
+
+function threadEnv(a: TrainArgs, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return a.threads ? { ...env, RINGTRAIN_THREADS: String(a.threads) } : env;
 }
 
 /** Training options of the trainer and the coordinator (the backend goes to the trainer and the workers). */
@@ -234,7 +240,7 @@ export async function runTrainer(args: TrainArgs, timeoutMs = 30 * 60_000): Prom
         '--summary-json',
         file,
       ],
-      process.env,
+      threadEnv(args),
     );
     const sampler = new MemorySampler([{ pid: p.child.pid!, role: 'trainer' }]);
     try {
@@ -248,10 +254,27 @@ export async function runTrainer(args: TrainArgs, timeoutMs = 30 * 60_000): Prom
   }
 }
 
+/** The port a coordinator started with an IPC channel reports once it listens. */
+function listeningPort(coordinator: ReturnType<typeof spawnCli>): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    coordinator.child.on('message', (m: { type?: string; port?: number }) => {
+      if (m?.type === 'listening' && typeof m.port === 'number') resolve(m.port);
+    });
+    coordinator.child.once('exit', (code) =>
+      reject(new Error(`the coordinator exited (${code}) before it listened:\n${coordinator.output()}`)),
+    );
+  });
+}
+
+function spawnWorker(port: number, backend: string, env: NodeJS.ProcessEnv): ReturnType<typeof spawnCli> {
+  const args = ['--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0', '--advertise', '127.0.0.1'];
+  return spawnCli(['worker', ...args, '--backend', backend], env);
+}
+
 /** A coordinator and `workers` worker processes on localhost, as `ringtrain launch -np N` starts them. */
 export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 30 * 60_000): Promise<RunResult> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-bench-'));
-  const env = { ...process.env, [TOKEN_ENV]: generateToken() };
+  const env = threadEnv(args, { ...process.env, [TOKEN_ENV]: generateToken() });
   const file = path.join(dir, 'summary.json');
   const coordinatorArgs = [
     'coordinator',
@@ -275,32 +298,8 @@ export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 3
   const coordinator = spawnCli(coordinatorArgs, env, true);
   const procs = [coordinator];
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      coordinator.child.on('message', (m: { type?: string; port?: number }) => {
-        if (m?.type === 'listening' && typeof m.port === 'number') resolve(m.port);
-      });
-      coordinator.child.once('exit', (code) =>
-        reject(new Error(`the coordinator exited (${code}) before it listened:\n${coordinator.output()}`)),
-      );
-    });
-    for (let i = 0; i < workers; i++) {
-      procs.push(
-        spawnCli(
-          [
-            'worker',
-            '--coordinator',
-            `ws://127.0.0.1:${port}`,
-            '--listen',
-            '127.0.0.1:0',
-            '--advertise',
-            '127.0.0.1',
-            '--backend',
-            args.backend,
-          ],
-          env,
-        ),
-      );
-    }
+    const port = await listeningPort(coordinator);
+    for (let i = 0; i < workers; i++) procs.push(spawnWorker(port, args.backend, env));
     const sampler = new MemorySampler(
       procs.map((p, i) => ({ pid: p.child.pid!, role: i === 0 ? 'coordinator' : 'worker' })),
     );

@@ -36,6 +36,16 @@ export interface TensorCountResult {
   flat: boolean;
 }
 
+function memorySample(step: number): TensorSample {
+  const m = tf.memory();
+  return {
+    step,
+    numTensors: m.numTensors,
+    numBytes: m.numBytes,
+    heapUsedMiB: process.memoryUsage().heapUsed / 2 ** 20,
+  };
+}
+
 export async function benchTensorCounts(opts: {
   steps: number;
   every: number;
@@ -55,15 +65,7 @@ export async function benchTensorCounts(opts: {
   }));
   workers[1]!.replica.setWeights(workers[0]!.replica.getWeights());
   const samples: TensorSample[] = [];
-  const sample = (step: number) => {
-    const m = tf.memory();
-    samples.push({
-      step,
-      numTensors: m.numTensors,
-      numBytes: m.numBytes,
-      heapUsedMiB: process.memoryUsage().heapUsed / 2 ** 20,
-    });
-  };
+  const sample = (step: number) => samples.push(memorySample(step));
   let epoch = 0;
   let orders = workers.map((w) =>
     shardForRank({ datasetSize: data.train.count, worldSize, rank: w.ring.rank, seed: 42, epoch, shuffle: true }),

@@ -65,9 +65,9 @@ async function poll<T>(f: () => Promise<T | undefined>, timeoutMs: number, what:
   }
 }
 
-export async function measureRecovery(opts: { backend: string; killAtStep: number }): Promise<RecoveryResult> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-recovery-'));
-  const env = { ...process.env, RINGTRAIN_TOKEN: generateToken() };
+/** A coordinator waiting for 2 of the 3 workers started, each reporting every step. */
+async function startCluster(dir: string, backend: string, env: NodeJS.ProcessEnv) {
+  const train = ['--train-limit', '19200', '--test-limit', '1000', '--epochs', '1', '--report-every', '1'];
   const coord = spawnCli(
     [
       'coordinator',
@@ -79,14 +79,7 @@ export async function measureRecovery(opts: { backend: string; killAtStep: numbe
       '2',
       '--run-dir',
       dir,
-      '--train-limit',
-      '19200',
-      '--test-limit',
-      '1000',
-      '--epochs',
-      '1',
-      '--report-every',
-      '1',
+      ...train,
       '--check-every',
       '0',
     ],
@@ -97,22 +90,41 @@ export async function measureRecovery(opts: { backend: string; killAtStep: numbe
     30_000,
     'the coordinator',
   );
-  const workers = [0, 1, 2].map(() =>
-    spawnCli(
-      [
-        'worker',
-        '--coordinator',
-        `ws://127.0.0.1:${port}`,
-        '--listen',
-        '127.0.0.1:0',
-        '--advertise',
-        '127.0.0.1',
-        '--backend',
-        opts.backend,
-      ],
-      env,
-    ),
-  );
+  const worker = [
+    'worker',
+    '--coordinator',
+    `ws://127.0.0.1:${port}`,
+    '--listen',
+    '127.0.0.1:0',
+    '--advertise',
+    '127.0.0.1',
+  ];
+  const workers = [0, 1, 2].map(() => spawnCli([...worker, '--backend', backend], env));
+  return { coord, workers };
+}
+
+/** From the metrics before the kill and the new generation's first lines: how long recovery took, what was lost. */
+function recoveryOf(killedAt: number, gen: number, before: Line[], newLines: Line[]): RecoveryResult {
+  const first = newLines.reduce((a, b) => (b.step < a.step ? b : a));
+  const completedAt = first.startedAt + first.dataMs + first.computeMs + first.allreduceMs + first.applyMs;
+  // Survivors' completed steps under the old ring (the killed worker's last reports may never have been sent).
+  const survivorsOld = before.filter((l) => l.gen === gen && l.rank !== 1);
+  const byStep = new Map<number, Set<number>>();
+  for (const l of survivorsOld) byStep.set(l.step, (byStep.get(l.step) ?? new Set()).add(l.rank));
+  const lastCompleted = Math.max(-1, ...[...byStep].filter(([, ranks]) => ranks.size === 2).map(([s]) => s));
+  return {
+    killedAtStep: lastCompleted,
+    recoveryMs: completedAt - killedAt,
+    newGenFirstStep: first.step,
+    lastCompletedBeforeKill: lastCompleted,
+    lostSteps: Math.max(0, lastCompleted + 1 - first.step),
+  };
+}
+
+export async function measureRecovery(opts: { backend: string; killAtStep: number }): Promise<RecoveryResult> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-recovery-'));
+  const env = { ...process.env, RINGTRAIN_TOKEN: generateToken() };
+  const { coord, workers } = await startCluster(dir, opts.backend, env);
   const metrics = path.join(dir, 'metrics.jsonl');
   try {
     await poll(
@@ -133,20 +145,7 @@ export async function measureRecovery(opts: { backend: string; killAtStep: numbe
       60_000,
       'the new generation',
     );
-    const first = newLines.reduce((a, b) => (b.step < a.step ? b : a));
-    const completedAt = first.startedAt + first.dataMs + first.computeMs + first.allreduceMs + first.applyMs;
-    // Survivors' completed steps under the old ring (the killed worker's last reports may never have been sent).
-    const survivorsOld = before.filter((l) => l.gen === gen && l.rank !== 1);
-    const byStep = new Map<number, Set<number>>();
-    for (const l of survivorsOld) byStep.set(l.step, (byStep.get(l.step) ?? new Set()).add(l.rank));
-    const lastCompleted = Math.max(-1, ...[...byStep].filter(([, ranks]) => ranks.size === 2).map(([s]) => s));
-    return {
-      killedAtStep: lastCompleted,
-      recoveryMs: completedAt - killedAt,
-      newGenFirstStep: first.step,
-      lastCompletedBeforeKill: lastCompleted,
-      lostSteps: Math.max(0, lastCompleted + 1 - first.step),
-    };
+    return recoveryOf(killedAt, gen, before, newLines);
   } finally {
     for (const p of [coord, ...workers]) p.child.kill('SIGKILL');
     await fs.rm(dir, { recursive: true, force: true });

@@ -2,6 +2,8 @@
  * The benchmark report of `npm run bench`: its JSON shape, the targets it is judged against, and its Markdown
  * rendering. Pure functions of the measured data, so a test can check the shape without measuring anything.
  */
+import type { BackendsSection } from './bench-backends.js';
+import { backendsMarkdown, backendTargets } from './bench-backends-report.js';
 import type { AllreduceRow, LinkRow } from './bench-allreduce.js';
 import { formatAllreduce, formatBytes, formatLink } from './bench-allreduce.js';
 import type { EpochPoint, ProcessMemory } from './bench-cluster.js';
@@ -130,6 +132,8 @@ export interface BenchReport {
   timeToAccuracy: TimeToAccuracySection;
   memory: MemorySection;
   steps: StepsSection;
+  /** Every available backend side by side, with PyTorch DDP (absent in reports written before it existed). */
+  backends?: BackendsSection;
   targets: Target[];
 }
 
@@ -189,6 +193,7 @@ export function evaluateTargets(r: Omit<BenchReport, 'targets'>): Target[] {
         `largest RSS growth ${pct(Math.max(...r.memory.processes.map((p) => p.growth)))}`,
       met: judge(r.memory.tensors.flat && r.memory.processes.every((p) => !(p.growth > 0.1))),
     },
+    ...(r.backends ? backendTargets(r.backends, r.mode === 'full') : []),
   ];
 }
 
@@ -349,7 +354,7 @@ quarter of the run with the second quarter (the first is start-up).
 
 ${memoryTables(r.memory)}
 
-## Single-process step speed
+${r.backends ? `## Backends side by side, and PyTorch DDP\n\n${backendsMarkdown(r.backends)}\n\n` : ''}## Single-process step speed
 
 ${stepsTable(r.steps)}
 

@@ -49,6 +49,7 @@ import {
   type TimeToAccuracySection,
 } from './bench-report.js';
 import type { StepBenchResult } from './bench-step.js';
+import { measureBackends, type BackendsPlan } from './bench-backends.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -64,6 +65,7 @@ interface Plan {
   tensorSteps: number;
   soak: { epochs: number; trainLimit: number };
   steps: { lenet: number; keras: number; profile: number };
+  backends: BackendsPlan;
 }
 
 function planFor(quick: boolean, backend: string, repeats?: number): Plan {
@@ -84,6 +86,7 @@ function planFor(quick: boolean, backend: string, repeats?: number): Plan {
       tensorSteps: 12,
       soak: { epochs: 2, trainLimit: 640 },
       steps: { lenet: 3, keras: 2, profile: 1 },
+      backends: { quick: true, repeats: 1, trainLimit: { lenet5: 256, 'keras-cnn': 128 }, testLimit: 100 },
     };
   }
   return {
@@ -102,6 +105,12 @@ function planFor(quick: boolean, backend: string, repeats?: number): Plan {
     tensorSteps: 600,
     soak: { epochs: 12, trainLimit: 12_800 },
     steps: { lenet: 200, keras: 40, profile: 5 },
+    backends: {
+      quick: false,
+      repeats: repeats ?? 3,
+      trainLimit: { lenet5: 25_600, 'keras-cnn': 6_400 },
+      testLimit: 500,
+    },
   };
 }
 
@@ -363,6 +372,7 @@ export async function runBench(plan: Plan): Promise<BenchReport> {
   const tta = await measureTimeToAccuracy(plan);
   const memory = await measureMemory(plan, tta.runs);
   const steps = await measureSteps(plan);
+  const backends = await measureBackends(plan.backends, log);
   const finished = new Date();
   const partial: Omit<BenchReport, 'targets'> = {
     version: REPORT_VERSION,
@@ -386,6 +396,7 @@ export async function runBench(plan: Plan): Promise<BenchReport> {
     timeToAccuracy: tta.section,
     memory,
     steps,
+    backends,
   };
   return { ...partial, targets: evaluateTargets(partial) };
 }

@@ -29,10 +29,10 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { CheckpointCorruptError, CheckpointRunMismatchError, DataNotFoundError } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/log.js';
+import { HOST_IS_LITTLE_ENDIAN } from '../shared/wire/protocol.js';
 
 export interface CheckpointMeta {
   runId: string;
@@ -73,7 +73,6 @@ const CHECKPOINT_NAME = /^ckpt-(\d+)\.rtckpt$/;
 const TEMP_NAME = /^ckpt-.*\.tmp$/;
 const TEMP_OWNER = /\.(\d+)-[0-9a-f]+\.tmp$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
-const LITTLE_ENDIAN_HOST = os.endianness() === 'LE';
 
 interface CheckpointHeader {
   meta: CheckpointMeta;
@@ -93,7 +92,7 @@ export function checkpointFileName(step: number): string {
 
 /** The float32 values as little-endian bytes; a view without copying on little-endian hosts. */
 function float32LeBytes(values: Float32Array): Buffer {
-  if (LITTLE_ENDIAN_HOST) return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+  if (HOST_IS_LITTLE_ENDIAN) return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
   const out = Buffer.allocUnsafe(values.byteLength);
   for (let i = 0; i < values.length; i++) out.writeFloatLE(values[i], i * 4);
   return out;
@@ -101,7 +100,7 @@ function float32LeBytes(values: Float32Array): Buffer {
 
 /** A fresh Float32Array (owning exactly its own buffer) from little-endian bytes. */
 function float32FromLe(bytes: Buffer, start: number, count: number): Float32Array {
-  if (LITTLE_ENDIAN_HOST) {
+  if (HOST_IS_LITTLE_ENDIAN) {
     return new Float32Array(bytes.buffer.slice(bytes.byteOffset + start, bytes.byteOffset + start + count * 4));
   }
   const out = new Float32Array(count);

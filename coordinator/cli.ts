@@ -2,18 +2,22 @@
 import os from 'node:os';
 import { Command } from 'commander';
 import { generateToken, resolveToken, TOKEN_ENV } from '../shared/auth.js';
-import { addRoleOptions, defaultRunDir, exitWhenDone, readTrainConfig, readValues } from '../shared/cli/options.js';
+import {
+  addRoleOptions,
+  defaultRunDir,
+  exitWhenDone,
+  readDataOptions,
+  readTrainConfig,
+  readValues,
+} from '../shared/cli/options.js';
 import { COMMON_OPTIONS, COORDINATOR_OPTIONS, RUN_OPTIONS } from '../shared/cli/table.js';
 import { ConfigError } from '../shared/errors.js';
+import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { createRootLogger, type Logger } from '../shared/log.js';
 import { createProgressView, type ProgressView } from '../shared/cli/progress.js';
 import { COORDINATOR_DEFAULTS, startCoordinator, type ClusterSummary, type CoordinatorHandle } from './start.js';
 
 type Opts = Record<string, unknown>;
-
-export function exitCodeOf(summary: ClusterSummary): number {
-  return summary.outcome === 'finished' ? 0 : summary.outcome === 'interrupted' ? 130 : 1;
-}
 
 /** The coordinator's config from its parsed options: every field from the option tables, checked together. */
 function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView) {
@@ -35,6 +39,7 @@ function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView) {
       heartbeatMisses: common.heartbeatMisses,
       train: readTrainConfig(opts, 'coordinator'),
       dataDir: common.dataDir,
+      dataOptions: readDataOptions(opts, 'coordinator'),
       runDir: runDirOf(opts),
       summaryJson: common.summaryJson,
       token: given ?? generateToken(),
@@ -88,7 +93,7 @@ async function runCoordinator(opts: Opts): Promise<void> {
   const summary = await handle.done;
   await handle.close();
   progress.line(summaryLine(summary));
-  exitWhenDone(Promise.resolve(exitCodeOf(summary)));
+  exitWhenDone(Promise.resolve(exitCodeOfOutcome(summary.outcome)));
 }
 
 export function coordinatorCommand(): Command {

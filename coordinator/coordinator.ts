@@ -1,14 +1,11 @@
 /**
  * The coordinator: the control plane of a run. It takes authenticated workers as ControlLinks, assigns ranks and ring
- * neighbours under a membership generation, restores every replica from one state (coordinator/restore.ts), plans
- * each generation's share of the epoch, collects metrics and the sharded evaluation, asks rank 0 for checkpoints, and
- * stops the cluster at the end. Gradients never pass through it. It does no I/O of its own: every fact is one event
- * on the run's event stream (the log, the terminal, metrics.jsonl, the summary and the dashboard observe it), and
- * checkpoints go to a store it is handed.
- *
- * Run phases, one transition function (PhaseMachine), see RUN_PHASES:
- *   rendezvous -> forming (ring links) -> syncing (replica state) -> training -> ended,
- * back to forming on every membership change, to waiting while fewer than --min-workers remain.
+ * neighbours under a membership generation, restores every replica from one state (restore.ts), plans each
+ * generation's share of the epoch, collects metrics and evaluations, asks rank 0 for checkpoints, stops the cluster
+ * at the end. Gradients never pass through it. It does no I/O: every fact is one event on the run's stream (outputs.ts
+ * and the dashboard observe it); checkpoints go to a store it is handed. Run phases (RUN_PHASES, one transition
+ * function): rendezvous -> forming -> syncing -> training -> ended; forming again on every membership change, waiting
+ * while fewer than --min-workers remain.
  */
 import { randomUUID } from 'node:crypto';
 import type { ControlLink, LinkClosed } from '../shared/control-link.js';
@@ -22,19 +19,19 @@ import {
   type Message,
   type MessageOf,
 } from '../shared/wire/protocol.js';
-import { planShard } from './data-plan.js';
 import { planFrom, positionAt, type EpochPlan, type Position } from './epoch-plan.js';
 import { RunEvents, type RunEvent, type WorkerView } from './events.js';
 import { blameNotReady } from './blame.js';
+import { planShard } from './data-plan.js';
+import { joinRefusal } from './joiners.js';
+import { FinalModelFetch } from './final-model.js';
+import { RingHealth } from './ring-health.js';
+import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { chooseRestore } from './restore.js';
 import { RunState } from './run-state.js';
-import {
-  RUN_PHASES,
-  type ClusterSummary,
-  type CoordinatorDeps,
-  type HeldStateRecord,
-  type RunPhase,
-} from './run-types.js';
+import { summarize } from './summary.js';
+import { RUN_PHASES, type ClusterSummary, type CoordinatorDeps, type HeldStateRecord } from './run-types.js';
+import type { RunPhase } from './run-types.js';
 import { StallInspector } from './stall.js';
 
 interface WorkerRecord {
@@ -54,7 +51,7 @@ interface WorkerRecord {
   log: Logger;
 }
 
-const exitCodes = { finished: 0, interrupted: 130, failed: 1 } as const;
+const pick = ({ id, rank, host, backend }: WorkerRecord) => ({ id, rank, host, backend });
 
 export class Coordinator {
   readonly runId: string;
@@ -88,6 +85,14 @@ export class Coordinator {
   private readonly stalls = new StallInspector();
   /** Consecutive re-forms because every rank stalled, without a step done in between. */
   private stuckRings = 0;
+  private readonly ringHealth = new RingHealth({
+    members: () => this.members,
+    gen: () => (this.phase.is('training') ? this.gen : -1),
+    evict: (w, reason) => this.evict(w, reason),
+    reform: (reason) => this.reform(reason),
+    heartbeatMs: () => this.d.opts.heartbeatMs,
+  });
+  private finalModel?: FinalModelFetch;
 
   constructor(private readonly d: CoordinatorDeps) {
     this.log = d.log;
@@ -104,7 +109,10 @@ export class Coordinator {
 
   begin(): void {
     const t = this.d.train;
-    this.timers.push(setTimeout(() => this.onRendezvousTimeout(), this.d.opts.rendezvousTimeoutMs));
+    const { minWorkers, rendezvousTimeoutMs } = this.d.opts;
+    const late = () => new RendezvousTimeoutError(this.workers.size, minWorkers, rendezvousTimeoutMs);
+    const failLate = (e = late()) => this.finish('failed', `${e.message} [${e.code}]`);
+    this.timers.push(setTimeout(() => this.phase.is('rendezvous') && failLate(), rendezvousTimeoutMs));
     this.timers.push(setInterval(() => this.checkHeartbeats(), this.d.opts.heartbeatMs));
     for (const timer of this.timers) timer.unref();
     this.emit({
@@ -127,13 +135,17 @@ export class Coordinator {
     this.emit({ kind: 'notice', level, message, ...(fields ? { fields } : {}) });
   }
 
-  private view(w: WorkerRecord, state: WorkerView['state']): WorkerView {
-    return { id: w.id, rank: w.rank, host: w.host, backend: w.backend, state };
-  }
+  private view = (w: WorkerRecord, state: WorkerView['state']): WorkerView => ({ ...pick(w), state });
 
   /** An authenticated link: its hello was verified by the admission step. */
   admit(link: ControlLink, hello: MessageOf<'hello'>): void {
     if (this.phase.is('ended')) return void link.close(CLOSE_CODES.goingAway, 'run ended');
+    if (this.ringHealth.turnedAway(link, hello)) return;
+    const refusal = joinRefusal(hello, this.d.dataInfo, [...this.workers][0]?.backend);
+    if (refusal) {
+      this.notice('warn', `worker turned away: ${refusal}`, { host: hello.host, workerId: hello.workerId });
+      return void link.close(CLOSE_CODES.policyViolation, refusal);
+    }
     const max = this.d.opts.maxWorkers;
     if (max > 0 && this.workers.size >= max) {
       this.notice('warn', 'worker turned away: cluster full', { host: hello.host, max });
@@ -201,10 +213,8 @@ export class Coordinator {
         return this.maybeFinishEpoch(m.epoch);
       case 'stall':
         return this.onStall(worker, m);
-      case 'ringLost':
-        // A ring being formed has its own timeout; a formed one is rebuilt (once per generation: the gen fences).
-        if (this.phase.is('syncing', 'training')) this.reform(`rank ${worker.rank} lost a ring link: ${m.reason}`);
-        return;
+      case 'ringLinkDown':
+        return this.ringHealth.onLinkDown(worker, m);
       case 'failed':
         return this.onFailed(worker, m);
       default:
@@ -218,7 +228,7 @@ export class Coordinator {
 
   /** New membership: every connected worker, old ranks first, under a new generation. */
   private reform(reason: string): void {
-    if (this.phase.is('ended')) return;
+    if (this.phase.is('ended') || this.finalModel) return;
     const before = new Set(this.members);
     this.gen++;
     this.syncFrom = undefined;
@@ -269,6 +279,7 @@ export class Coordinator {
         nonFinite: this.d.opts.nonFinite,
         compression: this.d.opts.compression ?? 'none',
       },
+      ...(this.d.model ? { modelTopology: this.d.model.topology } : {}),
     });
   }
 
@@ -340,6 +351,7 @@ export class Coordinator {
   }
 
   private onWeights(worker: WorkerRecord, m: MessageOf<'weights'>): void {
+    if (this.finalModel?.offer(m, this.position.step)) return;
     if (this.phase.is('syncing') && worker.rank === this.syncFrom) return this.onSyncWeights(worker, m);
     if (this.phase.is('training') && this.checkpointAsked && worker.rank === 0) {
       this.checkpointAsked = false;
@@ -461,11 +473,19 @@ export class Coordinator {
     this.emit({ kind: 'epochFinished', outcome });
     this.position = { epoch: epoch + 1, consumed: 0, step: this.plan.firstStep + this.plan.steps };
     const target = this.d.train.targetAccuracy;
-    if (target > 0 && outcome.testAccuracy >= target)
-      return this.finish('finished', `target accuracy ${target} reached`);
-    if (epoch + 1 >= this.d.train.epochs) return this.finish('finished', 'all epochs done');
+    if (target > 0 && outcome.testAccuracy >= target) return this.endTraining(`target accuracy ${target} reached`);
+    if (epoch + 1 >= this.d.train.epochs) return this.endTraining('all epochs done');
     this.startPlan(this.position);
     this.requestCheckpoint(); // answered at rank 0's next step boundary, at the start of the new epoch
+  }
+
+  /** Training is done: keep rank 0's final weights as the saved model, then end the run. */
+  private endTraining(reason: string): void {
+    if (!this.d.model || !this.members[0]) return this.finish('finished', reason);
+    const accuracy = this.state.history.at(-1)?.testAccuracy;
+    const say = (line: string) => this.notice('info', line);
+    this.finalModel = new FinalModelFetch(this.d.model, this.members[0].link, this.gen, this.log, say);
+    void this.finalModel.fetch(accuracy).then((note) => this.finish('finished', reason + note));
   }
 
   private onStall(worker: WorkerRecord, m: MessageOf<'stall'>): void {
@@ -477,8 +497,7 @@ export class Coordinator {
     this.stalls.report(worker.rank, m);
     const abortMs = this.d.opts.stallAbortMs;
     if (!this.phase.is('training') || abortMs <= 0 || m.waitingMs < abortMs || this.stallJudge) return;
-    // The ranks a stalled rank waits on report their own waits at their own thresholds: give them a moment, so a
-    // rank that is itself waiting is not blamed for the ring.
+    // The ranks waited on report at their own thresholds: a moment, so a rank itself waiting is not blamed.
     const gen = this.gen;
     this.stallJudge = setTimeout(
       () => {
@@ -539,19 +558,13 @@ export class Coordinator {
     this.reform(`lost rank ${worker.rank}`);
   }
 
-  private onRendezvousTimeout(): void {
-    if (!this.phase.is('rendezvous')) return;
-    const err = new RendezvousTimeoutError(this.workers.size, this.d.opts.minWorkers, this.d.opts.rendezvousTimeoutMs);
-    this.finish('failed', `${err.message} [${err.code}]`);
-  }
-
   /** End the run once: stop every worker, publish the summary, resolve `done` (even if an observer throws). */
   finish(outcome: ClusterSummary['outcome'], reason: string): void {
     if (this.phase.is('ended')) return;
     this.phase.to('ended');
     try {
       for (const t of [...this.timers, this.formingTimer, this.stallJudge]) clearTimeout(t);
-      for (const w of this.workers) w.link.send({ type: 'stop', reason, exitCode: exitCodes[outcome] });
+      for (const w of this.workers) w.link.send({ type: 'stop', reason, exitCode: exitCodeOfOutcome(outcome) });
       this.summary = this.buildSummary(outcome, reason);
       this.emit({ kind: 'runEnded', summary: this.summary });
     } finally {
@@ -561,29 +574,14 @@ export class Coordinator {
   }
 
   private buildSummary(outcome: ClusterSummary['outcome'], reason: string): ClusterSummary {
-    const s = this.state;
-    const last = s.history[s.history.length - 1];
-    return {
-      runId: this.runId,
-      model: this.d.train.model,
-      backend: [...new Set(this.members.map((w) => w.backend))].join(',') || 'none',
-      epochs: s.history.length,
-      steps: Math.max(this.position.step, s.lastStep + 1),
-      testAccuracy: last?.testAccuracy ?? 0,
-      samplesPerSec: s.samplesPerSec(),
-      wallSeconds: (performance.now() - this.started) / 1000,
-      workers: this.members.length,
-      generations: this.gen,
-      phaseMeanMs: s.phaseMeans(),
-      hashChecks: s.hashChecks,
-      hashMismatches: s.hashMismatches,
-      nonFiniteSteps: s.nonFiniteSteps,
-      history: s.history,
-      waits: s.waits.workers(),
+    const backends = [...new Set(this.members.map((w) => w.backend))];
+    const run = { runId: this.runId, model: this.d.train.model, gen: this.gen, position: this.position };
+    return summarize(
+      this.state,
+      { ...run, backends, workers: this.members.length, started: this.started },
       outcome,
       reason,
-      ...(outcome === 'finished' ? {} : { error: reason }),
-    };
+    );
   }
 
   status(): { runId: string; phase: RunPhase; generation: number; position: Position; workers: number } {

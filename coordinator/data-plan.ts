@@ -3,7 +3,8 @@
  * for workers with a local copy of the dataset, the sample bytes themselves for workers without one.
  */
 import { sliceSplit, type Dataset } from '../shared/data/dataset.js';
-import { uint32ToBytes, type ShardMessage } from '../shared/wire/protocol.js';
+import { datasetDifference } from '../shared/data/info.js';
+import { uint32ToBytes, type DatasetInfo, type HelloMessage, type ShardMessage } from '../shared/wire/protocol.js';
 import { evalShard, shardForRank } from '../shared/data/sampler.js';
 import type { EpochPlan } from './epoch-plan.js';
 
@@ -14,6 +15,13 @@ export interface ShardRequest {
   seed: number;
   /** The worker has its own copy of the dataset: send indices only. */
   hasData: boolean;
+}
+
+/** Why a worker reading its own copy of the data is refused (a close reason), or undefined when its data is ours. */
+export function datasetRefusal(hello: HelloMessage, own: DatasetInfo): string | undefined {
+  if (!hello.hasData) return undefined;
+  if (!hello.dataset) return 'dataset mismatch: the worker did not describe its dataset';
+  return datasetDifference(hello.dataset, own);
 }
 
 export function planShard(data: Dataset, req: ShardRequest): ShardMessage {

@@ -53,10 +53,3 @@ export function positionAt(plan: EpochPlan, step: number): Position {
 export function epochTrained(pos: Position, epochSamples: number): boolean {
   return pos.consumed >= epochSamples;
 }
-
-/** Fraction of the epoch done at step k of the plan (for the learning-rate warmup). */
-export function epochFraction(plan: EpochPlan, k: number): number {
-  return plan.epochSamples === 0
-    ? 1
-    : Math.min(1, (plan.offset + k * plan.batchSize * plan.worldSize) / plan.epochSamples);
-}

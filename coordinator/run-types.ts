@@ -2,6 +2,8 @@
 import type { Compression } from '../shared/ring/allreduce.js';
 import type { TrainConfig } from '../shared/config.js';
 import type { Dataset } from '../shared/data/dataset.js';
+import type { CoordinatorModel } from '../shared/train/run-model.js';
+import type { DatasetInfo } from '../shared/wire/protocol.js';
 import type { Logger } from '../shared/log.js';
 import type { Transitions } from '../shared/phases.js';
 import type { CheckpointMeta } from './checkpoints.js';
@@ -88,6 +90,10 @@ export interface CoordinatorDeps {
   train: TrainConfig;
   opts: CoordinatorOptions;
   data: Dataset;
+  /** The full dataset's description (before --train-limit / --test-limit), which local copies must match. */
+  dataInfo: DatasetInfo;
+  /** The model the workers build (its topology), the weights it brought, and where the trained one is saved. */
+  model?: CoordinatorModel;
   checkpoints: CheckpointSink;
   resume?: ResumeState;
   /** For debugging traces only; facts go to the event stream. */

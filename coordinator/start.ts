@@ -14,10 +14,13 @@ import { Admission, ADMISSION_DEFAULTS } from '../shared/admission.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
 import { WebSocketControlLink } from '../shared/control-link.js';
 import { limitDataset, type Dataset } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/load.js';
+import { describeDataset } from '../shared/data/info.js';
+import { loadDataset, type DataOptions } from '../shared/data/load.js';
+import type { DatasetInfo } from '../shared/wire/protocol.js';
 import { CLOSE_CODES, ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
+import { prepareRunModel } from '../shared/train/run-model.js';
 import { CheckpointStore } from './checkpoints.js';
 import { Coordinator } from './coordinator.js';
 import type { ClusterSummary, CoordinatorOptions, ResumeState } from './run-types.js';
@@ -33,6 +36,8 @@ export interface CoordinatorConfig extends CoordinatorOptions {
   port: number;
   train: TrainConfig;
   dataDir?: string;
+  /** How --data-dir is read (image size, colour mode, validation split). */
+  dataOptions?: DataOptions;
   runDir: string;
   summaryJson?: string;
   /** The cluster secret every worker proves it knows. */
@@ -87,8 +92,13 @@ export interface CoordinatorHandle {
   close(reason?: string): Promise<ClusterSummary>;
 }
 
-async function loadRunData(train: TrainConfig, dataDir?: string): Promise<Dataset> {
-  return limitDataset(await loadDataset(dataDir), train.trainLimit, train.testLimit);
+async function loadRunData(
+  train: TrainConfig,
+  dataDir?: string,
+  options?: DataOptions,
+): Promise<{ data: Dataset; dataInfo: DatasetInfo }> {
+  const full = await loadDataset(dataDir, options);
+  return { data: limitDataset(full, train.trainLimit, train.testLimit), dataInfo: describeDataset(full) };
 }
 
 const RUN_FILE = 'run.json';
@@ -225,15 +235,19 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const resumed = cfg.resume ? await loadResume(checkpoints, expectedRun, cfg.log) : undefined;
   const runId = resumed?.resume.runId ?? randomUUID();
   const train = resumed?.train ?? cfg.train;
-  const data = await loadRunData(train, cfg.dataDir);
-  cfg.log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  const { data, dataInfo } = await loadRunData(train, cfg.dataDir, cfg.dataOptions);
+  const { source, format, shape, classNames } = data;
+  cfg.log.info({ source, format, shape, classNames, train: data.train.count, test: data.test.count }, 'dataset loaded');
+  const model = await prepareRunModel(train, data, cfg.runDir);
   recordRunId(cfg.runDir, runId);
   const outputs = await startOutputs(cfg);
   const coord = new Coordinator({
     runId,
+    model,
     train,
     opts: cfg,
     data,
+    dataInfo,
     checkpoints,
     ...(resumed ? { resume: resumed.resume } : {}),
     log: cfg.log,

@@ -251,6 +251,8 @@ export class WorkerFleet {
   private abort(reason: string): void {
     if (this.failure) return;
     this.failure = reason;
+    // The workers the coordinator now stops exit non-zero: that is not a failure to answer with restarts.
+    this.runOver = true;
     say(reason);
     if (this.coordinator.exitCode === null) this.coordinator.kill('SIGTERM');
   }

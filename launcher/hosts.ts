@@ -11,6 +11,7 @@
  * name); IPv6 addresses are written in brackets (`[fd00::2]:2`) and stored without them. Pure functions only.
  */
 import { ConfigError } from '../shared/errors.js';
+import { bracketHost } from '../shared/net.js';
 
 export interface HostSpec {
   host: string;
@@ -158,7 +159,7 @@ export function assignSlots(hosts: readonly HostSpec[], np?: number): WorkerSlot
 
 /** `host:slot`, the name a worker's output lines and the launcher's messages carry. */
 export function slotName(s: Pick<WorkerSlot, 'host' | 'slot'>): string {
-  return `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.slot}`;
+  return `${bracketHost(s.host)}:${s.slot}`;
 }
 
 /** Hosts that are this machine: the launcher runs their workers directly instead of through ssh. */

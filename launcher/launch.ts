@@ -38,7 +38,7 @@ const CLI = fileURLToPath(new URL('../scripts/ringtrain.js', import.meta.url));
 
 type Opts = Record<string, unknown>;
 
-export const LAUNCH_DEFAULTS = {
+const LAUNCH_DEFAULTS = {
   /** A worker's exit with a code (not a signal) may be the coordinator ending the run: wait this long for it. */
   failureSettleMs: 3_000,
   restartBackoffMs: 1_000,
@@ -192,7 +192,7 @@ function spawnCoordinator(opts: Opts, plan: LaunchPlan, token: string): ChildPro
 }
 
 /** Run the launch. `explicit` holds the options given on the command line (a default can depend on the mode). */
-export async function launch(opts: Opts, explicit: ReadonlySet<string> = new Set()): Promise<number> {
+async function launch(opts: Opts, explicit: ReadonlySet<string> = new Set()): Promise<number> {
   const plan = readLaunchPlan(opts, explicit);
   const token = clusterToken(opts);
   const coordinator = spawnCoordinator(opts, plan, token);

@@ -22,6 +22,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import { ConfigError } from '../shared/errors.js';
+import { EXIT_CODES, exitCodeOf } from '../shared/exit-codes.js';
 import { slotName, type WorkerSlot } from './hosts.js';
 
 /**
@@ -35,7 +36,7 @@ export const DEFAULT_LAUNCHER_COMMAND =
 export const LOCAL_LAUNCHER_COMMAND = '{command}';
 
 /** Exit code of the worker script when it is misconfigured (no token on stdin, no address on the interface). */
-export const SCRIPT_CONFIG_EXIT = 78;
+export const SCRIPT_CONFIG_EXIT = EXIT_CODES.scriptConfig;
 
 const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;
 
@@ -225,7 +226,7 @@ export class RemoteWorker {
         spec.stderr(`[${this.name}] could not start the launcher command: ${e.message}\n`);
         done(127);
       });
-      this.child.once('close', (code, signal) => done(code ?? 128 + (signal ? os.constants.signals[signal] : 0)));
+      this.child.once('close', (code, signal) => done(exitCodeOf(code, signal)));
     });
   }
 

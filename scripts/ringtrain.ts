@@ -5,6 +5,7 @@ import { RingtrainError } from '../shared/errors.js';
 import { coordinatorCommand } from '../coordinator/cli.js';
 import { workerCommand } from '../worker/cli.js';
 import { launchCommand } from '../launcher/launch.js';
+import { evaluateCommand } from './cli/evaluate.js';
 import { trainCommand } from './cli/train.js';
 import { nativeCommands } from './cli/native.js';
 import { dashboardCommand } from './cli/dashboard.js';
@@ -18,6 +19,7 @@ program.addCommand(workerCommand());
 program.addCommand(launchCommand());
 for (const c of nativeCommands()) program.addCommand(c);
 program.addCommand(dashboardCommand());
+program.addCommand(evaluateCommand());
 
 // horovodrun spells it -np; commander's short flags are one letter, so accept that spelling here.
 program.parseAsync(process.argv.map((a) => (a === '-np' ? '--np' : a))).catch((err: unknown) => {

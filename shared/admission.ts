@@ -17,15 +17,7 @@ import { authAnswer, newNonce, verifyAnswer, type LinkContext } from './auth.js'
 import { AuthError, CLOSE_CODES, closeCodeFor, PeerBusyError, PeerLostError, ProtocolError } from './errors.js';
 import type { Logger } from './log.js';
 import { decodeFrame, PROTOCOL_VERSION, type DecodedFrame, type Message, type MessageOf } from './wire/protocol.js';
-import {
-  guardServer,
-  GuardedWebSocket,
-  noDelay,
-  rawToBytes,
-  refuseLink,
-  sendMessage,
-  setMaxPayload,
-} from './ws-util.js';
+import { guardServer, GuardedWebSocket, rawToBytes, refuseLink, sendMessage, setMaxPayload } from './ws-util.js';
 
 export interface AdmissionOptions {
   token: string;
@@ -77,7 +69,6 @@ export class Admission<C extends LinkContext> {
 
   /** Handle a new link: challenge it, and hand it over once its answer verifies. */
   private accept(ws: WebSocket, remote: string, admitted: (ws: WebSocket, answer: Answer<C>) => void): void {
-    noDelay(ws);
     if (this.pending >= this.opts.maxPending) {
       if (this.refusedSinceLog++ % 100 === 0)
         this.opts.log.warn({ remote, pending: this.pending }, 'too many unauthenticated links; refusing');
@@ -197,6 +188,5 @@ export async function dialAuthenticated(
   ws.removeAllListeners();
   // Never without an 'error' listener, whatever the caller attaches (it sees failures through 'close').
   ws.on('error', () => undefined);
-  noDelay(ws);
   return ws;
 }

@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'DATA_CORRUPT'
   | 'DATA_NOT_FOUND'
+  | 'DATA_MISMATCH'
   | 'BACKEND_UNAVAILABLE'
   | 'KERNEL_UNSUPPORTED'
   | 'MODEL_UNKNOWN'
@@ -51,13 +52,27 @@ export class DataCorruptError extends RingtrainError {
   }
 }
 
-/** A data file or directory that does not exist. */
+/** A data file or directory that does not exist (`detail` says what was looked for). */
 export class DataNotFoundError extends RingtrainError {
   constructor(
     readonly file: string,
+    options?: { cause?: unknown; detail?: string },
+  ) {
+    super('DATA_NOT_FOUND', `${file}: ${options?.detail ?? 'not found'}`, options);
+  }
+}
+
+/**
+ * Data that is readable but does not fit the rest: an image of another size or channel count than the dataset's,
+ * or a worker's local dataset that differs from the coordinator's.
+ */
+export class DataMismatchError extends RingtrainError {
+  constructor(
+    readonly file: string,
+    detail: string,
     options?: { cause?: unknown },
   ) {
-    super('DATA_NOT_FOUND', `${file}: not found`, options);
+    super('DATA_MISMATCH', `${file}: ${detail}`, options);
   }
 }
 
@@ -238,6 +253,8 @@ export const CLOSE_CODES = {
   versionMismatch: 4001,
   staleGeneration: 4002,
   evicted: 4003,
+  /** Turned away: the other workers could not reach this worker's ring address (fix --advertise / --listen). */
+  ringUnreachable: 4004,
 } as const;
 
 /** Map an error to the close code a link is closed with. */

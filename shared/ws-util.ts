@@ -85,12 +85,6 @@ export function closeWithError(ws: WebSocket, err: unknown): void {
   if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(closeCodeFor(err), reason);
 }
 
-/** Nagle off: gradient chunks and small control messages should leave now, not after a 40 ms delay. */
-export function noDelay(ws: WebSocket): void {
-  const socket = (ws as unknown as { _socket?: { setNoDelay?: (v: boolean) => void } })._socket;
-  socket?.setNoDelay?.(true);
-}
-
 /**
  * Liveness of one link: ping every `intervalMs`; if no pong came back for `misses` intervals, the peer is gone
  * (a killed machine, a cut cable, a stopped process), so terminate the link and report it. Returns a stop function.

@@ -49,7 +49,6 @@ function hello(auth: Uint8Array, workerId = 'probe'): Message {
     ringPort: 1,
     hasData: false,
     backend: 'cpu',
-    pid: process.pid,
     auth,
   };
 }

@@ -11,6 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { evaluateTargets, renderMarkdown, REPORT_VERSION, type BenchReport } from '../bench/bench-report.js';
+import { backendTargets } from '../bench/bench-backends-report.js';
+import type { BackendModelRow, BackendsSection } from '../bench/bench-backends.js';
 
 const BENCH = fileURLToPath(new URL('../bench/bench.js', import.meta.url));
 
@@ -29,7 +31,7 @@ function runQuick(outDir: string): Promise<string> {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`bench --quick timed out:\n${output}`));
-    }, 240_000);
+    }, 540_000);
     child.once('exit', (code) => {
       clearTimeout(timer);
       if (code === 0) resolve(output);
@@ -178,9 +180,38 @@ function checkShape(r: BenchReport): void {
     assert.ok((st.kernels ?? []).length > 0, `${st.model} kernel profile`);
   }
 
+  const b = r.backends!;
+  assert.ok(b, 'the backends section');
+  const wasm = b.rows.find((x) => x.backend === 'wasm');
+  assert.ok(wasm?.available, 'wasm is measured');
+  for (const row of b.rows.filter((x) => x.available)) {
+    assert.deepEqual(
+      row.models.map((m) => m.model),
+      ['lenet5', 'keras-cnn'],
+    );
+    for (const m of row.models) {
+      for (const k of ['single', 'cluster', 'ceiling'] as const) positive(m[k], `${row.backend} ${m.model} ${k}`);
+      assert.ok(Math.abs(m.ofCeiling - m.cluster / m.ceiling) < 1e-9, 'cluster / ceiling');
+      assert.ok(m.phaseShare > 0 && m.phaseShare <= 1.05, `${row.backend} ${m.model} phase share ${m.phaseShare}`);
+    }
+  }
+  for (const row of b.rows.filter((x) => !x.available)) assert.ok(row.detail.length > 0, `${row.backend}: why not`);
+  assert.equal(b.pytorch.ran, false, 'quick mode does not run PyTorch');
   assert.deepEqual(
     r.targets.map((x) => x.id),
-    ['scaling-2', 'allreduce-busbw', 'time-to-accuracy', 'keras-cnn', 'memory-flat'],
+    [
+      'scaling-2',
+      'allreduce-busbw',
+      'time-to-accuracy',
+      'keras-cnn',
+      'memory-flat',
+      'native-vs-wasm',
+      'native-vs-ddp',
+      'ceiling-tensorflow',
+      'phases-tensorflow',
+      'ceiling-wasm',
+      'phases-wasm',
+    ],
   );
   assert.ok(
     r.targets.every((x) => x.met === null),
@@ -188,7 +219,7 @@ function checkShape(r: BenchReport): void {
   );
 }
 
-test('bench --quick writes a Markdown and a JSON report with every section', { timeout: 300_000 }, async () => {
+test('bench --quick writes a Markdown and a JSON report with every section', { timeout: 600_000 }, async () => {
   const out = await fs.mkdtemp(path.join(os.tmpdir(), 'ringtrain-bench-test-'));
   try {
     const printed = await runQuick(out);
@@ -205,6 +236,7 @@ test('bench --quick writes a Markdown and a JSON report with every section', { t
       '## Allreduce',
       '## Time to 50.0% test accuracy',
       '## Memory',
+      '## Backends side by side, and PyTorch DDP',
       '## Single-process step speed',
       '## Reproduce',
     ]) {
@@ -414,3 +446,61 @@ function syntheticReport(): Omit<BenchReport, 'targets'> {
     steps: { lenet5: step('lenet5', 3000), kerasCnn: step('keras-cnn', 200) },
   };
 }
+
+test('the backend targets: native vs wasm, vs PyTorch DDP, cluster vs ceiling and phase share, each on its threshold', () => {
+  const model = (single: number, cluster: number, ceiling: number, phaseShare: number): BackendModelRow => ({
+    model: 'lenet5',
+    trainSamples: 1000,
+    single,
+    singleRuns: [single],
+    cluster,
+    clusterRuns: [cluster],
+    ceiling,
+    ceilingRuns: [ceiling],
+    ofCeiling: cluster / ceiling,
+    phaseShare,
+  });
+  const section = (tfSingle: number, tfCluster: number, ddp: number, share: number): BackendsSection => ({
+    repeats: 1,
+    batchSize: 64,
+    rows: [
+      {
+        backend: 'tensorflow',
+        available: true,
+        detail: '',
+        singleThreads: 2,
+        clusterThreads: 1,
+        models: [model(tfSingle, tfCluster, 10_000, share)],
+      },
+      {
+        backend: 'wasm',
+        available: true,
+        detail: '',
+        singleThreads: 1,
+        clusterThreads: 1,
+        models: [model(4000, 7000, 7200, 0.97)],
+      },
+    ],
+    pytorch: { ran: true, note: '', samplesPerSec: ddp },
+  });
+  const met = (s: BackendsSection) => Object.fromEntries(backendTargets(s, true).map((t) => [t.id, t.met]));
+  assert.deepEqual(met(section(5600, 9600, 9000, 0.96)), {
+    'native-vs-wasm': true,
+    'native-vs-ddp': true,
+    'ceiling-tensorflow': true,
+    'phases-tensorflow': true,
+    'ceiling-wasm': true,
+    'phases-wasm': true,
+  });
+  const failing = met(section(5500, 9400, 9500, 0.9));
+  assert.equal(failing['native-vs-wasm'], false, '5500 / 4000 < 1.4');
+  assert.equal(failing['native-vs-ddp'], false, '9400 < 9500');
+  assert.equal(failing['ceiling-tensorflow'], false, '9400 / 10000 < 95%');
+  assert.equal(failing['phases-tensorflow'], false, '90% < 95%');
+  const noNative = section(1, 1, 1, 1);
+  noNative.rows[0] = { ...noNative.rows[0]!, available: false, detail: 'not set up', models: [] };
+  const t = backendTargets(noNative, true);
+  assert.equal(t.find((x) => x.id === 'native-vs-wasm')!.met, false);
+  assert.match(t.find((x) => x.id === 'native-vs-wasm')!.measured, /tensorflow not available: not set up/);
+  assert.ok(backendTargets(section(5600, 9600, 9000, 0.96), false).every((x) => x.met === null));
+});

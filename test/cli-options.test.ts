@@ -29,8 +29,9 @@ import { ConfigError } from '../shared/errors.js';
 import { workerCommand } from '../worker/cli.js';
 import { WORKER_DEFAULTS } from '../worker/worker.js';
 import { runCli } from './helpers/procs.js';
+import { parsedBy } from './helpers/cli.js';
 
-const ROLES: Role[] = ['train', 'coordinator', 'worker', 'launch'];
+const ROLES: Role[] = ['train', 'coordinator', 'worker', 'launch', 'evaluate'];
 const specs = (): AnySpec[] => ALL_TABLES.flatMap((t) => Object.values(t) as AnySpec[]);
 
 /** What launch sets for its children itself instead of forwarding (each with its reason). */
@@ -46,19 +47,8 @@ const SET_BY_LAUNCH: Record<string, string> = {
   name: 'per slot',
   // The worker's --max-payload shares its flag with the coordinator's, which is the one launch takes.
   maxPayloadBytes: 'launch takes the coordinator --max-payload; workers keep their default',
+  debugDelayMs: 'a test hook for one slow worker; launch never slows all of them',
 };
-
-async function parsedBy(make: () => Command, args: string[]): Promise<Record<string, unknown>> {
-  const cmd = make();
-  let opts: Record<string, unknown> | undefined;
-  cmd.exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
-  cmd.action((o: Record<string, unknown>) => {
-    opts = o;
-  });
-  await cmd.parseAsync(args, { from: 'user' });
-  assert.ok(opts, 'the action ran');
-  return opts;
-}
 
 describe('option tables', () => {
   test('no role takes a flag (or a short flag) twice; every forwarded option is one of launch', () => {

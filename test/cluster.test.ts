@@ -7,6 +7,9 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { defaultMnistDir } from '../shared/data/mnist.js';
 import { killAll, readJsonLines, runCli, tempDir } from './helpers/procs.js';
+import { availableBackends } from './helpers/backends.js';
+
+const BACKENDS = await availableBackends();
 
 interface MetricLine {
   rank: number;
@@ -58,56 +61,60 @@ function repeatedKeys(json: string): string[] {
 describe('cluster (real processes)', { timeout: 240_000 }, () => {
   after(killAll);
 
-  test('launch -np 2: every step leaves both replicas bitwise identical', async () => {
-    const dir = await tempDir('launch');
-    const summaryFile = path.join(dir, 'summary.json');
-    const launch = runCli([
-      'launch',
-      '-np',
-      '2',
-      ...QUICK,
-      '--check-every',
-      '1',
-      '--report-every',
-      '4',
-      '--run-dir',
-      dir,
-      '--summary-json',
-      summaryFile,
-    ]);
-    assert.equal(await launch.exited(180_000), 0, launch.output());
-    const summary = JSON.parse(await fs.readFile(summaryFile, 'utf8'));
-    assert.equal(summary.workers, 2);
-    assert.equal(summary.epochs, 2);
-    assert.equal(summary.steps, 32, '1024 samples / 2 workers / batch 32 = 16 steps per epoch');
-    assert.equal(summary.hashMismatches, 0);
-    assert.ok(summary.hashChecks >= 20, `hash checks: ${summary.hashChecks}`);
-    assert.ok(summary.testAccuracy > 0.5, `accuracy ${summary.testAccuracy}`);
-    for (const key of ['dataMs', 'computeMs', 'allreduceMs', 'applyMs']) assert.ok(summary.phaseMeanMs[key] >= 0, key);
+  for (const backend of BACKENDS)
+    test(`launch -np 2 on ${backend}: every step leaves both replicas bitwise identical`, async () => {
+      const dir = await tempDir(`launch-${backend}`);
+      const summaryFile = path.join(dir, 'summary.json');
+      const launch = runCli([
+        'launch',
+        '-np',
+        '2',
+        ...QUICK,
+        '--backend',
+        backend,
+        '--check-every',
+        '1',
+        '--report-every',
+        '4',
+        '--run-dir',
+        dir,
+        '--summary-json',
+        summaryFile,
+      ]);
+      assert.equal(await launch.exited(180_000), 0, launch.output());
+      const summary = JSON.parse(await fs.readFile(summaryFile, 'utf8'));
+      assert.equal(summary.workers, 2);
+      assert.equal(summary.epochs, 2);
+      assert.equal(summary.steps, 32, '1024 samples / 2 workers / batch 32 = 16 steps per epoch');
+      assert.equal(summary.hashMismatches, 0);
+      assert.ok(summary.hashChecks >= 20, `hash checks: ${summary.hashChecks}`);
+      assert.ok(summary.testAccuracy > 0.5, `accuracy ${summary.testAccuracy}`);
+      for (const key of ['dataMs', 'computeMs', 'allreduceMs', 'applyMs'])
+        assert.ok(summary.phaseMeanMs[key] >= 0, key);
 
-    // Independently of the coordinator's own check: compare the hashes the workers reported, step by step.
-    const lines = await readJsonLines<MetricLine>(path.join(dir, 'metrics.jsonl'));
-    const byStep = new Map<number, Map<number, string>>();
-    for (const l of lines) {
-      assert.ok(l.paramHash, `step ${l.step} rank ${l.rank} has a hash`);
-      if (!byStep.has(l.step)) byStep.set(l.step, new Map());
-      byStep.get(l.step)!.set(l.rank, l.paramHash!);
-    }
-    assert.equal(byStep.size, 32);
-    const hashesSeen = new Set<string>();
-    for (const [step, ranks] of byStep) {
-      assert.equal(ranks.size, 2, `step ${step}: both ranks reported`);
-      assert.equal(ranks.get(0), ranks.get(1), `step ${step}: replicas identical`);
-      hashesSeen.add(ranks.get(0)!);
-    }
-    assert.equal(hashesSeen.size, 32, 'parameters changed at every step');
-    // One logger per membership, not a child of the last one: no field twice in a line (pid, gen, rank, runId).
-    for (const f of ['coordinator.log.jsonl', 'worker-0.log.jsonl', 'worker-1.log.jsonl']) {
-      const text = await fs.readFile(path.join(dir, f), 'utf8');
-      for (const line of text.split('\n').filter(Boolean))
-        assert.deepEqual(repeatedKeys(line), [], `${f}: a field repeated in ${line}`);
-    }
-  });
+      // Independently of the coordinator's own check: compare the hashes the workers reported, step by step.
+      const lines = await readJsonLines<MetricLine>(path.join(dir, 'metrics.jsonl'));
+      const byStep = new Map<number, Map<number, string>>();
+      for (const l of lines) {
+        assert.ok(l.paramHash, `step ${l.step} rank ${l.rank} has a hash`);
+        if (!byStep.has(l.step)) byStep.set(l.step, new Map());
+        byStep.get(l.step)!.set(l.rank, l.paramHash!);
+      }
+      assert.equal(byStep.size, 32);
+      const hashesSeen = new Set<string>();
+      for (const [step, ranks] of byStep) {
+        assert.equal(ranks.size, 2, `step ${step}: both ranks reported`);
+        assert.equal(ranks.get(0), ranks.get(1), `step ${step}: replicas identical`);
+        hashesSeen.add(ranks.get(0)!);
+      }
+      assert.equal(hashesSeen.size, 32, 'parameters changed at every step');
+      // One logger per membership, not a child of the last one: no field twice in a line (pid, gen, rank, runId).
+      for (const f of ['coordinator.log.jsonl', 'worker-0.log.jsonl', 'worker-1.log.jsonl']) {
+        const text = await fs.readFile(path.join(dir, f), 'utf8');
+        for (const line of text.split('\n').filter(Boolean))
+          assert.deepEqual(repeatedKeys(line), [], `${f}: a field repeated in ${line}`);
+      }
+    });
 
   test('a worker with its own data and one fed over the wire train identical replicas', async () => {
     const dir = await tempDir('mixed');

@@ -58,6 +58,16 @@ function harness(
     train: validateTrainConfig({ epochs: extra.epochs ?? 3, batchSize: 4, model: 'mlp' }),
     opts: { ...OPTS, ...opts },
     data: tinyData(32, 8),
+    dataInfo: {
+      format: 'idx',
+      height: 28,
+      width: 28,
+      channels: 1,
+      classNames: [],
+      trainCount: 32,
+      testCount: 8,
+      fingerprint: 'x',
+    },
     checkpoints: {
       async save(meta, weights) {
         saved.push({ step: meta.step, lineage: meta.extra?.lineage, weights });
@@ -319,14 +329,15 @@ describe('coordinator session over in-memory links', () => {
   });
 
   test('a ring link lost between live members re-forms the ring (nobody waits forever)', async () => {
-    const h = harness();
+    const h = harness({ heartbeatMs: 30, heartbeatMisses: 1_000 }); // the re-form waits one heartbeat interval
     const ws = ['a', 'b'].map((id) => h.worker(id));
     await until('ring', () => ws.every((w) => w.gen === 2 && w.all('shard').some((s) => s.gen === 2)));
     const [r0, r1] = ws as [FakeWorker, FakeWorker];
     r0.steps(0, 3);
     r1.steps(0, 3);
-    r0.link.send({ type: 'ringLost', gen: 2, rank: 0, reason: 'predecessor stopped answering pings' });
-    r1.link.send({ type: 'ringLost', gen: 2, rank: 1, reason: 'successor stopped answering pings' });
+    const down = { during: 'training', attempts: 1, reason: 'connection reset' } as const;
+    r0.link.send({ type: 'ringLinkDown', gen: 2, rank: 0, peerRank: 1, ...down });
+    r1.link.send({ type: 'ringLinkDown', gen: 2, rank: 1, peerRank: 0, ...down });
     const start = await r1.next('start', (m) => m.gen === 3);
     assert.equal(start.step, 3, 'restored where the ring broke');
     await new Promise((resolve) => setTimeout(resolve, 20));

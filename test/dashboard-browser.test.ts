@@ -105,9 +105,7 @@ function rawRequest(port: number, text: string): Promise<string> {
 }
 
 /** A server-sent-events reader: parsed messages as they arrive, and a promise of the stream's end. */
-function openEvents(
-  port: number,
-): Promise<{
+function openEvents(port: number): Promise<{
   messages: { event: string; data: unknown; at: number }[];
   next(n: number): Promise<void>;
   ended: Promise<void>;

@@ -58,6 +58,7 @@ function runStart(): RunEvent[] {
 
 /** Draw strokes (lists of points in canvas pixels, 280x280) with the mouse. */
 async function draw(page: Page, strokes: [number, number][][]): Promise<void> {
+  await page.locator('#digit-canvas').scrollIntoViewIfNeeded();
   const box = (await page.locator('#digit-canvas').boundingBox())!;
   for (const points of strokes) {
     await page.mouse.move(box.x + points[0]![0], box.y + points[0]![1]);

@@ -10,12 +10,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
-import { Command } from 'commander';
 import { parseAllDocuments } from 'yaml';
 import { coordinatorCommand } from '../coordinator/cli.js';
 import { parseHostPort, readBackend, readTrainConfig } from '../shared/cli/options.js';
 import { workerCommand } from '../worker/cli.js';
 import { tempDir } from './helpers/procs.js';
+import { parsedBy } from './helpers/cli.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const K8S = path.join(ROOT, 'deploy', 'k8s');
@@ -69,18 +69,6 @@ function expand(c: Container, values: Record<string, string>): string[] {
 }
 
 /** Parse `args` with one of the real subcommands, its action replaced: throws on anything the CLI would reject. */
-async function parsedBy(make: () => Command, args: string[]): Promise<Record<string, unknown>> {
-  const cmd = make();
-  let opts: Record<string, unknown> | undefined;
-  cmd.exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
-  cmd.action((o: Record<string, unknown>) => {
-    opts = o;
-  });
-  await cmd.parseAsync(args, { from: 'user' });
-  assert.ok(opts, 'the action ran');
-  return opts;
-}
-
 function secretRef(c: Container): { name: string; key: string } {
   const token = (c.env ?? []).find((e) => e.name === 'RINGTRAIN_TOKEN');
   assert.ok(token?.valueFrom?.secretKeyRef, `${c.name} gets RINGTRAIN_TOKEN from a Secret, not a literal`);

@@ -147,3 +147,26 @@ test('each metrics object has its own registry', async () => {
   assert.equal(sample(await a.registry.metrics(), 'ringtrain_samples_total'), 640);
   assert.equal(sample(await b.registry.metrics(), 'ringtrain_samples_total'), 0);
 });
+
+test('who made the others wait: per-rank counters, shares and held ratios (promtool-clean)', async () => {
+  const metrics = createMetrics({ processMetrics: false });
+  const emit = (e: RunEvent): void => metrics.observe(e, T0);
+  emit({ kind: 'runStarted', runId: 'run-w', model: 'mlp', epochs: 1, minWorkers: 2, batchSize: 32 });
+  emit({ kind: 'ringFormed', gen: 1, workers: [worker(0), worker(1)] });
+  // Rank 1's allreduce is 15 ms shorter in every step: it entered last, rank 0 waited 15 ms for it.
+  emit({ kind: 'steps', gen: 1, rank: 0, records: records(0, 4, 40) });
+  emit({ kind: 'steps', gen: 1, rank: 1, records: records(0, 4, 55).map((r) => ({ ...r, allreduceMs: 5 })) });
+  const text = await metrics.registry.metrics();
+  assert.equal(sample(text, 'ringtrain_allreduce_last_total{rank="1"}'), 4);
+  assert.equal(sample(text, 'ringtrain_allreduce_last_total{rank="0"}'), 0, 'ranks never last are listed too');
+  assert.ok(Math.abs(sample(text, 'ringtrain_wait_caused_seconds_total{rank="1"}') - 0.06) < 1e-9);
+  assert.ok(Math.abs(sample(text, 'ringtrain_wait_held_seconds_total{rank="1"}') - 0.06) < 1e-9);
+  assert.equal(sample(text, 'ringtrain_wait_share_ratio{rank="1"}'), 1);
+  assert.equal(sample(text, 'ringtrain_wait_share_ratio{rank="0"}'), 0);
+  // Step wall time: 2 + 40 + 20 + 3 = 2 + 55 + 5 + 3 = 65 ms on both ranks; rank 1 held the ring 15 of them.
+  assert.ok(Math.abs(sample(text, 'ringtrain_wait_held_ratio{rank="1"}') - 15 / 65) < 1e-9);
+  if (promtoolAvailable()) {
+    const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    assert.equal(check.status, 0, `${check.stdout}${check.stderr}`);
+  }
+});

@@ -204,7 +204,6 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
         gen: a.gen,
         rank: a.rank,
         step: 99,
-        epoch: 9,
         weights: new Uint8Array(8),
         optimizer: new Uint8Array(0),
       }, // never asked for

@@ -153,7 +153,6 @@ test('encodeMessage refuses invalid messages', () => {
     gen: 1,
     rank: 0,
     step: 0,
-    epoch: 0,
     weights: new Float32Array(2),
     optimizer: new Uint8Array(0),
   };

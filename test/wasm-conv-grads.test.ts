@@ -1,7 +1,8 @@
 /**
  * ringtrain's wasm training kernels (shared/tf/wasm-conv-grads.ts) against tfjs's pure-JS cpu backend: convolution
  * gradients (dx and dW through tf.grads), matMul with transposes, max-pool gradients; plus unsupported
- * configurations, memory (no tensor or backend buffer leaks) and a small conv model training on wasm.
+ * configurations, memory (no tensor or backend buffer leaks) and a small conv model training on wasm. The numeric
+ * comparisons also run on the native tensorflow backend where it is set up (its kernels are libtensorflow's own).
  */
 import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +16,15 @@ import {
   maxPoolGradNonOverlapping,
   registerWasmConvGradients,
 } from '../shared/tf/wasm-conv-grads.js';
+import { nonReferenceBackends } from './helpers/backends.js';
+
+/** Backends whose kernels are compared with the cpu reference: wasm, and tensorflow where available. */
+const COMPARED = await nonReferenceBackends();
+
+/** tfjs-node's convolutions take only 'valid' and 'same' padding (numeric and explicit ones are wasm's own). */
+function supportsPad(backend: string, pad: Pad): boolean {
+  return backend !== 'tensorflow' || pad === 'valid' || pad === 'same';
+}
 
 type Shape4D = [number, number, number, number];
 type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
@@ -135,22 +145,26 @@ before(async () => {
   registerWasmConvGradients();
 });
 
-describe('wasm convolution gradients match the cpu backend', () => {
+describe('convolution gradients on wasm (and tensorflow) match the cpu backend', () => {
   it('for every channel pairing, padding, stride and kernel size', async () => {
     for (const c of convCases()) {
-      const wasm = await convGrads('wasm', c);
       const cpu = await convGrads('cpu', c);
-      assertClose(wasm.dx, cpu.dx, `dx ${describeCase(c)}`);
-      assertClose(wasm.dW, cpu.dW, `dW ${describeCase(c)}`);
+      for (const backend of COMPARED.filter((b) => supportsPad(b, c.pad))) {
+        const got = await convGrads(backend, c);
+        assertClose(got.dx, cpu.dx, `${backend} dx ${describeCase(c)}`);
+        assertClose(got.dW, cpu.dW, `${backend} dW ${describeCase(c)}`);
+      }
     }
   });
 
   it('for explicit numeric and per-side paddings, non-square strides and kernels, and a cache-thrash shape', async () => {
     for (const c of EXTRA_CASES) {
-      const wasm = await convGrads('wasm', c);
       const cpu = await convGrads('cpu', c);
-      assertClose(wasm.dx, cpu.dx, `dx ${describeCase(c)}`);
-      assertClose(wasm.dW, cpu.dW, `dW ${describeCase(c)}`);
+      for (const backend of COMPARED.filter((b) => supportsPad(b, c.pad))) {
+        const got = await convGrads(backend, c);
+        assertClose(got.dx, cpu.dx, `${backend} dx ${describeCase(c)}`);
+        assertClose(got.dW, cpu.dW, `${backend} dW ${describeCase(c)}`);
+      }
     }
   });
 
@@ -258,7 +272,7 @@ async function matMulOn(
   );
 }
 
-describe('wasm matMul with transposed operands matches the cpu backend', () => {
+describe('matMul with transposed operands on wasm (and tensorflow) matches the cpu backend', () => {
   it('for matrices, a batch of one, a batch of many, and a shape on the thrash-avoiding transpose path', async () => {
     const shapes: Array<[number[], number[]]> = [
       [
@@ -293,11 +307,9 @@ describe('wasm matMul with transposed operands matches the cpu backend', () => {
         const aShape = ta ? swapLast(aBase) : aBase;
         const bShape = tb ? swapLast(bBase) : bBase;
         const what = `matMul [${aShape}]${ta ? 'ᵀ' : ''} x [${bShape}]${tb ? 'ᵀ' : ''}`;
-        assertClose(
-          await matMulOn('wasm', aShape, bShape, ta, tb),
-          await matMulOn('cpu', aShape, bShape, ta, tb),
-          what,
-        );
+        const cpu = await matMulOn('cpu', aShape, bShape, ta, tb);
+        for (const backend of COMPARED)
+          assertClose(await matMulOn(backend, aShape, bShape, ta, tb), cpu, `${backend} ${what}`);
       }
     }
   });
@@ -321,7 +333,7 @@ async function maxPoolGrad(
   });
 }
 
-describe('wasm max-pool gradient matches the cpu backend', () => {
+describe('max-pool gradient on wasm (and tensorflow) matches the cpu backend', () => {
   it('for non-overlapping windows, with ties, negative values and partial windows', async () => {
     const cases: Array<{ shape: Shape4D; k: number; ties: boolean }> = [
       { shape: [2, 8, 8, 3], k: 2, ties: false },
@@ -332,11 +344,11 @@ describe('wasm max-pool gradient matches the cpu backend', () => {
     for (const { shape, k, ties } of cases) {
       // Ties: a few small integers (negative ones too), so most windows hold their max more than once.
       const x = values(size(shape), 10).map((v) => (ties ? Math.round(v * 2) : v));
-      assertClose(
-        await maxPoolGrad('wasm', x, shape, k, k),
-        await maxPoolGrad('cpu', x, shape, k, k),
-        `maxPool grad [${shape}] k=${k} ties=${ties}`,
-      );
+      const cpu = await maxPoolGrad('cpu', x, shape, k, k);
+      for (const backend of COMPARED) {
+        const got = await maxPoolGrad(backend, x, shape, k, k);
+        assertClose(got, cpu, `${backend} maxPool grad [${shape}] k=${k} ties=${ties}`);
+      }
     }
   });
 
@@ -372,7 +384,9 @@ describe('wasm max-pool gradient matches the cpu backend', () => {
   it('for overlapping windows (left to wasm own kernel), on distinct positive values', async () => {
     const shape: Shape4D = [2, 9, 9, 3];
     const x = values(size(shape), 11).map((v, i) => 1 + Math.abs(v) + i * 1e-4);
-    assertClose(await maxPoolGrad('wasm', x, shape, 3, 2), await maxPoolGrad('cpu', x, shape, 3, 2), 'overlapping');
+    const cpu = await maxPoolGrad('cpu', x, shape, 3, 2);
+    for (const backend of COMPARED)
+      assertClose(await maxPoolGrad(backend, x, shape, 3, 2), cpu, `${backend} overlapping`);
   });
 });
 

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { Command } from 'commander';
 import { resolveToken, TOKEN_ENV } from '../shared/auth.js';
-import { addRoleOptions, exitWhenDone, parseHostPort, readValues } from '../shared/cli/options.js';
+import { addRoleOptions, exitWhenDone, parseHostPort, readDataOptions, readValues } from '../shared/cli/options.js';
 import { COMMON_OPTIONS, WORKER_OPTIONS } from '../shared/cli/table.js';
 import { ConfigError } from '../shared/errors.js';
 import { createRootLogger } from '../shared/log.js';
@@ -19,7 +19,7 @@ function readFileOption(flag: string, file: string): string {
 }
 
 /** The worker's config from its parsed options (the log is made by the caller, from the same options). */
-export function workerConfig(opts: Opts): Omit<WorkerConfig, 'log'> {
+function workerConfig(opts: Opts): Omit<WorkerConfig, 'log'> {
   const { coordinator, listen, tlsCa, name, ...own } = readValues(WORKER_OPTIONS, opts, 'worker');
   const common = readValues(COMMON_OPTIONS, opts, 'worker');
   if (!coordinator || !/^wss?:\/\//.test(coordinator))
@@ -36,6 +36,7 @@ export function workerConfig(opts: Opts): Omit<WorkerConfig, 'log'> {
     backend: common.backend,
     threads: common.threads,
     dataDir: common.dataDir,
+    dataOptions: readDataOptions(opts, 'worker'),
     heartbeatMs: common.heartbeatMs,
     heartbeatMisses: common.heartbeatMisses,
     ...(tlsCa ? { tlsCa: readFileOption('--tls-ca', tlsCa) } : {}),

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ringAllreduce, type Compression, type RingLinks } from '../shared/ring/allreduce.js';
+import type { BatchAugmenter } from '../shared/data/augment.js';
 import type { DataSplit } from '../shared/data/dataset.js';
 import { RingtrainError, StepAbortedError } from '../shared/errors.js';
 import type { StepRecord } from '../shared/wire/protocol.js';
@@ -31,6 +32,8 @@ export interface ShardPlan {
   order: Uint32Array;
   split: DataSplit;
   batchSize: number;
+  /** Applied to every training batch (none by default). */
+  augment?: BatchAugmenter;
   /** Global step number of the first batch. */
   firstStep: number;
   /** Samples in the whole epoch and how many earlier generations trained (for the schedule's epoch fraction). */
@@ -97,8 +100,8 @@ export class PrefetchingLoader implements StepInput {
   private current = 0;
   private ready?: { indices: Uint32Array; batch: Batch };
 
-  constructor(split: DataSplit, batchSize: number) {
-    this.loaders = [new BatchLoader(split, batchSize), new BatchLoader(split, batchSize)];
+  constructor(split: DataSplit, batchSize: number, augment?: BatchAugmenter) {
+    this.loaders = [new BatchLoader(split, batchSize, augment), new BatchLoader(split, batchSize, augment)];
   }
 
   load(indices: Uint32Array): Batch {
@@ -182,7 +185,7 @@ export async function runShard(
   ring: RingPosition,
   hooks: ShardHooks,
 ): Promise<ShardResult> {
-  const loader = new PrefetchingLoader(plan.split, plan.batchSize);
+  const loader = new PrefetchingLoader(plan.split, plan.batchSize, plan.augment);
   const steps = stepsPerEpoch(plan.order.length, plan.batchSize);
   let indices = steps > 0 ? batchIndices(plan.order, 0, plan.batchSize) : new Uint32Array(0);
   const scratch = new Float32Array(replica.layout.size);

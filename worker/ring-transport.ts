@@ -14,12 +14,21 @@
  * to the pool when ws has written them. Received values are zero-copy views into the frame ws delivered.
  */
 import http from 'node:http';
+import https from 'node:https';
 import WebSocket, { type WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS, dialAuthenticated } from '../shared/admission.js';
 import { type ChunkValues, type OutgoingChunk, type RingLinks } from '../shared/ring/allreduce.js';
 import { ChunkMailbox } from '../shared/ring/chunk-mailbox.js';
-import { CLOSE_CODES, PeerLostError, ProtocolError, StepAbortedError, type RingtrainError } from '../shared/errors.js';
+import {
+  AuthError,
+  CLOSE_CODES,
+  PeerLostError,
+  ProtocolError,
+  StepAbortedError,
+  type RingtrainError,
+} from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
+import { bracketHost } from '../shared/net.js';
 import {
   CHUNK_HEADER_BYTES,
   chunkFrameBytes,
@@ -27,6 +36,7 @@ import {
   decodeFrame,
   encodeChunkFrame,
   FrameKind,
+  HOST_IS_LITTLE_ENDIAN,
   PROTOCOL_VERSION,
   writeChunkHeader,
   type RingPeer,
@@ -54,8 +64,26 @@ export interface RingTransportOptions {
   heartbeatMs: number;
   heartbeatMisses: number;
   stallWarnMs: number;
+  /**
+   * TLS for ring links (PEM texts): the listener serves wss:// with cert/key, successors are dialed over wss:// and
+   * trusted through `ca` (the same CA as the control link's; without it, the system's CAs).
+   */
+  tls?: { cert: string; key: string; ca?: string };
   log: Logger;
 }
+
+export interface LinkDown {
+  peerRank: number;
+  during: 'forming' | 'training';
+  /** Dials made (forming); 0 for a lost open link. */
+  attempts: number;
+  reason: string;
+}
+
+/** Successor dials: first retry after about DIAL_BACKOFF_MS, doubling up to DIAL_BACKOFF_MAX_MS, jittered ±25%. */
+const DIAL_BACKOFF_MS = 100;
+const DIAL_BACKOFF_MAX_MS = 2_000;
+const DIAL_ATTEMPT_TIMEOUT_MS = 5_000;
 
 export interface StallReport {
   step: number;
@@ -68,8 +96,6 @@ interface PendingInbound {
   gen: number;
   rank: number;
 }
-
-const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** An outgoing frame buffer and typed views of its values, reused across steps. */
 interface PooledFrame {
@@ -129,6 +155,7 @@ export class RingTransport implements RingLinks {
   /** Fails the connect() in progress when a newer assignment supersedes it. */
   private abortConnect?: (err: Error) => void;
   private lostHandler: (err: RingtrainError) => void = () => {};
+  private linkDownHandler: (d: LinkDown) => void = () => {};
   private stallHandler: (s: StallReport) => void = () => {};
   private readonly admission: Admission<'ring'>;
 
@@ -144,7 +171,10 @@ export class RingTransport implements RingLinks {
 
   /** Start the listener for the predecessor; returns the bound port. */
   async listen(): Promise<number> {
-    this.server = http.createServer((_req, res) => res.writeHead(426).end());
+    const upgradeOnly = (_req: http.IncomingMessage, res: http.ServerResponse) => res.writeHead(426).end();
+    this.server = this.opts.tls
+      ? https.createServer({ cert: this.opts.tls.cert, key: this.opts.tls.key }, upgradeOnly)
+      : http.createServer(upgradeOnly);
     this.wss = this.admission.listen(this.server, (link, hello) => {
       this.pending.push({ ws: link, gen: hello.gen, rank: hello.rank });
       link.once('close', () => {
@@ -162,6 +192,14 @@ export class RingTransport implements RingLinks {
   /** Called when a link of the current ring fails, once per failure. */
   onPeerLost(handler: (err: RingtrainError) => void): void {
     this.lostHandler = handler;
+  }
+
+  /**
+   * Called once per link of the current ring that went down: the successor could not be dialed while forming, or an
+   * open link was lost. The worker reports it so the coordinator re-forms the ring (and evicts an unreachable peer).
+   */
+  onLinkDown(handler: (d: LinkDown) => void): void {
+    this.linkDownHandler = handler;
   }
 
   /** Called when a receive has waited past the stall threshold. */
@@ -220,23 +258,58 @@ export class RingTransport implements RingLinks {
     }
   }
 
+  /**
+   * Dial the successor, retrying with backoff (a joiner's listener may not be up yet, a link may be refused as busy)
+   * until shortly before the form timeout; then report the successor unreachable, so the coordinator can evict it.
+   */
   private async dialSuccessor(a: RingAssignment): Promise<void> {
-    const url = `ws://${formatHost(a.successor.host)}:${a.successor.port}/`;
-    const ws = await dialAuthenticated(url, {
+    const scheme = this.opts.tls ? 'wss' : 'ws';
+    const url = `${scheme}://${bracketHost(a.successor.host)}:${a.successor.port}/`;
+    const deadline = Date.now() + Math.max(this.opts.connectTimeoutMs / 2, this.opts.connectTimeoutMs - 1_000);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return this.attachOutbound(await this.dialOnce(url, a, deadline), a);
+      } catch (err) {
+        if (err instanceof AuthError || this.assignment !== a) throw err;
+        const delay = Math.min(DIAL_BACKOFF_MAX_MS, DIAL_BACKOFF_MS * 2 ** (attempt - 1)) * (0.75 + Math.random() / 2);
+        if (Date.now() + delay >= deadline) {
+          const reason = (err as Error).message;
+          this.opts.log.warn(
+            { gen: a.gen, successor: a.successor, attempts: attempt, reason },
+            'successor unreachable',
+          );
+          this.linkDownHandler({ peerRank: a.successor.rank, during: 'forming', attempts: attempt, reason });
+          throw new PeerLostError(`successor rank ${a.successor.rank} at ${url}, ${attempt} dials`, { cause: err });
+        }
+        this.opts.log.debug({ attempt, delay, reason: (err as Error).message }, 'successor dial failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  private dialOnce(url: string, a: RingAssignment, deadline: number): Promise<WebSocket> {
+    return dialAuthenticated(url, {
       token: this.opts.token,
       context: 'ring',
-      timeoutMs: this.opts.connectTimeoutMs,
+      timeoutMs: Math.max(100, Math.min(DIAL_ATTEMPT_TIMEOUT_MS, deadline - Date.now())),
       // Ring links go straight from worker to worker, never through proxies, which is what frame masking guards
       // against; an all-zero mask lets ws send gradient bytes without a masked copy.
-      ws: { maxPayload: this.opts.maxPayloadBytes, generateMask: (mask) => mask.fill(0) },
+      ws: {
+        maxPayload: this.opts.maxPayloadBytes,
+        generateMask: (mask) => mask.fill(0),
+        ...(this.opts.tls?.ca ? { ca: this.opts.tls.ca } : {}),
+      },
       answer: (auth) => ({ type: 'ringHello', gen: a.gen, rank: a.rank, protocolVersion: PROTOCOL_VERSION, auth }),
     });
+  }
+
+  private attachOutbound(ws: WebSocket, a: RingAssignment): void {
     if (this.assignment !== a) {
       ws.close(CLOSE_CODES.normal, 'ring re-formed');
       return;
     }
     this.outbound = ws;
-    ws.on('close', (code) => this.linkLost(ws, `successor rank ${a.successor.rank}`, code));
+    ws.on('close', (code) => this.linkLost(ws, `successor rank ${a.successor.rank}`, code, a.successor.rank));
     ws.on('error', (err) => this.opts.log.debug({ err }, 'successor link error'));
     ws.on('message', () => closeWithError(ws, new ProtocolError('the successor link carries nothing back')));
     keepAlive(ws, this.opts.heartbeatMs, this.opts.heartbeatMisses, () =>
@@ -265,7 +338,7 @@ export class RingTransport implements RingLinks {
   private attachInbound(ws: WebSocket, a: RingAssignment): void {
     this.inbound = ws;
     ws.on('message', (data) => this.onChunk(ws, rawToBytes(data), a.gen));
-    ws.on('close', (code) => this.linkLost(ws, `predecessor rank ${a.predecessorRank}`, code));
+    ws.on('close', (code) => this.linkLost(ws, `predecessor rank ${a.predecessorRank}`, code, a.predecessorRank));
     keepAlive(ws, this.opts.heartbeatMs, this.opts.heartbeatMisses, () =>
       this.opts.log.warn({ predecessor: a.predecessorRank }, 'predecessor stopped answering pings'),
     );
@@ -290,11 +363,14 @@ export class RingTransport implements RingLinks {
     }
   }
 
-  private linkLost(ws: WebSocket, peer: string, code: number): void {
+  private linkLost(ws: WebSocket, peer: string, code: number, peerRank: number): void {
     if (ws !== this.inbound && ws !== this.outbound) return; // a link of an older ring
+    if (ws === this.inbound) this.inbound = undefined;
+    else this.outbound = undefined;
     const err = new PeerLostError(`${peer} (close code ${code})`);
     this.mailbox.close(err);
     this.lostHandler(err);
+    this.linkDownHandler({ peerRank, during: 'training', attempts: 0, reason: err.message });
   }
 
   private successorLink(header: ChunkHeader): WebSocket {
@@ -394,8 +470,4 @@ export class RingTransport implements RingLinks {
     this.server?.closeAllConnections();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
-}
-
-function formatHost(host: string): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }

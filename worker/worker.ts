@@ -15,7 +15,9 @@ import { WebSocketControlLink, type ControlLink, type LinkClosed } from '../shar
 import type { Compression } from '../shared/ring/allreduce.js';
 import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/load.js';
+import { createAugmenter, parseAugment } from '../shared/data/augment.js';
+import { describeDataset } from '../shared/data/info.js';
+import { loadDataset, type DataOptions } from '../shared/data/load.js';
 import {
   AuthError,
   CLOSE_CODES,
@@ -25,20 +27,21 @@ import {
   StepAbortedError,
 } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { PhaseMachine, type Transitions } from '../shared/phases.js';
+import { PhaseMachine } from '../shared/phases.js';
+import { ACCEPTS, WORKER_PHASES, type WorkerPhase } from './phases.js';
 import {
   bytesToFloat32,
   bytesToUint32,
   float32ToBytes,
   PROTOCOL_VERSION,
-  type CoordinatorToWorkerMessage,
+  type DatasetInfo,
   type Message,
   type MessageOf,
   type StepRecord,
 } from '../shared/wire/protocol.js';
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
-import { evaluateRange } from '../shared/train/batches.js';
-import { buildModel } from '../shared/train/models.js';
+import { evaluateRangeYielding } from '../shared/train/batches.js';
+import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
 import { keepAlive } from '../shared/ws-util.js';
 import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
@@ -56,6 +59,8 @@ export interface WorkerConfig {
   /** TensorFlow threads (`--threads`); undefined = the backend's default. */
   threads?: number;
   dataDir?: string;
+  /** How --data-dir is read (image size, colour mode, validation split); must match the coordinator's. */
+  dataOptions?: DataOptions;
   maxPayloadBytes: number;
   ringConnectTimeoutMs: number;
   heartbeatMs: number;
@@ -65,6 +70,9 @@ export interface WorkerConfig {
   coordinatorRetryMs: number;
   /** Trust this CA for a wss:// coordinator (PEM). */
   tlsCa?: string;
+  /** Serve the ring listener over TLS with this certificate and key (PEM); successors are then dialed over wss://. */
+  tlsCert?: string;
+  tlsKey?: string;
   /** Testing only: sleep this long before every step, to make this worker the one the others wait for. */
   debugDelayMs?: number;
   log: Logger;
@@ -89,32 +97,6 @@ export interface WorkerHandle {
   close(): Promise<void>;
 }
 
-export type WorkerPhase = 'connecting' | 'joined' | 'forming' | 'ready' | 'synced' | 'training' | 'idle' | 'stopped';
-
-const LIVE: readonly WorkerPhase[] = ['joined', 'forming', 'ready', 'synced', 'training', 'idle'];
-
-export const WORKER_PHASES: Transitions<WorkerPhase> = {
-  connecting: ['connecting', 'joined', 'stopped'],
-  joined: ['forming', 'connecting', 'stopped'],
-  // forming -> idle: the ring could not be set up; the coordinator re-forms it
-  forming: ['forming', 'ready', 'idle', 'connecting', 'stopped'],
-  ready: ['forming', 'synced', 'connecting', 'stopped'],
-  synced: ['training', 'forming', 'connecting', 'stopped'],
-  training: ['idle', 'forming', 'connecting', 'stopped'],
-  idle: ['idle', 'training', 'forming', 'connecting', 'stopped'],
-  stopped: [],
-};
-
-/** The phases in which each coordinator message is accepted; anything else is a protocol error. */
-const ACCEPTS: { readonly [T in CoordinatorToWorkerMessage['type']]: readonly WorkerPhase[] } = {
-  welcome: ['connecting'],
-  assign: LIVE,
-  requestWeights: ['ready', 'synced', 'training', 'idle'],
-  start: ['ready'],
-  shard: ['synced', 'training', 'idle'],
-  stop: ['connecting', ...LIVE],
-};
-
 /** Where a replica stands: its epoch, the samples of that epoch's order it consumed, global steps applied. */
 interface ReplicaPosition {
   epoch: number;
@@ -128,6 +110,8 @@ interface RunSettings {
   reportEvery: number;
   nonFinite: NonFinitePolicy;
   compression: Compression;
+  /** The model's topology (model JSON) from the coordinator. */
+  modelTopology?: string;
 }
 
 class WorkerSession {
@@ -157,6 +141,7 @@ class WorkerSession {
   /** The run's logger (runId), and the current membership's (gen, rank), each a child of the configured one. */
   private runLog: Logger;
   private log: Logger;
+  private readonly dataInfo?: DatasetInfo;
 
   constructor(
     private readonly cfg: WorkerConfig,
@@ -167,11 +152,16 @@ class WorkerSession {
   ) {
     this.runLog = cfg.log;
     this.log = cfg.log;
-    ring.onPeerLost((err) => {
-      this.log.warn({ err: err.message, code: err.code }, 'ring link lost; asking the coordinator to re-form the ring');
-      if (this.phase.is('ready', 'synced', 'training', 'idle'))
-        this.send({ type: 'ringLost', gen: this.gen, rank: this.rank, reason: err.message });
-    });
+    this.dataInfo = data && describeDataset(data);
+    ring.onPeerLost((err) =>
+      this.log.warn(
+        { err: err.message, code: err.code },
+        'ring link lost; waiting for the coordinator to re-form the ring',
+      ),
+    );
+    ring.onLinkDown((d) =>
+      this.send({ type: 'ringLinkDown', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), ...d }),
+    );
     ring.onStall((s) => {
       this.log.warn({ ...s }, 'step is waiting on the ring predecessor');
       this.send({
@@ -201,8 +191,8 @@ class WorkerSession {
           ringHost: this.cfg.advertise ?? os.hostname(),
           ringPort: this.ringPort,
           hasData: this.data !== undefined,
+          ...(this.dataInfo ? { dataset: this.dataInfo } : {}),
           backend: this.backend,
-          pid: process.pid,
           auth,
         }),
       });
@@ -295,14 +285,11 @@ class WorkerSession {
     this.gen = m.gen;
     this.rank = m.rank;
     this.worldSize = m.worldSize;
-    this.settings = readSettings(m.config);
+    this.settings = readSettings(m.config, m.modelTopology);
     this.log = this.runLog.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
-    if (!this.replica) {
-      const t = this.settings.train;
-      this.replica = new Replica(buildModel(t.model, t.seed), { name: t.optimizer, lr: t.lr, momentum: t.momentum });
-    }
+    this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend);
     await this.ring.connect({
       gen: m.gen,
       rank: m.rank,
@@ -348,7 +335,6 @@ class WorkerSession {
       gen: m.gen,
       rank: this.rank,
       step: this.position.step,
-      epoch: this.position.epoch,
       weights: float32ToBytes(weights),
       optimizer: float32ToBytes(optimizer),
     });
@@ -380,22 +366,9 @@ class WorkerSession {
     if (m.gen !== this.gen || this.stopped) return;
     const settings = this.settings!;
     const replica = this.requireReplica();
-    const { split, order } = this.trainData(m);
     const test = this.testRange(m);
     const t = settings.train;
-    const plan: ShardPlan = {
-      epoch: m.epoch,
-      order,
-      split,
-      batchSize: t.batchSize,
-      firstStep: m.firstStep,
-      epochSamples: m.epochSamples,
-      offset: m.offset,
-      checkEvery: settings.checkEvery,
-      nonFinite: settings.nonFinite,
-      debugDelayMs: this.cfg.debugDelayMs ?? 0,
-      schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
-    };
+    const plan = this.shardPlan(m, settings);
     this.phase.to('training');
     this.training = true;
     let sentBefore = this.ring.sentBytes;
@@ -418,7 +391,7 @@ class WorkerSession {
         },
       );
       this.flushRecords();
-      const counts = evaluateRange(replica, test.split, test.start, test.end);
+      const counts = await evaluateRangeYielding(replica, test.split, test.start, test.end);
       this.send({ type: 'evalResult', gen: m.gen, rank: this.rank, epoch: m.epoch, ...counts });
       this.send({
         type: 'epochDone',
@@ -433,6 +406,32 @@ class WorkerSession {
       await this.runBoundaryTasks();
       if (this.phase.is('training')) this.phase.to('idle');
     }
+  }
+
+  private shardPlan(m: MessageOf<'shard'>, settings: RunSettings): ShardPlan {
+    const { split, order, ids } = this.trainData(m);
+    const t = settings.train;
+    const augment = createAugmenter({
+      names: parseAugment(t.augment),
+      shape: split.shape,
+      seed: t.seed,
+      epoch: m.epoch,
+      ids,
+    });
+    return {
+      epoch: m.epoch,
+      order,
+      split,
+      batchSize: t.batchSize,
+      augment,
+      firstStep: m.firstStep,
+      epochSamples: m.epochSamples,
+      offset: m.offset,
+      checkEvery: settings.checkEvery,
+      nonFinite: settings.nonFinite,
+      debugDelayMs: this.cfg.debugDelayMs ?? 0,
+      schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
+    };
   }
 
   /** A step abandoned because the ring changed is expected; anything else ends the worker. */
@@ -461,10 +460,11 @@ class WorkerSession {
   }
 
   /** Shipped samples (worker without data) are trained in shipped order; local data is indexed. */
-  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array } {
+  private trainData(m: MessageOf<'shard'>): { split: DataSplit; order: Uint32Array; ids?: Uint32Array } {
     if (m.images && m.labels) {
       const split = makeSplit(m.images, m.labels, shippedShape(m));
-      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i) };
+      // Shipped samples are the shard's, in order: position i is training-set sample indices[i] (augmentation ids).
+      return { split, order: Uint32Array.from({ length: split.count }, (_, i) => i), ids: bytesToUint32(m.indices) };
     }
     if (!this.data) throw new ProtocolError('shard without samples for a worker without data');
     return { split: this.data.train, order: bytesToUint32(m.indices) };
@@ -500,7 +500,7 @@ class WorkerSession {
   private onCoordinatorClosed(link: ControlLink, { code, reason }: LinkClosed): void {
     if (this.stopped || link !== this.link) return;
     this.link = undefined;
-    if (code === CLOSE_CODES.policyViolation) {
+    if (code === CLOSE_CODES.policyViolation || code === CLOSE_CODES.ringUnreachable) {
       this.log.error({ code, reason }, 'the coordinator refused this worker');
       return this.end(1);
     }
@@ -551,15 +551,18 @@ function shippedShape(m: MessageOf<'shard'>): SampleShape {
 }
 
 /** The same validator as the command line: a bad or unknown field fails the worker with a ConfigError naming it. */
-function readSettings(config: Record<string, unknown>): RunSettings {
+function readSettings(config: Record<string, unknown>, modelTopology: string | undefined): RunSettings {
   const { checkEvery, reportEvery, nonFinite, compression, ...train } = validateRunConfig(config, 'assign.config');
-  return { train, checkEvery, reportEvery, nonFinite, compression };
+  return { train, checkEvery, reportEvery, nonFinite, compression, ...(modelTopology ? { modelTopology } : {}) };
 }
 
 export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
   const backend = await selectBackend(cfg.backend, cfg.log);
-  const data = cfg.dataDir ? await loadDataset(cfg.dataDir) : undefined;
-  if (data) cfg.log.info({ source: data.source, train: data.train.count }, 'local dataset loaded');
+  const data = cfg.dataDir ? await loadDataset(cfg.dataDir, cfg.dataOptions) : undefined;
+  if (data) {
+    const { source, format, shape } = data;
+    cfg.log.info({ source, format, shape, train: data.train.count, test: data.test.count }, 'local dataset loaded');
+  }
   const ring = new RingTransport({
     host: cfg.listenHost,
     port: cfg.listenPort,
@@ -569,6 +572,7 @@ export async function startWorker(cfg: WorkerConfig): Promise<WorkerHandle> {
     heartbeatMs: cfg.heartbeatMs,
     heartbeatMisses: cfg.heartbeatMisses,
     stallWarnMs: cfg.stallWarnMs,
+    ...(cfg.tlsCert && cfg.tlsKey ? { tls: { cert: cfg.tlsCert, key: cfg.tlsKey, ca: cfg.tlsCa } } : {}),
     log: cfg.log,
   });
   const port = await ring.listen();

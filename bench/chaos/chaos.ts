@@ -44,8 +44,11 @@ export interface ChaosOptions {
   /** Epochs of the run (sized so that training outlasts the fault schedule). */
   epochs: number;
   trainLimit: number;
+  testLimit: number;
   targetAccuracy: number;
   recoveryTimeoutMs: number;
+  /** After the faults, how long the last run may take to finish. */
+  finishTimeoutMs: number;
   dir: string;
   log: (line: string) => void;
 }
@@ -68,7 +71,7 @@ export interface ChaosSummary {
   recovery: Record<string, { count: number; survived: number; medianMs: number; worstMs: number }>;
   checks: CheckResult[];
   failedChecks: number;
-  run?: unknown;
+  runs: Array<Record<string, unknown>>;
 }
 
 /** Follows metrics.jsonl as the coordinators append to it. */
@@ -130,21 +133,49 @@ class MetricsTail {
   }
 }
 
+/**
+ * A 10 s liveness window (1 s heartbeats): wide enough that a loaded machine does not evict healthy workers, and the
+ * long SIGSTOPs (12-16 s) still outlast it.
+ */
+const HEARTBEAT_MISSES = 10;
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const pick = <T>(rng: Rng, items: readonly T[]): T => items[rng.nextBelow(items.length)]!;
 const between = (rng: Rng, lo: number, hi: number) => lo + rng.nextBelow(hi - lo + 1);
 
+/** What the schedule shares across the runs of one chaos session. */
+interface Session {
+  rng: Rng;
+  t0: number;
+  /** When faults stop: set once the first run trains (start-up is not chaos time). */
+  end?: number;
+}
+
+interface RunResult {
+  dir: string;
+  faults: FaultRecord[];
+  checks: CheckResult[];
+  run?: Record<string, unknown>;
+}
+
+/** One training run (its own folder and cluster) under the session's schedule. */
 class ChaosRun {
   private readonly rng: Rng;
   private readonly cluster: Cluster;
   private readonly metrics: MetricsTail;
   readonly faults: FaultRecord[] = [];
-  private readonly t0 = Date.now();
+  private readonly t0: number;
 
-  constructor(private readonly o: ChaosOptions) {
-    this.rng = createRng(o.seed);
+  constructor(
+    private readonly o: ChaosOptions,
+    private readonly session: Session,
+    private readonly dir: string,
+  ) {
+    this.rng = session.rng;
+    this.t0 = session.t0;
+    fs.mkdirSync(dir, { recursive: true });
     this.cluster = new Cluster({
-      dir: o.dir,
+      dir,
       token: generateToken(),
       coordinatorArgs: [
         '--model',
@@ -152,7 +183,7 @@ class ChaosRun {
         '--train-limit',
         String(o.trainLimit),
         '--test-limit',
-        '1000',
+        String(o.testLimit),
         '--epochs',
         String(o.epochs),
         '--batch-size',
@@ -170,12 +201,14 @@ class ChaosRun {
         '--check-every',
         '10',
         '--summary-json',
-        path.join(o.dir, 'summary.json'),
+        path.join(dir, 'summary.json'),
+        '--heartbeat-misses',
+        String(HEARTBEAT_MISSES),
         '--quiet',
       ],
-      workerArgs: ['--backend', 'cpu'],
+      workerArgs: ['--backend', 'cpu', '--heartbeat-misses', String(HEARTBEAT_MISSES)],
     });
-    this.metrics = new MetricsTail(path.join(o.dir, 'metrics.jsonl'));
+    this.metrics = new MetricsTail(path.join(dir, 'metrics.jsonl'));
   }
 
   private elapsed(): string {
@@ -205,7 +238,7 @@ class ChaosRun {
 
   private hasCheckpoint(): boolean {
     try {
-      return fs.readdirSync(path.join(this.o.dir, 'checkpoints')).some((f) => !f.endsWith('.tmp'));
+      return fs.readdirSync(path.join(this.dir, 'checkpoints')).some((f) => !f.endsWith('.tmp'));
     } catch {
       return false;
     }
@@ -236,7 +269,7 @@ class ChaosRun {
       }
       case 'stop': {
         const w = pick(this.rng, this.workers());
-        const ms = this.rng.next() < 0.5 ? between(this.rng, 500, 2_500) : between(this.rng, 7_000, 12_000);
+        const ms = this.rng.next() < 0.5 ? between(this.rng, 500, 2_500) : between(this.rng, 12_000, 16_000);
         this.cluster.stop(w);
         await sleep(ms);
         this.cluster.resume(w);
@@ -275,30 +308,33 @@ class ChaosRun {
     }
   }
 
-  async run(): Promise<ChaosSummary> {
+  async run(): Promise<RunResult> {
     try {
-      return await this.runSchedule();
+      await this.runSchedule();
     } finally {
       await this.cluster.shutdown();
     }
+    return this.summarize();
   }
 
-  private async runSchedule(): Promise<ChaosSummary> {
-    const o = this.o;
-    o.log(`chaos: seed ${o.seed}, ${o.minutes} min, faults ${o.faults.join(',')}, run folder ${o.dir}`);
+  private over(): boolean {
+    return this.session.end !== undefined && Date.now() >= this.session.end;
+  }
+
+  private async runSchedule(): Promise<void> {
+    this.o.log(`${this.elapsed()}  run in ${this.dir}`);
     await this.cluster.startCoordinator(false);
-    for (let i = 0; i < o.workers; i++) await this.cluster.startWorker();
+    for (let i = 0; i < this.o.workers; i++) await this.cluster.startWorker();
     const first = await this.progressBeyond(-1, Date.now());
-    if (first < 0) o.log('chaos: training never started');
-    else o.log(`${this.elapsed()}  training started`);
-    const end = this.t0 + o.minutes * 60_000;
-    while (first >= 0 && Date.now() < end && !this.runOver()) {
+    if (first < 0) return this.o.log(`${this.elapsed()}  training never started`);
+    this.o.log(`${this.elapsed()}  training started`);
+    this.session.end ??= Date.now() + this.o.minutes * 60_000;
+    while (!this.over() && !this.runOver()) {
       await sleep(between(this.rng, 2_000, 8_000));
-      if (Date.now() >= end || this.runOver()) break;
+      if (this.over() || this.runOver()) break;
       await this.oneFault();
     }
     await this.finish();
-    return this.summarize();
   }
 
   private async oneFault(): Promise<void> {
@@ -318,11 +354,11 @@ class ChaosRun {
 
   /** Faults over: make sure enough workers run, and wait for the run to end. */
   private async finish(): Promise<void> {
-    this.o.log(`${this.elapsed()}  fault schedule over; waiting for the run to finish`);
+    if (!this.runOver()) this.o.log(`${this.elapsed()}  fault schedule over; waiting for the run to finish`);
     for (const w of this.cluster.liveWorkers()) if (w.stopped) this.cluster.resume(w);
     while (this.workers().length < 2 && !this.runOver()) await this.cluster.startWorker();
     const coord = this.cluster.coordinator!;
-    const deadline = Date.now() + Math.max(300_000, this.o.minutes * 60_000);
+    const deadline = Date.now() + this.o.finishTimeoutMs;
     while (!coord.exit && Date.now() < deadline) await sleep(200);
     // Workers get 'stop' when the run ends; give them a moment to exit on their own, then end the stragglers.
     const workersDone = Promise.all(this.cluster.liveWorkers().map((w) => w.exited));
@@ -331,8 +367,8 @@ class ChaosRun {
     this.metrics.poll();
   }
 
-  private summarize(): ChaosSummary {
-    const summaryFile = path.join(this.o.dir, 'summary.json');
+  private summarize(): RunResult {
+    const summaryFile = path.join(this.dir, 'summary.json');
     const run = fs.existsSync(summaryFile)
       ? (JSON.parse(fs.readFileSync(summaryFile, 'utf8')) as Record<string, unknown>)
       : undefined;
@@ -352,42 +388,67 @@ class ChaosRun {
       checkProcesses(ends),
       {
         name: 'every fault survived (training went on)',
-        ok: unrecovered.length === 0 && this.faults.length > 0,
+        ok: unrecovered.length === 0,
         detail:
           unrecovered.length === 0
             ? `${this.faults.length} faults, all survived`
             : unrecovered.map((f) => `${f.kind} at ${(f.at / 1000).toFixed(0)} s`).join('; '),
       },
     ];
-    const recovery: ChaosSummary['recovery'] = {};
-    for (const kind of new Set(this.faults.map((f) => f.kind))) {
-      const of = this.faults.filter((f) => f.kind === kind);
-      const ms = of.filter((f) => f.recovered).map((f) => f.recoveryMs);
-      recovery[kind] = { count: of.length, survived: ms.length, medianMs: median(ms), worstMs: Math.max(0, ...ms) };
-    }
-    const all = this.faults.filter((f) => f.recovered).map((f) => f.recoveryMs);
-    recovery.all = {
-      count: this.faults.length,
-      survived: all.length,
-      medianMs: median(all),
-      worstMs: Math.max(0, ...all),
-    };
-    return {
-      seed: this.o.seed,
-      minutes: this.o.minutes,
-      dir: this.o.dir,
-      wallSeconds: (Date.now() - this.t0) / 1000,
-      faults: this.faults,
-      recovery,
-      checks,
-      failedChecks: checks.filter((c) => !c.ok).length,
-      run,
-    };
+    return { dir: this.dir, faults: this.faults, checks, run };
   }
 }
 
+function recoveryOf(faults: FaultRecord[]): ChaosSummary['recovery'] {
+  const recovery: ChaosSummary['recovery'] = {};
+  const add = (kind: string, of: FaultRecord[]) => {
+    const ms = of.filter((f) => f.recovered).map((f) => f.recoveryMs);
+    recovery[kind] = { count: of.length, survived: ms.length, medianMs: median(ms), worstMs: Math.max(0, ...ms) };
+  };
+  for (const kind of new Set(faults.map((f) => f.kind)))
+    add(
+      kind,
+      faults.filter((f) => f.kind === kind),
+    );
+  add('all', faults);
+  return recovery;
+}
+
+/**
+ * Runs back to back under one schedule until `minutes` of faults have passed (a run that finishes early is followed
+ * by a fresh one, so the chaos time does not depend on how fast this machine trains); the last run then finishes
+ * without further faults. Stops early when a run fails a check.
+ */
 export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
-  return new ChaosRun(o).run();
+  const session: Session = { rng: createRng(o.seed), t0: Date.now() };
+  o.log(`chaos: seed ${o.seed}, ${o.minutes} min of faults (${o.faults.join(',')}), folder ${o.dir}`);
+  const runs: RunResult[] = [];
+  do {
+    const result = await new ChaosRun(o, session, path.join(o.dir, `run-${runs.length + 1}`)).run();
+    runs.push(result);
+    if (result.checks.some((c) => !c.ok) || session.end === undefined) break;
+  } while (Date.now() < session.end);
+  const faults = runs.flatMap((r) => r.faults);
+  const checks = runs.flatMap((r, i) => r.checks.map((c) => ({ ...c, name: `run ${i + 1}: ${c.name}` })));
+  if (faults.length === 0) checks.push({ name: 'faults were injected', ok: false, detail: 'none' });
+  return {
+    seed: o.seed,
+    minutes: o.minutes,
+    dir: o.dir,
+    wallSeconds: (Date.now() - session.t0) / 1000,
+    faults,
+    recovery: recoveryOf(faults),
+    checks,
+    failedChecks: checks.filter((c) => !c.ok).length,
+    runs: runs.map((r) => ({
+      dir: r.dir,
+      faults: r.faults.length,
+      outcome: r.run?.outcome,
+      testAccuracy: r.run?.testAccuracy,
+      steps: r.run?.steps,
+      wallSeconds: r.run?.wallSeconds,
+    })),
+  };
 }
 
 export function printSummary(s: ChaosSummary, log: (line: string) => void): void {
@@ -400,6 +461,10 @@ export function printSummary(s: ChaosSummary, log: (line: string) => void): void
     );
   log('checks:');
   for (const c of s.checks) log(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`);
+  for (const r of s.runs)
+    log(
+      `run ${String(r.dir)}: ${String(r.outcome)}, ${String(r.steps)} steps, test accuracy ${(100 * Number(r.testAccuracy ?? 0)).toFixed(2)}%, ${String(r.faults)} faults`,
+    );
   log(`${s.failedChecks} failed checks; ${s.wallSeconds.toFixed(0)} s wall`);
 }
 
@@ -418,9 +483,11 @@ async function main(): Promise<void> {
     .option('--faults <list>', 'fault kinds to inject', FAULT_KINDS.join(','))
     .option('--workers <n>', 'workers at the start', Number, 3)
     .option('--max-workers <n>', 'most workers at once', Number, 4)
-    .option('--epochs-per-minute <n>', 'epochs of the run per minute of faults (so training outlasts them)', Number, 3)
-    .option('--train-limit <n>', 'training samples per epoch', Number, 6000)
-    .option('--target-accuracy <a>', 'test accuracy the run must reach', Number, 0.9)
+    .option('--epochs <n>', 'epochs of each run (runs follow each other until the minutes are over)', Number, 4)
+    .option('--train-limit <n>', 'training samples per epoch', Number, 1500)
+    .option('--target-accuracy <a>', 'test accuracy the run must reach', Number, 0.85)
+    .option('--test-limit <n>', 'test samples evaluated at each epoch end', Number, 500)
+    .option('--finish-timeout-ms <ms>', 'after the faults, the last run must finish within this time', Number, 600_000)
     .option('--recovery-timeout-ms <ms>', 'a fault not recovered from within this time fails', Number, 150_000)
     .option('--dir <dir>', 'run folder (default: a new temporary folder)')
     .option('--out <file>', 'write the chaos summary JSON here (default: <dir>/chaos-summary.json)')
@@ -435,10 +502,12 @@ async function main(): Promise<void> {
     faults: parseFaults(String(opts.faults)),
     workers: Number(opts.workers),
     maxWorkers: Number(opts.maxWorkers),
-    epochs: Math.max(2, Math.ceil(minutes * Number(opts.epochsPerMinute))),
+    epochs: Number(opts.epochs),
     trainLimit: Number(opts.trainLimit),
+    testLimit: Number(opts.testLimit),
     targetAccuracy: Number(opts.targetAccuracy),
     recoveryTimeoutMs: Number(opts.recoveryTimeoutMs),
+    finishTimeoutMs: Number(opts.finishTimeoutMs),
     dir,
     log: (line) => console.log(line),
   });

@@ -59,10 +59,15 @@ export function writeReport(runDir: string, state: DashboardState): string {
   return file;
 }
 
-/** An observer that writes the report when the run ends; `onError` hears about a report that could not be written. */
+/**
+ * An observer that writes the report when the run ends, and again as the workers leave after it (so the report
+ * shows them stopped); `onError` hears about a report that could not be written.
+ */
 export function reportOnRunEnd(runDir: string, state: DashboardState, onError: (err: unknown) => void): RunObserver {
+  let ended = false;
   return (event) => {
-    if (event.kind !== 'runEnded') return;
+    if (event.kind === 'runEnded') ended = true;
+    else if (!(ended && event.kind === 'workerLeft')) return;
     try {
       writeReport(runDir, state);
     } catch (err) {

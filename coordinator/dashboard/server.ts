@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import type { Registry } from 'prom-client';
 import { ConfigError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import { bracketHost } from '../../shared/net.js';
 import { guardServer } from '../../shared/ws-util.js';
 import type { DashboardCursor, DashboardState } from './state.js';
 
@@ -126,7 +127,7 @@ function loadAssets(): Map<string, Asset> {
     ['/app.css', `${dir}app.css`, 'text/css; charset=utf-8'],
     ['/vendor/uplot.js', require.resolve('uplot/dist/uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
     ['/vendor/uplot.css', require.resolve('uplot/dist/uPlot.min.css'), 'text/css; charset=utf-8'],
-    ['/vendor/tf.min.js', require.resolve('@tensorflow/tfjs/dist/tf.min.js'), 'text/javascript; charset=utf-8'],
+    ['/vendor/tf.min.js', require.resolve('@tensorflow/tfjs/dist/tf.es2017.min.js'), 'text/javascript; charset=utf-8'],
     ['/runs.js', `${dir}runs.js`, 'text/javascript; charset=utf-8'],
     ['/try-model.js', `${dir}try-model.js`, 'text/javascript; charset=utf-8'],
   ];
@@ -135,7 +136,7 @@ function loadAssets(): Map<string, Asset> {
 
 function displayUrl(host: string, port: number): string {
   const shown = host === '0.0.0.0' || host === '::' ? os.hostname() : host;
-  return `http://${shown.includes(':') ? `[${shown}]` : shown}:${port}/`;
+  return `http://${bracketHost(shown)}:${port}/`;
 }
 
 function send(

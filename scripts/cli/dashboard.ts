@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import { createMetrics } from '../../coordinator/dashboard/metrics.js';
+import { isLegacyRunDir, replayLegacyRun } from '../../coordinator/dashboard/legacy-run.js';
 import { hasEventsFile, readRunEvents, runModelSource, type RunReader } from '../../coordinator/dashboard/run-files.js';
+import type { RunObserver } from '../../coordinator/events.js';
 import { DASHBOARD_DEFAULTS, startDashboard, type DashboardRun } from '../../coordinator/dashboard/server.js';
 import { DashboardState } from '../../coordinator/dashboard/state.js';
 import { TimelineBuffer } from '../../coordinator/timeline.js';
@@ -15,11 +17,20 @@ import { ConfigError } from '../../shared/errors.js';
 import { intOption } from '../../shared/cli/options.js';
 import { createRootLogger } from '../../shared/log.js';
 
+const isRunDir = (dir: string): boolean => hasEventsFile(dir) || isLegacyRunDir(dir);
+
+/** A run folder's events: its events.jsonl (followed), or what an older folder's log and metrics say (read once). */
+function readRun(dir: string, observe: RunObserver, follow: boolean): RunReader {
+  if (hasEventsFile(dir)) return readRunEvents(dir, observe, { follow });
+  const events = replayLegacyRun(dir, observe);
+  return { skipped: 0, events, close() {} };
+}
+
 /** The run folders named: each --run-dir that holds a run, or the run folders inside one that does not. */
 export function findRunDirs(given: string[]): string[] {
   const dirs: string[] = [];
   for (const dir of given) {
-    if (hasEventsFile(dir)) {
+    if (isRunDir(dir)) {
       dirs.push(dir);
       continue;
     }
@@ -27,13 +38,14 @@ export function findRunDirs(given: string[]): string[] {
     try {
       inside = fs
         .readdirSync(dir, { withFileTypes: true })
-        .filter((e) => e.isDirectory() && hasEventsFile(path.join(dir, e.name)))
+        .filter((e) => e.isDirectory() && isRunDir(path.join(dir, e.name)))
         .map((e) => path.join(dir, e.name))
         .sort();
     } catch (err) {
       throw new ConfigError(`--run-dir ${dir}: ${(err as Error).message}`, { cause: err });
     }
-    if (inside.length === 0) throw new ConfigError(`--run-dir ${dir}: no run here (no events.jsonl, nor run folders)`);
+    if (inside.length === 0)
+      throw new ConfigError(`--run-dir ${dir}: no run here (no events.jsonl or metrics.jsonl, nor run folders)`);
     dirs.push(...inside);
   }
   return dirs;
@@ -73,14 +85,14 @@ export async function serveRunDirs(opts: {
     const timeline = new TimelineBuffer();
     const first = i === 0;
     readers.push(
-      readRunEvents(
+      readRun(
         dir,
         (event, at) => {
           state.observe(event, at);
           timeline.observe(event, at);
           if (first) metrics.observe(event, at);
         },
-        { follow: opts.follow ?? true },
+        opts.follow ?? true,
       ),
     );
     return { name: names[i]!, state, timeline: () => timeline.json(), model: runModelSource(dir) };

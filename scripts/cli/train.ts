@@ -4,7 +4,13 @@ import { Command } from 'commander';
 import { createRootLogger } from '../../shared/log.js';
 import { createProgressView } from '../../shared/cli/progress.js';
 import { trainSingle } from '../../shared/train/single.js';
-import { addRoleOptions, defaultRunDir, readTrainConfig, readValues } from '../../shared/cli/options.js';
+import {
+  addRoleOptions,
+  defaultRunDir,
+  readDataOptions,
+  readTrainConfig,
+  readValues,
+} from '../../shared/cli/options.js';
 import { COMMON_OPTIONS, SINGLE_OPTIONS } from '../../shared/cli/table.js';
 
 export function trainCommand(): Command {
@@ -26,6 +32,7 @@ export function trainCommand(): Command {
       backend: common.backend,
       threads: common.threads,
       dataDir: common.dataDir,
+      dataOptions: readDataOptions(opts, 'train'),
       summaryJson: common.summaryJson,
       saveDir,
       log,

@@ -9,7 +9,9 @@ import { ConfigError } from '../errors.js';
 import { validateTrainConfig, type TrainConfig } from '../config.js';
 import { parseBackendChoice, type BackendChoice } from '../tf/names.js';
 import { int, type AnySpec, type Forward, type OptionTable, type Role, type ValuesOf } from './spec.js';
-import { ALL_TABLES, TRAIN_OPTIONS } from './table.js';
+import { ALL_TABLES, DATA_OPTIONS, TRAIN_OPTIONS } from './table.js';
+import { parseImageSize } from '../data/image-options.js';
+import type { DataOptions } from '../data/load.js';
 
 type Opts = Record<string, unknown>;
 
@@ -76,6 +78,17 @@ export function forwardedArgs(opts: Opts, to: Exclude<Forward, 'both'>, override
     }
   }
   return args;
+}
+
+/** How --data-dir is read, from the parsed options of `role`. */
+export function readDataOptions(opts: Opts, role: Role): DataOptions {
+  const v = readValues(DATA_OPTIONS, opts, role);
+  return {
+    ...(v.imageSize !== undefined ? { imageSize: parseImageSize(v.imageSize) } : {}),
+    colorMode: v.colorMode,
+    fit: v.imageFit,
+    validationSplit: v.validationSplit,
+  };
 }
 
 export function readTrainConfig(opts: Opts, role: Role = 'train'): TrainConfig {

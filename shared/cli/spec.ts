@@ -6,7 +6,8 @@
  */
 import { ConfigError } from '../errors.js';
 
-export type Role = 'train' | 'coordinator' | 'worker' | 'launch';
+/** The subcommands whose options come from the tables (`evaluate` takes a few: backend, threads, data). */
+export type Role = 'train' | 'coordinator' | 'worker' | 'launch' | 'evaluate';
 /** Who `launch` passes the option on to (the option must then be one of launch's roles too). */
 export type Forward = 'coordinator' | 'worker' | 'both';
 

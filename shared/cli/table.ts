@@ -19,29 +19,38 @@
  */
 import { COMPRESSIONS } from '../ring/allreduce.js';
 import { BACKEND_CHOICES } from '../tf/names.js';
-import { MODEL_NAMES, OPTIMIZER_NAMES, parseModelName } from '../train/names.js';
+import { ConfigError } from '../errors.js';
+import { MODEL_NAMES, OPTIMIZER_NAMES } from '../train/names.js';
+import { parseAugment } from '../data/augment.js';
+import { COLOR_MODES, IMAGE_FITS, parseImageSize } from '../data/image-options.js';
 import { choice, flag, int, real, refine, text, type OptionTable } from './spec.js';
 import { LAUNCH_OPTIONS } from './table-launch.js';
 
 export { LAUNCH_OPTIONS };
 
 const TRAINING = ['train', 'coordinator', 'launch'] as const;
+
+function modelSpec(v: unknown, name: string): string {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 4096)
+    throw new ConfigError(`${name} must be a built-in model name or a file path, got ${JSON.stringify(v)}`);
+  return v;
+}
 const CLUSTER = ['coordinator', 'launch'] as const;
 const WORKERS = ['worker', 'launch'] as const;
 
 /** The training config (`TrainConfig`): `ringtrain train`, and the coordinator, which sends it to every worker. */
 export const TRAIN_OPTIONS = {
-  // The error of an unknown model lists the known ones (ModelUnknownError), as building the model would.
+  // A built-in name or a file: a model module (.js/.mjs) or a layers model.json (shared/train/model-spec.ts).
   model: refine(
-    choice(MODEL_NAMES, {
+    text({
       flag: 'model',
-      arg: 'name',
-      help: 'model to train',
+      arg: 'name|path',
+      help: `model to train: ${MODEL_NAMES.join(', ')}, a model module (.js/.mjs) or a layers model.json`,
       default: 'lenet5',
       roles: TRAINING,
       forward: 'coordinator',
     }),
-    (v) => parseModelName(String(v)),
+    (v, name) => modelSpec(v, name),
   ),
   optimizer: choice(OPTIMIZER_NAMES, {
     flag: 'optimizer',
@@ -152,6 +161,21 @@ export const TRAIN_OPTIONS = {
     roles: TRAINING,
     forward: 'coordinator',
   }),
+  // Stored canonical ('flip,crop'); shared/data/augment.ts turns it into the transforms.
+  augment: refine(
+    text({
+      flag: 'augment',
+      arg: 'list',
+      help: 'seeded training augmentation of every batch: flip, crop or flip,crop (pad-and-crop); none = ""',
+      default: '',
+      roles: TRAINING,
+      forward: 'coordinator',
+    }),
+    (v, name) => {
+      if (typeof v !== 'string') throw new ConfigError(`${name} must be a string, got ${typeof v}`);
+      return parseAugment(v, name).join(',');
+    },
+  ),
 } satisfies OptionTable;
 
 /** Settings of a cluster run the coordinator also sends to every worker in `assign.config`. */
@@ -408,6 +432,55 @@ export const WORKER_OPTIONS = {
   }),
 } satisfies OptionTable;
 
+const DATA_ROLES = ['train', 'coordinator', 'worker', 'launch', 'evaluate'] as const;
+
+/**
+ * How --data-dir is read (class folders only). A worker reading its own copy must use the coordinator's values (it is
+ * refused otherwise), so launch forwards them to both.
+ */
+export const DATA_OPTIONS = {
+  imageSize: refine(
+    text({
+      flag: 'image-size',
+      arg: 'HxW',
+      help: 'class folders: resize every image to H x W pixels (default: the first image size)',
+      roles: DATA_ROLES,
+      forward: 'both',
+    }),
+    (v, name) => {
+      if (typeof v !== 'string') throw new ConfigError(`${name} must be a string, got ${typeof v}`);
+      parseImageSize(v, name);
+      return v;
+    },
+  ),
+  imageFit: choice(IMAGE_FITS, {
+    flag: 'image-fit',
+    arg: 'fit',
+    help: 'class folders, with --image-size: stretch, crop the centre, or pad with black to keep the aspect ratio',
+    default: 'stretch',
+    roles: DATA_ROLES,
+    forward: 'both',
+  }),
+  colorMode: choice(COLOR_MODES, {
+    flag: 'color-mode',
+    arg: 'mode',
+    help: "class folders: grayscale (1 channel) or rgb (3); auto = the first image's",
+    default: 'auto',
+    roles: DATA_ROLES,
+    forward: 'both',
+  }),
+  validationSplit: real({
+    flag: 'validation-split',
+    arg: 'f',
+    help: 'class folders without test/: hold out this fraction of train/ as the test split (seeded, same every run)',
+    default: 0,
+    min: 0,
+    max: 0.99,
+    roles: DATA_ROLES,
+    forward: 'both',
+  }),
+} satisfies OptionTable;
+
 /** Options more than one role takes with the same meaning. */
 export const COMMON_OPTIONS = {
   token: text({
@@ -439,7 +512,7 @@ export const COMMON_OPTIONS = {
     arg: 'name',
     help: 'TensorFlow.js backend; auto = tensorflow (tfjs-node) where it loads, else wasm',
     default: 'auto',
-    roles: ['train', 'worker', 'launch'],
+    roles: ['train', 'worker', 'launch', 'evaluate'],
     forward: 'worker',
   }),
   threads: int({
@@ -448,14 +521,16 @@ export const COMMON_OPTIONS = {
     help: "TensorFlow threads per process (default: the backend's; launch: cores / local workers)",
     min: 1,
     max: 1024,
-    roles: ['train', 'worker', 'launch'],
+    roles: ['train', 'worker', 'launch', 'evaluate'],
     forward: 'worker',
   }),
   dataDir: text({
     flag: 'data-dir',
     arg: 'dir',
-    help: 'directory with the four MNIST-format IDX files (raw or .gz); default: the embedded MNIST',
-    roles: ['train', 'coordinator', 'worker', 'launch'],
+    help:
+      'dataset: the four MNIST-format IDX files (raw or .gz), CIFAR-10 binary batches, or class folders of images ' +
+      '(train/<class>/*.png|jpg, test/<class>/...); default: the embedded MNIST',
+    roles: ['train', 'coordinator', 'worker', 'launch', 'evaluate'],
     forward: 'both',
   }),
   runDir: text({
@@ -508,4 +583,5 @@ export const ALL_TABLES = [
   RUN_OPTIONS,
   WORKER_OPTIONS,
   COMMON_OPTIONS,
+  DATA_OPTIONS,
 ] as const;

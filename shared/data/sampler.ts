@@ -12,6 +12,7 @@
  * exactly the test set size.
  */
 import { mixSeed, permutation } from '../rng.js';
+import { evenRange, requireRank } from '../even-split.js';
 
 export interface ShardOptions {
   datasetSize: number;
@@ -35,15 +36,6 @@ export interface IndexRange {
 function requireCount(value: number, what: string): void {
   if (!Number.isSafeInteger(value) || value < 0) {
     throw new RangeError(`${what} must be a non-negative integer, got ${String(value)}`);
-  }
-}
-
-function requireRank(rank: number, worldSize: number): void {
-  if (!Number.isSafeInteger(worldSize) || worldSize < 1) {
-    throw new RangeError(`worldSize must be a positive integer, got ${String(worldSize)}`);
-  }
-  if (!Number.isSafeInteger(rank) || rank < 0 || rank >= worldSize) {
-    throw new RangeError(`rank must be an integer in [0, ${worldSize}), got ${String(rank)}`);
   }
 }
 
@@ -109,8 +101,5 @@ export function batchIndices(shard: Uint32Array, step: number, batchSize: number
 export function evalShard(testSize: number, worldSize: number, rank: number): IndexRange {
   requireCount(testSize, 'testSize');
   requireRank(rank, worldSize);
-  const base = Math.floor(testSize / worldSize);
-  const extra = testSize % worldSize;
-  const start = rank * base + Math.min(rank, extra);
-  return { start, end: start + base + (rank < extra ? 1 : 0) };
+  return evenRange(testSize, worldSize, rank);
 }

@@ -12,7 +12,7 @@ interface Waiter {
   reject(err: unknown): void;
 }
 
-export function chunkKeyOf(header: ChunkKey): string {
+function chunkKeyOf(header: ChunkKey): string {
   return `${header.generation}/${header.step}/${header.phase}/${header.chunk}`;
 }
 
@@ -54,11 +54,6 @@ export class ChunkMailbox {
   /** Whether the frame for `header` is already here (a take would not wait). */
   has(header: ChunkKey): boolean {
     return this.early.has(chunkKeyOf(header));
-  }
-
-  /** Drop buffered frames of other generations (a re-formed ring starts clean). */
-  keepOnly(generation: number): void {
-    for (const key of this.early.keys()) if (!key.startsWith(`${generation}/`)) this.early.delete(key);
   }
 
   /** Fail every pending and future receive. */

@@ -14,6 +14,7 @@
  * what it just received) and receives chunk (r - s) mod n, which overwrites its own copy. After
  * n - 1 steps every rank holds every fully reduced chunk.
  */
+import { evenRange, requireRank, requireWorldSize } from '../even-split.js';
 
 export interface ChunkRange {
   /** First element, inclusive. */
@@ -36,19 +37,6 @@ export interface RingSchedule {
   allgather: RingTransfer[];
 }
 
-function requireWorldSize(worldSize: number): void {
-  if (!Number.isSafeInteger(worldSize) || worldSize < 1) {
-    throw new RangeError(`worldSize must be a positive integer, got ${String(worldSize)}`);
-  }
-}
-
-function requireRank(rank: number, worldSize: number): void {
-  requireWorldSize(worldSize);
-  if (!Number.isSafeInteger(rank) || rank < 0 || rank >= worldSize) {
-    throw new RangeError(`rank must be an integer in [0, ${worldSize}), got ${String(rank)}`);
-  }
-}
-
 /** (value mod n) in [0, n), also for negative values. */
 function modulo(value: number, n: number): number {
   return ((value % n) + n) % n;
@@ -63,16 +51,7 @@ export function chunkRanges(length: number, worldSize: number): ChunkRange[] {
     throw new RangeError(`length must be a non-negative integer, got ${String(length)}`);
   }
   requireWorldSize(worldSize);
-  const base = Math.floor(length / worldSize);
-  const extra = length % worldSize;
-  const ranges: ChunkRange[] = [];
-  let start = 0;
-  for (let i = 0; i < worldSize; i++) {
-    const end = start + base + (i < extra ? 1 : 0);
-    ranges.push({ start, end });
-    start = end;
-  }
-  return ranges;
+  return Array.from({ length: worldSize }, (_, i) => evenRange(length, worldSize, i));
 }
 
 /** The rank this rank sends to. */

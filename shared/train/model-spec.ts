@@ -59,12 +59,10 @@ export function logitsTopology(topology: Json, source: string): { topology: Json
   const config = isObject(entry.config) ? entry.config : {};
   if (entry.class_name === 'Softmax') {
     entry.class_name = 'Activation';
-    entry.config = {
-      name: config.name,
-      trainable: config.trainable ?? true,
-      dtype: config.dtype,
-      activation: 'linear',
-    };
+    const { name, trainable, dtype } = config;
+    entry.config = Object.fromEntries(
+      Object.entries({ name, trainable, dtype, activation: 'linear' }).filter(([, v]) => v !== undefined),
+    );
     return { topology: copy, hadSoftmax: true };
   }
   const activation = config.activation;

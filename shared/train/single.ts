@@ -6,16 +6,19 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { TrainConfig } from '../config.js';
 import { limitDataset, type Dataset } from '../data/dataset.js';
-import { loadDataset } from '../data/load.js';
+import { loadDataset, type DataOptions } from '../data/load.js';
+import { createAugmenter, parseAugment } from '../data/augment.js';
 import type { Logger } from '../log.js';
 import type { ProgressView } from '../cli/progress.js';
 import { shardForRank, stepsPerEpoch, batchIndices } from '../data/sampler.js';
 import { selectBackend, type BackendChoice, type BackendName } from '../tf/backend.js';
 import { BatchLoader, evaluateRange } from './batches.js';
 import { saveModel } from './model-io.js';
-import { buildModel } from './models.js';
+import { resolveModel } from './model-spec.js';
 import { learningRateAt } from './optim.js';
 import { Replica } from './replica.js';
+import { metadataOf, modelShapeOf } from './run-model.js';
+import { dryRunStep } from './trainability.js';
 
 export interface SingleRunOptions {
   config: TrainConfig;
@@ -23,6 +26,7 @@ export interface SingleRunOptions {
   /** TensorFlow threads (`--threads`); undefined = the backend's default. */
   threads?: number;
   dataDir?: string;
+  dataOptions?: DataOptions;
   summaryJson?: string;
   /** Folder for the trained model (model.json + weights.bin); none when absent. */
   saveDir?: string;
@@ -54,16 +58,14 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   const started = performance.now();
   const { config, log } = opts;
   const backend = await selectBackend(opts.backend, log);
-  const data = await loadData(opts.dataDir, config);
+  const data = limitDataset(await loadDataset(opts.dataDir, opts.dataOptions), config.trainLimit, config.testLimit);
   log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
-  const replica = new Replica(buildModel(config.model, config.seed), {
-    name: config.optimizer,
-    lr: config.lr,
-    momentum: config.momentum,
-  });
+  const { built } = await resolveModel(config.model, modelShapeOf(data), config.seed);
+  const replica = new Replica(built, { name: config.optimizer, lr: config.lr, momentum: config.momentum });
+  dryRunStep(replica, backend);
   const summary = await trainLoop(replica, data, opts);
   if (opts.saveDir) {
-    await saveModel(replica.built.model, opts.saveDir);
+    await saveModel(replica.built.model, opts.saveDir, metadataOf(data, summary.testAccuracy));
     log.info({ dir: opts.saveDir }, 'model saved');
   }
   replica.dispose();
@@ -77,15 +79,10 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   return result;
 }
 
-async function loadData(dataDir: string | undefined, config: TrainConfig): Promise<Dataset> {
-  return limitDataset(await loadDataset(dataDir), config.trainLimit, config.testLimit);
-}
-
 type LoopSummary = Pick<TrainSummary, 'epochs' | 'steps' | 'testAccuracy' | 'samplesPerSec' | 'history'>;
 
 async function trainLoop(replica: Replica, data: Dataset, opts: SingleRunOptions): Promise<LoopSummary> {
   const { config, log, progress } = opts;
-  const loader = new BatchLoader(data.train, config.batchSize);
   const history: EpochResult[] = [];
   let steps = 0;
   let samples = 0;
@@ -102,6 +99,8 @@ async function trainLoop(replica: Replica, data: Dataset, opts: SingleRunOptions
       shuffle: true,
     });
     const nSteps = stepsPerEpoch(shard.length, config.batchSize);
+    const augment = createAugmenter({ names: parseAugment(config.augment), shape: data.shape, seed: config.seed, epoch });
+    const loader = new BatchLoader(data.train, config.batchSize, augment);
     progress.begin(`epoch ${epoch + 1}/${config.epochs}`, shard.length);
     let lossSum = 0;
     for (let step = 0; step < nSteps; step++) {

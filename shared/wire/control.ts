@@ -7,6 +7,8 @@ import { FRAME_PREFIX_BYTES, FrameKind, PROTOCOL_VERSION, readPrefix, unknownKin
 import {
   MessageType,
   type AssignMessage,
+  type DatasetInfo,
+  type HelloMessage,
   type EvalResultMessage,
   type Message,
   type MessageOf,
@@ -50,7 +52,17 @@ function assign(r: FieldReader): AssignMessage {
   requireBelow('assign.rank', rank, worldSize, 'worldSize');
   requireBelow('assign.successor.rank', successor.rank, worldSize, 'worldSize');
   requireBelow('assign.predecessorRank', predecessorRank, worldSize, 'worldSize');
-  return { type: 'assign', gen: r.gen(), rank, worldSize, successor, predecessorRank, config: r.record('config') };
+  const modelTopology = r.optionalString('modelTopology');
+  return {
+    type: 'assign',
+    gen: r.gen(),
+    rank,
+    worldSize,
+    successor,
+    predecessorRank,
+    config: r.record('config'),
+    ...(modelTopology !== undefined ? { modelTopology } : {}),
+  };
 }
 
 function shard(r: FieldReader): ShardMessage {
@@ -104,6 +116,21 @@ function checkShippedSamples(r: FieldReader, message: ShardMessage): void {
   message.sampleShape = shape;
 }
 
+const MAX_CLASS_NAMES = 256;
+
+function datasetInfo(r: FieldReader): DatasetInfo {
+  return {
+    format: r.string('format'),
+    height: r.int('height', 1, MAX_SAMPLE_SIDE),
+    width: r.int('width', 1, MAX_SAMPLE_SIDE),
+    channels: r.int('channels', 1, MAX_SAMPLE_CHANNELS),
+    classNames: r.strings('classNames', MAX_CLASS_NAMES),
+    trainCount: r.int('trainCount'),
+    testCount: r.int('testCount'),
+    fingerprint: r.string('fingerprint'),
+  };
+}
+
 function evalResult(r: FieldReader): EvalResultMessage {
   const correct = r.int('correct');
   const total = r.int('total');
@@ -121,18 +148,21 @@ function evalResult(r: FieldReader): EvalResultMessage {
 
 /** One validator per message type; each builds a fresh object holding only the known fields. */
 const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
-  hello: (r) => ({
-    type: 'hello',
-    protocolVersion: r.version(),
-    workerId: r.string('workerId'),
-    host: r.string('host'),
-    ringHost: r.string('ringHost'),
-    ringPort: r.int('ringPort', 0, 65535),
-    hasData: r.boolean('hasData'),
-    backend: r.string('backend'),
-    pid: r.int('pid'),
-    auth: r.bytes('auth'),
-  }),
+  hello: (r) => {
+    const message: HelloMessage = {
+      type: 'hello',
+      protocolVersion: r.version(),
+      workerId: r.string('workerId'),
+      host: r.string('host'),
+      ringHost: r.string('ringHost'),
+      ringPort: r.int('ringPort', 0, 65535),
+      hasData: r.boolean('hasData'),
+      backend: r.string('backend'),
+      auth: r.bytes('auth'),
+    };
+    if (message.hasData) message.dataset = datasetInfo(r.nested('dataset'));
+    return message;
+  },
   ready: (r) => ({
     type: 'ready',
     gen: r.gen(),
@@ -152,7 +182,20 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     waitingMs: r.duration('waitingMs'),
     peerRank: r.int('peerRank'),
   }),
-  ringLost: (r) => ({ type: 'ringLost', gen: r.gen(), rank: r.int('rank'), reason: r.string('reason') }),
+  ringLinkDown: (r) => {
+    const during = r.string('during');
+    if (during !== 'forming' && during !== 'training')
+      throw new ProtocolError(`ringLinkDown.during: expected 'forming' or 'training', got '${during}'`);
+    return {
+      type: 'ringLinkDown',
+      gen: r.gen(),
+      rank: r.int('rank'),
+      peerRank: r.int('peerRank'),
+      during,
+      attempts: r.int('attempts'),
+      reason: r.string('reason'),
+    };
+  },
   challenge: (r) => ({ type: 'challenge', protocolVersion: r.version(), nonce: r.bytes('nonce') }),
   metrics: (r) => ({ type: 'metrics', gen: r.gen(), rank: r.int('rank'), records: r.array('records', stepRecord) }),
   evalResult,
@@ -169,7 +212,6 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     gen: r.gen(),
     rank: r.int('rank'),
     step: r.int('step'),
-    epoch: r.int('epoch'),
     weights: r.bytes('weights', 4),
     optimizer: r.bytes('optimizer', 4),
   }),

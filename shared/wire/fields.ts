@@ -106,6 +106,15 @@ export class FieldReader {
     return FieldReader.of(this.raw(key), `${this.path}.${key}`);
   }
 
+  /** An array of at most `max` strings. */
+  strings(key: string, max: number): string[] {
+    const value = this.raw(key);
+    if (!Array.isArray(value) || value.length > max || !value.every((v) => typeof v === 'string')) {
+      this.fail(key, `an array of at most ${max} strings`, value);
+    }
+    return value as string[];
+  }
+
   array<T>(key: string, item: (reader: FieldReader) => T): T[] {
     const value = this.raw(key);
     if (!Array.isArray(value)) this.fail(key, 'an array', value);

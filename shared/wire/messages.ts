@@ -18,12 +18,26 @@ export const MessageType = {
   challenge: 'challenge',
   heartbeat: 'heartbeat',
   stall: 'stall',
-  ringLost: 'ringLost',
+  ringLinkDown: 'ringLinkDown',
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 // ---- worker -> coordinator ----
-/** `auth` answers the coordinator's challenge (shared/auth.ts). */
+/**
+ * A worker's own copy of the dataset, described so the coordinator can refuse one that differs from its own:
+ * sample shape, classes in label order, split sizes and a content fingerprint (shared/data/info.ts).
+ */
+export interface DatasetInfo {
+  format: string;
+  height: number;
+  width: number;
+  channels: number;
+  classNames: string[];
+  trainCount: number;
+  testCount: number;
+  fingerprint: string;
+}
+/** `auth` answers the coordinator's challenge (shared/auth.ts); `dataset` is present exactly when `hasData`. */
 export interface HelloMessage {
   type: 'hello';
   protocolVersion: number;
@@ -32,8 +46,8 @@ export interface HelloMessage {
   ringHost: string;
   ringPort: number;
   hasData: boolean;
+  dataset?: DatasetInfo;
   backend: string;
-  pid: number;
   auth: Uint8Array;
 }
 /**
@@ -70,13 +84,18 @@ export interface StallMessage {
   peerRank: number;
 }
 /**
- * A link of the worker's ring broke (the neighbour closed it, or stopped answering pings) while the membership was
- * unchanged. The coordinator re-forms the ring; without this, a ring whose members all live would wait forever.
+ * A ring link of this worker is down. `during: 'forming'`: its dial to the successor `peerRank` failed `attempts`
+ * times (with backoff) within the ring form timeout, so that peer's ring address cannot be reached. `during:
+ * 'training'`: an open link to `peerRank` (successor or predecessor) was lost although the ring was not re-formed.
+ * Either way the coordinator re-forms the ring; a successor unreachable while forming is evicted.
  */
-export interface RingLostMessage {
-  type: 'ringLost';
+export interface RingLinkDownMessage {
+  type: 'ringLinkDown';
   gen: number;
   rank: number;
+  peerRank: number;
+  during: 'forming' | 'training';
+  attempts: number;
   reason: string;
 }
 export interface StepRecord {
@@ -130,7 +149,6 @@ export interface WeightsMessage {
   gen: number;
   rank: number;
   step: number;
-  epoch: number;
   weights: Uint8Array;
   optimizer: Uint8Array;
 }
@@ -166,6 +184,8 @@ export interface AssignMessage {
    * Here only checked to be a map; the worker validates it with the command line's validator (validateRunConfig).
    */
   config: { [K in keyof RunConfig]?: unknown };
+  /** The model's topology (layers model JSON) the coordinator built once: workers need no copy of a user's module. */
+  modelTopology?: string;
 }
 /** `optimizer` may be empty (fresh optimizer state). The state stands at (epoch, consumed, step) of `lineage`. */
 export interface StartMessage {
@@ -243,7 +263,7 @@ export type WorkerToCoordinatorMessage =
   | FailedMessage
   | HeartbeatMessage
   | StallMessage
-  | RingLostMessage;
+  | RingLinkDownMessage;
 export type CoordinatorToWorkerMessage =
   WelcomeMessage | AssignMessage | StartMessage | ShardMessage | RequestWeightsMessage | StopMessage;
 export type Message = WorkerToCoordinatorMessage | CoordinatorToWorkerMessage | RingHelloMessage | ChallengeMessage;

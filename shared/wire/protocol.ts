@@ -13,7 +13,8 @@
  * worker joined carries `gen`, the membership generation (a positive integer), so messages of an
  * old membership can be fenced off.
  *
- *   worker -> coordinator   hello, ready, heartbeat, stall, metrics, evalResult, epochDone, weights, failed
+ *   worker -> coordinator   hello, ready, heartbeat, stall, ringLinkDown, metrics, evalResult, epochDone, weights,
+ *                           failed
  *   coordinator -> worker   challenge, welcome, assign, start, shard, requestWeights, stop
  *   worker -> worker        challenge (from the listening successor), then ringHello (from the dialing predecessor)
  *
@@ -67,7 +68,7 @@ export {
   type ChunkHeader,
   type ChunkKey,
 } from './chunk.js';
-export { float32ToBytes, bytesToFloat32, uint32ToBytes, bytesToUint32 } from './bytes.js';
+export { float32ToBytes, bytesToFloat32, uint32ToBytes, bytesToUint32, HOST_IS_LITTLE_ENDIAN } from './bytes.js';
 
 export type DecodedFrame =
   { kind: 'control'; message: Message } | { kind: 'chunk'; header: ChunkHeader; data: Float32Array };

@@ -33,7 +33,6 @@ export function hello(auth: Uint8Array, workerId = 'abuser'): MessageOf<'hello'>
     ringPort: 1,
     hasData: false,
     backend: 'cpu',
-    pid: process.pid,
     auth,
   };
 }
@@ -54,7 +53,7 @@ export function notHandshakes(): Array<[string, Uint8Array | string]> {
     ['a text frame', 'hello, is this the coordinator?'],
     ['a truncated hello', validHello.subarray(0, validHello.length >> 1)],
     ['a hello of protocol version 2', Uint8Array.from([FrameKind.control, 2, ...validHello.subarray(2)])],
-    ['a hello with wrong field types', controlFrame({ ...hello(new Uint8Array(32)), ringPort: 'http', pid: -1.5 })],
+    ['a hello with wrong field types', controlFrame({ ...hello(new Uint8Array(32)), ringPort: 'http', hasData: -1.5 })],
     ['a gradient chunk', chunk(1, [1, 2, 3])],
     [
       "a 'ready' instead of the answer",

@@ -52,9 +52,8 @@ export class FakeWorker {
       host: `host-${id}`,
       ringHost: `ring-${id}`,
       ringPort: 1000,
-      hasData: true,
+      hasData: false,
       backend: 'fake',
-      pid: 1,
       auth: new Uint8Array(32),
     });
   }
@@ -92,7 +91,6 @@ export class FakeWorker {
       gen,
       rank: this.rank,
       step: this.state.step,
-      epoch: this.state.epoch,
       weights: float32ToBytes(new Float32Array(4).fill(this.weightValue)),
       optimizer: new Uint8Array(0),
     });

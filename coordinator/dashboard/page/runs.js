@@ -63,7 +63,9 @@
         runs.map((r, i) => ({ label: r.name, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true })),
       );
       const width = Math.max(240, Math.floor(container.clientWidth));
-      charts[id] = new uPlot({ width, height: 240, scales: { x: { time: false } }, series }, data, container);
+      const incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
+      const axes = [{ label, incrs }, { size: 56 }];
+      charts[id] = new uPlot({ width, height: 240, scales: { x: { time: false } }, axes, series }, data, container);
     } else charts[id].setData(data);
     container.dataset.series = String(runs.length);
   }
