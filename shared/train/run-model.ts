@@ -10,6 +10,8 @@
  * way the workers do, and to turn rank 0's final flat weights back into a model to save.
  */
 import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-cpu';
 import type { TrainConfig } from '../config.js';
 import type { Dataset } from '../data/dataset.js';
 import { PREPROCESSING, saveModel, type ModelMetadata } from './model-io.js';
@@ -67,6 +69,8 @@ export async function prepareRunModel(
   data: ShapeSource,
   runDir: string,
 ): Promise<CoordinatorModel> {
+  // The coordinator trains nothing: the pure-JS backend builds the model for its topology and layout.
+  await tf.setBackend('cpu');
   const { built, pretrained } = await resolveModel(train.model, modelShapeOf(data), train.seed);
   checkLayersStatic(built.logitsModel, 'any');
   const replica = await layoutReplica(built, train.model, train);
