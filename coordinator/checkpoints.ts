@@ -30,7 +30,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { CheckpointCorruptError, DataNotFoundError } from '../shared/errors.js';
+import { CheckpointCorruptError, CheckpointRunMismatchError, DataNotFoundError } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/log.js';
 import { HOST_IS_LITTLE_ENDIAN } from '../shared/wire/protocol.js';
 
@@ -400,13 +400,19 @@ export class CheckpointStore {
     }
   }
 
-  /** Keep the newest `keep` checkpoints, always including the one just written (it may be older than a corrupt file). */
+  /**
+   * Keep the newest `keep` checkpoints of the run just written, always including the one just written (it may be older
+   * than a corrupt file). Files of other runs are not this run's to delete, nor are files that cannot be read.
+   */
   private async prune(justWritten: string): Promise<void> {
-    const files = await this.list();
-    const newest = files.slice(0, this.keep);
-    const retained = newest.includes(justWritten) ? newest : [...files.slice(0, this.keep - 1), justWritten];
-    for (const file of files) {
-      if (retained.includes(file)) continue;
+    const runId = (await CheckpointStore.readMeta(justWritten)).runId;
+    const ours: string[] = [];
+    for (const file of await this.list()) {
+      if (file === justWritten) continue;
+      const meta = await CheckpointStore.readMeta(file).catch(() => undefined);
+      if (meta?.runId === runId) ours.push(file);
+    }
+    for (const file of ours.slice(this.keep - 1)) {
       try {
         await fs.rm(file, { force: true });
         this.log.debug({ file }, 'old checkpoint removed');
@@ -445,27 +451,50 @@ export class CheckpointStore {
   }
 
   /**
-   * The newest checkpoint that verifies. Each newer file that does not is logged as an error and returned in
-   * `skipped`; `checkpoint` is undefined when no file verifies.
+   * The newest checkpoint that verifies (of run `runId`, when given). Each newer file that does not verify, or belongs
+   * to another run, is logged and returned in `skipped`; `checkpoint` is undefined when no file qualifies.
    */
-  async loadLatest(): Promise<{
+  async loadLatest(runId?: string): Promise<{
     checkpoint?: Checkpoint;
-    skipped: Array<{ file: string; error: CheckpointCorruptError }>;
+    skipped: Array<{ file: string; error: CheckpointCorruptError | CheckpointRunMismatchError }>;
   }> {
-    const skipped: Array<{ file: string; error: CheckpointCorruptError }> = [];
+    const skipped: Array<{ file: string; error: CheckpointCorruptError | CheckpointRunMismatchError }> = [];
     for (const file of await this.list()) {
       try {
         const checkpoint = await CheckpointStore.read(file);
+        if (runId !== undefined && checkpoint.meta.runId !== runId)
+          throw new CheckpointRunMismatchError(file, runId, checkpoint.meta.runId);
         this.log.info({ file, step: checkpoint.meta.step, skipped: skipped.length }, 'checkpoint loaded');
         return { checkpoint, skipped };
       } catch (err) {
         if (err instanceof DataNotFoundError) continue; // pruned by another process since list()
+        if (err instanceof CheckpointRunMismatchError) {
+          this.log.warn({ file, runId: err.actualRunId, code: err.code }, 'checkpoint of another run; skipped');
+          skipped.push({ file, error: err });
+          continue;
+        }
         if (!(err instanceof CheckpointCorruptError)) throw err;
         this.log.error({ file, problem: err.message }, 'checkpoint is corrupt; falling back to the previous one');
         skipped.push({ file, error: err });
       }
     }
     return { skipped };
+  }
+
+  /** The meta of a checkpoint file, from its header alone (not verified against the payload). */
+  static async readMeta(file: string): Promise<CheckpointMeta> {
+    const handle = await fs.open(file, 'r');
+    try {
+      const preamble = Buffer.alloc(PREAMBLE_BYTES);
+      await handle.read(preamble, 0, PREAMBLE_BYTES, 0);
+      const length = Math.min(preamble.readUInt32LE(8), MAX_HEADER_BYTES);
+      const head = Buffer.alloc(PREAMBLE_BYTES + length);
+      preamble.copy(head);
+      await handle.read(head, PREAMBLE_BYTES, length, PREAMBLE_BYTES);
+      return parseHeader(file, head).header.meta;
+    } finally {
+      await handle.close();
+    }
   }
 
   /**

@@ -15,13 +15,12 @@ import { ConfigError } from '../shared/errors.js';
 import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { createRootLogger, type Logger } from '../shared/log.js';
 import { createProgressView, type ProgressView } from '../shared/cli/progress.js';
-import { startObservability, type Observability } from './observability.js';
 import { COORDINATOR_DEFAULTS, startCoordinator, type ClusterSummary, type CoordinatorHandle } from './start.js';
 
 type Opts = Record<string, unknown>;
 
 /** The coordinator's config from its parsed options: every field from the option tables, checked together. */
-function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView, observability: Observability) {
+function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView) {
   const { dashboardHost, dashboardPort, timeline, ...own } = readValues(COORDINATOR_OPTIONS, opts, 'coordinator');
   const { tlsCert, tlsKey, ...common } = readValues(COMMON_OPTIONS, opts, 'coordinator');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together');
@@ -43,7 +42,8 @@ function coordinatorConfig(opts: Opts, log: Logger, progress: ProgressView, obse
       ...(tlsCert && tlsKey ? { tls: { cert: tlsCert, key: tlsKey } } : {}),
       log,
       progress,
-      observers: observability.observers,
+      dashboard: { host: dashboardHost, port: dashboardPort },
+      ...(timeline ? { timeline } : {}),
     },
   };
 }
@@ -53,12 +53,12 @@ function runDirOf(opts: Opts): string {
   return defaultRunDir(opts);
 }
 
-function announce(opts: Opts, handle: CoordinatorHandle, progress: ProgressView, o: Observability, extra: string[]) {
+function announce(opts: Opts, handle: CoordinatorHandle, progress: ProgressView, extra: string[]) {
   const host = String(opts.host);
   const shownHost = host === '0.0.0.0' || host === '::' ? os.hostname() : host;
   const url = `${opts.tlsCert ? 'wss' : 'ws'}://${shownHost}:${handle.port}`;
   progress.line(`coordinator ${url}  run ${handle.runId}  logs in ${runDirOf(opts)}`);
-  progress.line(`dashboard ${o.dashboard.url}`);
+  if (handle.dashboardUrl) progress.line(`dashboard ${handle.dashboardUrl}`);
   for (const line of extra) progress.line(line);
   progress.line(`waiting for ${String(opts.minWorkers)} worker(s): ringtrain worker --coordinator ${url}`);
 }
@@ -73,25 +73,12 @@ async function runCoordinator(opts: Opts): Promise<void> {
   const common = readValues(COMMON_OPTIONS, opts, 'coordinator');
   const log = createRootLogger({ runDir, name: 'coordinator', level: common.logLevel }).child({ role: 'coordinator' });
   const progress = createProgressView({ quiet: common.quiet });
-  const own = readValues(COORDINATOR_OPTIONS, opts, 'coordinator');
-  const observability = await startObservability({
-    model: readTrainConfig(opts, 'coordinator').model,
-    dashboardHost: own.dashboardHost,
-    dashboardPort: own.dashboardPort,
-    ...(own.timeline ? { timeline: own.timeline } : {}),
-    runDir,
-    log,
-  });
-  const { config, generatedToken } = coordinatorConfig(opts, log, progress, observability);
-  // A run that fails to start (a bad --model, unreadable data) must not leave the dashboard holding the process open.
-  const handle = await startCoordinator(config).catch(async (err: unknown) => {
-    await observability.close();
-    throw err;
-  });
+  const { config, generatedToken } = coordinatorConfig(opts, log, progress);
+  const handle = await startCoordinator(config);
   const tokenLines = generatedToken
     ? [`cluster token (generated): ${config.token}\n  workers need it: export ${TOKEN_ENV}=${config.token}`]
     : [];
-  announce(opts, handle, progress, observability, tokenLines);
+  announce(opts, handle, progress, tokenLines);
   if (process.send) {
     process.send({ type: 'listening', port: handle.port, runDir });
     // Started by `launch`: a launcher that vanished (even SIGKILLed) must not leave this coordinator behind.
@@ -100,7 +87,7 @@ async function runCoordinator(opts: Opts): Promise<void> {
   for (const signal of ['SIGINT', 'SIGTERM'] as const)
     process.once(signal, () => void handle.close(`interrupted by ${signal}`));
   const summary = await handle.done;
-  await observability.close();
+  await handle.close();
   progress.line(summaryLine(summary));
   exitWhenDone(Promise.resolve(exitCodeOfOutcome(summary.outcome)));
 }

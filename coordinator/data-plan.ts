@@ -4,7 +4,6 @@
  */
 import { sliceSplit, type Dataset } from '../shared/data/dataset.js';
 import { datasetDifference } from '../shared/data/info.js';
-import type { Logger } from '../shared/log.js';
 import { uint32ToBytes, type DatasetInfo, type HelloMessage, type ShardMessage } from '../shared/wire/protocol.js';
 import { evalShard, shardForRank } from '../shared/data/sampler.js';
 import type { EpochPlan } from './epoch-plan.js';
@@ -22,13 +21,10 @@ export interface ShardRequest {
  * Why a worker reading its own copy of the data is refused (a close reason, logged here), or undefined when its data
  * is ours.
  */
-export function datasetRefusal(hello: HelloMessage, own: DatasetInfo, log: Logger): string | undefined {
+export function datasetRefusal(hello: HelloMessage, own: DatasetInfo): string | undefined {
   if (!hello.hasData) return undefined;
-  const reason = hello.dataset
-    ? datasetDifference(hello.dataset, own)
-    : 'dataset mismatch: the worker did not describe its dataset';
-  if (reason) log.error({ host: hello.host, workerId: hello.workerId, reason }, 'worker refused: its dataset differs');
-  return reason;
+  if (!hello.dataset) return 'dataset mismatch: the worker did not describe its dataset';
+  return datasetDifference(hello.dataset, own);
 }
 
 export function planShard(data: Dataset, req: ShardRequest): ShardMessage {

@@ -33,7 +33,20 @@ export type RunEvent =
   | { kind: 'workerJoined'; worker: WorkerView }
   | { kind: 'workerLeft'; worker: WorkerView; reason: string }
   | { kind: 'ringFormed'; gen: number; workers: WorkerView[] }
-  | { kind: 'epochStarted'; epoch: number; epochs: number; samples: number }
+  /**
+   * A generation's plan for (the rest of) an epoch: `samples` still to train, after `offset` of the epoch's order;
+   * `steps` global steps from `firstStep` on `worldSize` workers.
+   */
+  | {
+      kind: 'epochStarted';
+      epoch: number;
+      epochs: number;
+      samples: number;
+      offset?: number;
+      firstStep?: number;
+      steps?: number;
+      worldSize?: number;
+    }
   | { kind: 'steps'; gen: number; rank: number; records: StepRecord[] }
   | { kind: 'epochFinished'; outcome: EpochOutcome }
   /** Checkpoints, failures, recoveries, warnings: one line in the event log. */

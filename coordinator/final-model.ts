@@ -3,12 +3,10 @@
  * (the same `requestWeights` / `weights` exchange a checkpoint uses) and saved as the run's model, before the
  * coordinator stops the workers. A rank 0 that leaves or never answers ends the run without a model, never hangs it.
  */
-import type { WebSocket } from 'ws';
-import type { ProgressView } from '../shared/cli/progress.js';
+import type { ControlLink } from '../shared/control-link.js';
 import type { Logger } from '../shared/log.js';
 import type { CoordinatorModel } from '../shared/train/run-model.js';
 import { bytesToFloat32, type MessageOf } from '../shared/wire/protocol.js';
-import { sendMessage } from '../shared/ws-util.js';
 
 export const FINAL_MODEL_TIMEOUT_MS = 60_000;
 
@@ -17,10 +15,11 @@ export class FinalModelFetch {
 
   constructor(
     private readonly model: CoordinatorModel,
-    private readonly rank0: WebSocket,
+    private readonly rank0: ControlLink,
     private readonly gen: number,
     private readonly log: Logger,
-    private readonly progress: ProgressView,
+    /** One line for the person running it (the coordinator's notices). */
+    private readonly say: (line: string) => void,
     private readonly timeoutMs = FINAL_MODEL_TIMEOUT_MS,
   ) {}
 
@@ -30,8 +29,8 @@ export class FinalModelFetch {
       this.take = resolve;
       const timer = setTimeout(() => resolve(undefined), this.timeoutMs);
       timer.unref();
-      this.rank0.once('close', () => resolve(undefined));
-      sendMessage(this.rank0, { type: 'requestWeights', gen: this.gen });
+      void this.rank0.closed.then(() => resolve(undefined));
+      this.rank0.send({ type: 'requestWeights', gen: this.gen });
     });
     this.take = undefined;
     if (!weights) {
@@ -41,7 +40,7 @@ export class FinalModelFetch {
     try {
       const dir = await this.model.saveFinal(bytesToFloat32(weights), testAccuracy);
       this.log.info({ dir }, 'model saved');
-      this.progress.line(`model saved in ${dir}`);
+      this.say(`model saved in ${dir}`);
       return '';
     } catch (err) {
       this.log.error({ err }, 'saving the model failed');

@@ -3,11 +3,8 @@
  * updates) and the optional Chrome-trace timeline. Started before the coordinator, so they see the run from its
  * first event.
  */
-import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-cpu';
 import { RingtrainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { buildModel, isModelName } from '../shared/train/models.js';
 import { createMetrics } from './dashboard/metrics.js';
 import { DASHBOARD_DEFAULTS, startDashboard, type DashboardHandle } from './dashboard/server.js';
 import { DashboardState } from './dashboard/state.js';
@@ -17,8 +14,6 @@ import { createEventRecorder, runModelSource } from './dashboard/run-files.js';
 import { createTimelineWriter, TimelineBuffer } from './timeline.js';
 
 export interface ObservabilityOptions {
-  /** `--model`: a built-in name or a file. */
-  model: string;
   dashboardHost: string;
   /** 0 = any free port; the default port falls back to a free one when taken. */
   dashboardPort: number;
@@ -32,20 +27,6 @@ export interface Observability {
   observers: RunObserver[];
   dashboard: DashboardHandle;
   close(): Promise<void>;
-}
-
-/**
- * Parameters of a built-in model, for the allreduce byte counter (built once on the cpu backend; no training here).
- * A user's model is unknown here (its input shape comes with the data): the counter stays empty.
- */
-async function countParams(model: string): Promise<number | undefined> {
-  if (!isModelName(model)) return undefined;
-  await tf.setBackend('cpu');
-  tf.enableProdMode();
-  const built = buildModel(model);
-  const n = built.logitsModel.countParams();
-  built.model.dispose();
-  return n;
 }
 
 async function startDashboardWithFallback(
@@ -78,7 +59,7 @@ async function startDashboardWithFallback(
 
 export async function startObservability(opts: ObservabilityOptions): Promise<Observability> {
   const state = new DashboardState();
-  const metrics = createMetrics({ paramCount: await countParams(opts.model) });
+  const metrics = createMetrics({});
   // One bounded timeline: the dashboard's download, and the --timeline file when asked for.
   const buffer = new TimelineBuffer();
   const timeline = opts.timeline ? createTimelineWriter(opts.timeline, { buffer }) : undefined;

@@ -5,7 +5,6 @@
  * stall ring formation again and again. While training, a link between live workers was lost (a reset connection):
  * the ring is re-formed after a heartbeat interval, unless losing a worker re-formed it first.
  */
-import type WebSocket from 'ws';
 import { CLOSE_CODES } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { MessageOf } from '../shared/wire/protocol.js';
@@ -50,7 +49,7 @@ export class RingHealth<W extends Member> {
   }
 
   /** Turn away a joiner whose ring address was found unreachable; returns whether it was. */
-  turnedAway(ws: WebSocket, hello: MessageOf<'hello'>): boolean {
+  turnedAway(ws: { close(code: number, reason: string): void }, hello: MessageOf<'hello'>): boolean {
     if (!this.unreachable.has(`${hello.ringHost}:${hello.ringPort}`)) return false;
     ws.close(
       CLOSE_CODES.ringUnreachable,

@@ -1,13 +1,18 @@
 /**
- * Starting a coordinator: load the dataset (or a checkpoint to resume), open the control port (HTTP or HTTPS, with
- * WebSocket upgrade), admit workers through the token handshake, and hand them to the Coordinator.
+ * Starting a coordinator: the whole product behind one handle. It loads the dataset (or the checkpoint to resume),
+ * sets up the run's outputs as observers of the event stream (log, terminal, metrics.jsonl, summary, dashboard,
+ * timeline), opens the control port (HTTP or HTTPS, with WebSocket upgrade), admits workers through the token
+ * handshake and hands each to the Coordinator as a ControlLink. `close()` ends the run and every part of it.
  */
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { WebSocketServer } from 'ws';
 import { Admission, ADMISSION_DEFAULTS } from '../shared/admission.js';
 import { validateTrainConfig, type TrainConfig } from '../shared/config.js';
+import { WebSocketControlLink } from '../shared/control-link.js';
 import { limitDataset, type Dataset } from '../shared/data/dataset.js';
 import { describeDataset } from '../shared/data/info.js';
 import { loadDataset, type DataOptions } from '../shared/data/load.js';
@@ -17,11 +22,14 @@ import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
 import { prepareRunModel } from '../shared/train/run-model.js';
 import { CheckpointStore } from './checkpoints.js';
-import { Coordinator, type ClusterSummary, type CoordinatorOptions, type ResumeState } from './coordinator.js';
+import { Coordinator } from './coordinator.js';
+import type { ClusterSummary, CoordinatorOptions, ResumeState } from './run-types.js';
 import type { EpochOutcome } from './run-state.js';
 import type { RunObserver } from './events.js';
+import { startObservability, type Observability } from './observability.js';
+import { logObserver, metricsFileObserver, progressObserver, summaryFileObserver } from './outputs.js';
 
-export type { ClusterSummary } from './coordinator.js';
+export type { ClusterSummary } from './run-types.js';
 
 export interface CoordinatorConfig extends CoordinatorOptions {
   host: string;
@@ -34,8 +42,10 @@ export interface CoordinatorConfig extends CoordinatorOptions {
   summaryJson?: string;
   /** The cluster secret every worker proves it knows. */
   token: string;
-  /** Continue from the newest valid checkpoint in runDir/checkpoints. */
+  /** Continue from the newest valid checkpoint in runDir/checkpoints (of the run recorded in runDir/run.json). */
   resume: boolean;
+  /** With resume: the run whose checkpoints to accept, overriding runDir/run.json (another run's, deliberately). */
+  resumeRun?: string;
   checkpointKeep: number;
   maxPayloadBytes: number;
   authTimeoutMs: number;
@@ -43,6 +53,10 @@ export interface CoordinatorConfig extends CoordinatorOptions {
   tls?: { cert: string; key: string };
   log: Logger;
   progress: ProgressView;
+  /** The dashboard (page, /api/status, /metrics); absent: none. */
+  dashboard?: { host: string; port: number };
+  /** Write a Chrome trace of every step here. */
+  timeline?: string;
   observers?: RunObserver[];
 }
 
@@ -71,6 +85,8 @@ export const COORDINATOR_DEFAULTS = {
 export interface CoordinatorHandle {
   port: number;
   runId: string;
+  /** The dashboard's address, when it runs. */
+  dashboardUrl?: string;
   /** Resolves when the run ends (finished, failed or closed). */
   done: Promise<ClusterSummary>;
   close(reason?: string): Promise<ClusterSummary>;
@@ -88,21 +104,49 @@ async function loadRunData(
   return { data, dataInfo: describeDataset(full) };
 }
 
-/** The newest valid checkpoint, its training config, and where to continue. */
-async function loadResume(store: CheckpointStore, log: Logger): Promise<{ resume: ResumeState; train: TrainConfig }> {
-  const { checkpoint, skipped } = await store.loadLatest();
-  for (const s of skipped) log.error({ file: s.file, problem: s.error.message }, 'skipped a corrupt checkpoint');
-  if (!checkpoint) throw new ConfigError(`--resume: no valid checkpoint in ${store.dir}`);
+const RUN_FILE = 'run.json';
+
+/** The run a run folder belongs to, from its run.json (absent in folders of older versions). */
+function recordedRunId(runDir: string): string | undefined {
+  try {
+    const parsed = JSON.parse(fs.readFileSync(path.join(runDir, RUN_FILE), 'utf8')) as { runId?: unknown };
+    return typeof parsed.runId === 'string' ? parsed.runId : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function recordRunId(runDir: string, runId: string): void {
+  fs.mkdirSync(runDir, { recursive: true });
+  fs.writeFileSync(path.join(runDir, RUN_FILE), `${JSON.stringify({ runId, createdAt: new Date().toISOString() })}\n`);
+}
+
+/** The newest valid checkpoint of this folder's run, its training config, and where to continue. */
+async function loadResume(
+  store: CheckpointStore,
+  runId: string | undefined,
+  log: Logger,
+): Promise<{ resume: ResumeState; train: TrainConfig }> {
+  const { checkpoint, skipped } = await store.loadLatest(runId);
+  for (const s of skipped)
+    if (s.error.code === 'CHECKPOINT_CORRUPT')
+      log.error({ file: s.file, problem: s.error.message, code: s.error.code }, 'skipped a corrupt checkpoint');
+  if (!checkpoint) {
+    const others = skipped.filter((s) => s.error.code === 'CHECKPOINT_OTHER_RUN').map((s) => s.file);
+    const hint = others.length > 0 ? `; ${others.length} belong to other runs (--resume-run <id> accepts one)` : '';
+    throw new ConfigError(`--resume: no valid checkpoint of run ${runId ?? '(any)'} in ${store.dir}${hint}`);
+  }
   const m = checkpoint.meta;
-  const extra = (m.extra ?? {}) as { history?: EpochOutcome[]; totalSamples?: number };
-  log.info({ file: checkpoint.file, step: m.step, epoch: m.epoch, consumed: m.consumed }, 'resuming from checkpoint');
+  const extra = (m.extra ?? {}) as { history?: EpochOutcome[]; totalSamples?: number; lineage?: unknown };
   return {
     train: validateTrainConfig(m.config as Partial<TrainConfig>),
     resume: {
       runId: m.runId,
+      file: checkpoint.file,
       position: { epoch: m.epoch, consumed: m.consumed, step: m.step },
       weights: checkpoint.weights,
       optimizer: checkpoint.optimizer,
+      lineage: typeof extra.lineage === 'string' ? extra.lineage : '',
       history: extra.history ?? [],
       totalSamples: extra.totalSamples ?? 0,
     },
@@ -126,30 +170,39 @@ function listen(server: http.Server, host: string, port: number): Promise<number
   });
 }
 
-/** Start a coordinator; resolves once it listens. */
-export async function startCoordinator(cfg: CoordinatorConfig): Promise<CoordinatorHandle> {
-  const checkpoints = new CheckpointStore(path.join(cfg.runDir, 'checkpoints'), {
-    keep: cfg.checkpointKeep,
-    log: cfg.log,
-  });
-  const resumed = cfg.resume ? await loadResume(checkpoints, cfg.log) : undefined;
-  const train = resumed?.train ?? cfg.train;
-  const { data, dataInfo } = await loadRunData(train, cfg);
-  const model = await prepareRunModel(train, data, cfg.runDir);
-  const coord = new Coordinator({
-    model,
-    train,
-    opts: cfg,
-    data,
-    dataInfo,
-    runDir: cfg.runDir,
-    summaryJson: cfg.summaryJson,
-    checkpoints,
-    resume: resumed?.resume,
-    log: cfg.log,
-    progress: cfg.progress,
-    observers: cfg.observers ?? [],
-  });
+/** Every output of the run, observing its events; the caller's own observers come last. */
+async function startOutputs(
+  cfg: CoordinatorConfig,
+): Promise<{ observers: RunObserver[]; close(): Promise<void>; url?: string }> {
+  const metrics = metricsFileObserver(path.join(cfg.runDir, 'metrics.jsonl'), cfg.log);
+  let observability: Observability | undefined;
+  if (cfg.dashboard || cfg.timeline) {
+    observability = await startObservability({
+      runDir: cfg.runDir,
+      dashboardHost: cfg.dashboard?.host ?? '127.0.0.1',
+      dashboardPort: cfg.dashboard?.port ?? 0,
+      ...(cfg.timeline ? { timeline: cfg.timeline } : {}),
+      log: cfg.log,
+    });
+  }
+  return {
+    observers: [
+      logObserver(cfg.log),
+      progressObserver(cfg.progress),
+      metrics.observe,
+      ...(cfg.summaryJson ? [summaryFileObserver(cfg.summaryJson, cfg.log)] : []),
+      ...(observability?.observers ?? []),
+      ...(cfg.observers ?? []),
+    ],
+    ...(observability ? { url: observability.dashboard.url } : {}),
+    async close() {
+      await metrics.close();
+      await observability?.close();
+    },
+  };
+}
+
+function serve(cfg: CoordinatorConfig, coord: Coordinator): { server: http.Server; wss: WebSocketServer } {
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => handleHttp(coord, req, res);
   const server = cfg.tls
     ? https.createServer({ cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) }, onRequest)
@@ -163,27 +216,55 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     maxPayloadBytes: cfg.maxPayloadBytes,
     log: cfg.log,
   });
-  const wss = admission.listen(server, (link, hello) => coord.admit(link, hello));
+  const wss = admission.listen(server, (link, hello) => coord.admit(new WebSocketControlLink(link, cfg.log), hello));
+  return { server, wss };
+}
+
+async function closeServer(server: http.Server, wss: WebSocketServer): Promise<void> {
+  // The stop messages are queued before the close frames, so closing right away still delivers them.
+  for (const ws of wss.clients) ws.close(CLOSE_CODES.goingAway, 'coordinator shutting down');
+  await new Promise<void>((resolve) => wss.close(() => resolve()));
+  server.closeAllConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
+/** Start a coordinator; resolves once it listens. */
+export async function startCoordinator(cfg: CoordinatorConfig): Promise<CoordinatorHandle> {
+  const checkpoints = new CheckpointStore(path.join(cfg.runDir, 'checkpoints'), {
+    keep: cfg.checkpointKeep,
+    log: cfg.log,
+  });
+  const expectedRun = cfg.resumeRun ?? recordedRunId(cfg.runDir);
+  const resumed = cfg.resume ? await loadResume(checkpoints, expectedRun, cfg.log) : undefined;
+  const runId = resumed?.resume.runId ?? randomUUID();
+  const train = resumed?.train ?? cfg.train;
+  const { data, dataInfo } = await loadRunData(train, cfg);
+  const model = await prepareRunModel(train, data, cfg.runDir);
+  recordRunId(cfg.runDir, runId);
+  const outputs = await startOutputs(cfg);
+  const coord = new Coordinator({
+    runId,
+    model,
+    train,
+    opts: cfg,
+    data,
+    dataInfo,
+    checkpoints,
+    ...(resumed ? { resume: resumed.resume } : {}),
+    log: cfg.log,
+    observers: outputs.observers,
+  });
+  const { server, wss } = serve(cfg, coord);
   const port = await listen(server, cfg.host, cfg.port);
   coord.begin();
-  cfg.log.info(
-    { host: cfg.host, port, runId: coord.runId, minWorkers: cfg.minWorkers, tls: !!cfg.tls },
-    'coordinator listening',
-  );
-  let closed = false;
-  const shutdown = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    // The stop messages are queued before the close frames, so closing right away still delivers them.
-    for (const ws of wss.clients) ws.close(CLOSE_CODES.goingAway, 'coordinator shutting down');
-    await new Promise<void>((resolve) => wss.close(() => resolve()));
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
+  cfg.log.info({ host: cfg.host, port, runId, minWorkers: cfg.minWorkers, tls: !!cfg.tls }, 'coordinator listening');
+  let closing: Promise<void> | undefined;
+  const shutdown = (): Promise<void> => (closing ??= closeServer(server, wss).then(() => outputs.close()));
   void coord.done.then(() => shutdown());
   return {
     port,
-    runId: coord.runId,
+    runId,
+    ...(outputs.url ? { dashboardUrl: outputs.url } : {}),
     done: coord.done,
     async close(reason = 'closed') {
       coord.finish('interrupted', reason);

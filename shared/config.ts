@@ -7,7 +7,7 @@
 import { ConfigError } from './errors.js';
 import type { OptionTable, ValuesOf } from './cli/spec.js';
 import { RUN_OPTIONS, TRAIN_OPTIONS } from './cli/table.js';
-import { DEFAULT_LR } from './train/optim.js';
+import { DEFAULT_LR } from './train/names.js';
 
 /** The training config; `lr` is always set (the optimizer's default when none was given). */
 export type TrainConfig = ValuesOf<typeof TRAIN_OPTIONS> & { lr: number };

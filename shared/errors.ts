@@ -21,7 +21,9 @@ export type ErrorCode =
   | 'PEER_LOST'
   | 'PEER_BUSY'
   | 'STEP_ABORTED'
-  | 'CHECKPOINT_CORRUPT';
+  | 'CHECKPOINT_CORRUPT'
+  | 'CHECKPOINT_OTHER_RUN'
+  | 'PHASE_INVALID';
 
 export class RingtrainError extends Error {
   readonly code: ErrorCode;
@@ -174,6 +176,28 @@ export class CheckpointCorruptError extends RingtrainError {
     options?: { cause?: unknown },
   ) {
     super('CHECKPOINT_CORRUPT', `${file}: ${detail}`, options);
+  }
+}
+
+/** A checkpoint written by another run than the one being resumed. */
+export class CheckpointRunMismatchError extends RingtrainError {
+  constructor(
+    readonly file: string,
+    readonly expectedRunId: string,
+    readonly actualRunId: string,
+  ) {
+    super('CHECKPOINT_OTHER_RUN', `${file} belongs to run ${actualRunId}, not to run ${expectedRunId}`);
+  }
+}
+
+/** A session asked to move between two phases that are not connected (a bug, or a message out of order). */
+export class IllegalTransitionError extends RingtrainError {
+  constructor(
+    readonly machine: string,
+    readonly from: string,
+    readonly to: string,
+  ) {
+    super('PHASE_INVALID', `${machine}: no transition from '${from}' to '${to}'`);
   }
 }
 

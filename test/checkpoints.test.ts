@@ -14,7 +14,7 @@ import {
   type Checkpoint,
   type CheckpointMeta,
 } from '../coordinator/checkpoints.js';
-import { CheckpointCorruptError, DataNotFoundError } from '../shared/errors.js';
+import { CheckpointCorruptError, CheckpointRunMismatchError, DataNotFoundError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 
 type SaveMeta = Omit<CheckpointMeta, 'createdAt'>;
@@ -472,5 +472,38 @@ test('a process killed while saving leaves only verifiable checkpoints; its temp
       (await fs.readdir(dir)).filter((name) => name.endsWith('.tmp')),
       [],
     );
+  });
+});
+
+test("pruning counts only the run's own checkpoints: another run's higher steps never push ours out", async () => {
+  await withTempDir(async (dir) => {
+    const store = new CheckpointStore(dir, { keep: 2 });
+    for (const step of [900, 1000, 1100]) {
+      const { w, o } = arrays(step, 4, 4);
+      await store.save({ ...metaAt(step), runId: 'old-run' }, w, o);
+    }
+    for (const step of [100, 200, 300]) {
+      const { w, o } = arrays(step, 4, 4);
+      await store.save({ ...metaAt(step), runId: 'new-run' }, w, o);
+    }
+    const names = (await store.list()).map((f) => path.basename(f));
+    assert.deepEqual(names, [1100, 1000, 300, 200].map(checkpointFileName), 'two of ours kept, theirs untouched');
+  });
+});
+
+test("loadLatest(runId) skips another run's newer checkpoint with a typed error, and finds the run's own", async () => {
+  await withTempDir(async (dir) => {
+    const store = new CheckpointStore(dir, { keep: 5 });
+    const { w, o } = arrays(1, 4, 4);
+    await store.save({ ...metaAt(10), runId: 'mine' }, w, o);
+    await store.save({ ...metaAt(50), runId: 'theirs' }, w, o);
+    const { checkpoint, skipped } = await store.loadLatest('mine');
+    assert.equal(checkpoint?.meta.step, 10);
+    assert.equal(skipped.length, 1);
+    assert.ok(skipped[0]!.error instanceof CheckpointRunMismatchError);
+    assert.equal(skipped[0]!.error.code, 'CHECKPOINT_OTHER_RUN');
+    assert.equal((await store.loadLatest('nobody')).checkpoint, undefined);
+    assert.equal((await store.loadLatest()).checkpoint?.meta.step, 50, 'without a run id: the newest');
+    assert.equal((await CheckpointStore.readMeta(path.join(dir, checkpointFileName(50)))).runId, 'theirs');
   });
 });

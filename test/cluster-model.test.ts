@@ -2,7 +2,7 @@
  * A user's model module in a real cluster: `launch -np 2 --model net.mjs` with BatchNormalization and a separable
  * convolution, trained by two worker processes on wasm (ringtrain's depthwise gradient kernels). Every replica's hash,
  * moving statistics included, must match at every step; the run must save its model, which reloads with
- * tf.loadLayersModel and gives the run's test accuracy, as `ringtrain evaluate` does.
+ * tf.loadLayersModel and gives the run's test accuracy, as `ringtrain evaluate` does; `ringtrain predict` agrees.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
@@ -11,6 +11,7 @@ import { after, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { limitSplit, toFloatImages } from '../shared/data/dataset.js';
+import { encodeImage } from '../shared/data/image.js';
 import { loadDataset } from '../shared/data/load.js';
 import { registerWasmConvGradients } from '../shared/tf/wasm-conv-grads.js';
 import { dirLoadHandler, modelMetadata } from '../shared/train/model-io.js';
@@ -111,9 +112,11 @@ describe('a model module trained by a real cluster', { timeout: 420_000 }, () =>
 
     const test = limitSplit((await loadDataset(undefined)).test, TEST_LIMIT);
     const indices = Uint32Array.from({ length: test.count }, (_, i) => i);
+    const predictedFirst: number[] = [];
     const correct = tf.tidy(() => {
       const x = tf.tensor4d(toFloatImages(test, indices), [test.count, 28, 28, 1]);
       const predicted = tf.argMax(model.predict(x) as tf.Tensor, 1).dataSync();
+      predictedFirst.push(...Array.from(predicted.subarray(0, 3)));
       return Array.from(predicted).reduce((n: number, p: number, i: number) => n + (p === test.labels[i] ? 1 : 0), 0);
     });
     // The run evaluated on the same backend; allow one borderline sample of float difference.
@@ -147,5 +150,34 @@ describe('a model module trained by a real cluster', { timeout: 420_000 }, () =>
       TEST_LIMIT,
       'every sample is in the confusion matrix once',
     );
+
+    // `ringtrain predict` on PNG files of test samples: the top class is the model's own prediction.
+    const files: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const file = path.join(dir, `sample-${i}.png`);
+      await fs.writeFile(file, await encodeImage(test.images.subarray(i * 784, (i + 1) * 784), [28, 28, 1]));
+      files.push(file);
+    }
+    const predict = runCli([
+      'predict',
+      '--model-dir',
+      path.join(runDir, 'model'),
+      '--json',
+      '--backend',
+      'wasm',
+      ...files,
+    ]);
+    assert.equal(await predict.exited(120_000), 0, predict.output());
+    const answers = predict
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { file: string; top: { index: number; probability: number }[] });
+    assert.equal(answers.length, 3);
+    for (const [i, a] of answers.entries()) {
+      assert.equal(a.file, files[i]);
+      assert.equal(a.top.length, 3);
+      assert.equal(a.top[0]!.index, predictedFirst[i], `sample ${i}`);
+    }
   });
 });

@@ -34,6 +34,30 @@ const QUICK = [
   'cpu',
 ];
 
+/** The top-level keys of a JSON object text that occur more than once (JSON.parse would hide them). */
+function repeatedKeys(json: string): string[] {
+  const seen = new Set<string>();
+  const repeated: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < json.length; i++) {
+    const ch = json[i];
+    if (ch === '{' || ch === '[') depth++;
+    else if (ch === '}' || ch === ']') depth--;
+    else if (ch === '"') {
+      let j = i + 1;
+      while (json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      const isKey = depth === 1 && /^\s*:/.test(json.slice(j + 1, j + 3));
+      if (isKey) {
+        const key = json.slice(i + 1, j);
+        if (seen.has(key)) repeated.push(key);
+        seen.add(key);
+      }
+      i = j;
+    }
+  }
+  return repeated;
+}
+
 describe('cluster (real processes)', { timeout: 240_000 }, () => {
   after(killAll);
 
@@ -84,8 +108,12 @@ describe('cluster (real processes)', { timeout: 240_000 }, () => {
         hashesSeen.add(ranks.get(0)!);
       }
       assert.equal(hashesSeen.size, 32, 'parameters changed at every step');
-      for (const f of ['coordinator.log.jsonl', 'worker-0.log.jsonl', 'worker-1.log.jsonl'])
-        await fs.access(path.join(dir, f));
+      // One logger per membership, not a child of the last one: no field twice in a line (pid, gen, rank, runId).
+      for (const f of ['coordinator.log.jsonl', 'worker-0.log.jsonl', 'worker-1.log.jsonl']) {
+        const text = await fs.readFile(path.join(dir, f), 'utf8');
+        for (const line of text.split('\n').filter(Boolean))
+          assert.deepEqual(repeatedKeys(line), [], `${f}: a field repeated in ${line}`);
+      }
     });
 
   test('a worker with its own data and one fed over the wire train identical replicas', async () => {

@@ -100,7 +100,6 @@ async function realRun(runDir: string, delayMs: number, epochs = 2): Promise<Clu
   const output: string[] = [];
   const workers: ChildProcess[] = [];
   const obs = await startObservability({
-    model: 'mlp',
     dashboardHost: '127.0.0.1',
     dashboardPort: 0,
     runDir,

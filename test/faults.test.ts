@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { CheckpointStore } from '../coordinator/checkpoints.js';
+import { validateTrainConfig } from '../shared/config.js';
 import { killAll, readJsonLines, runCli, tempDir, waitForLines, waitUntil, type Proc } from './helpers/procs.js';
 
 interface MetricLine {
@@ -173,6 +175,42 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
     for (const w of [...first, late]) assert.equal(await w.exited(30_000), 0);
   });
 
+  /** Every (rank, step) is reported once: no step was trained twice under the same rank numbering. */
+  function assertNoStepTwice(lines: MetricLine[]): void {
+    const seen = new Set<string>();
+    for (const l of lines) {
+      const key = `${l.rank}/${l.step}`;
+      assert.ok(!seen.has(key), `rank ${l.rank} trained step ${l.step} twice`);
+      seen.add(key);
+    }
+  }
+
+  async function logLines(dir: string): Promise<Array<Record<string, unknown> & { msg: string }>> {
+    return readJsonLines(path.join(dir, 'coordinator.log.jsonl'));
+  }
+
+  function resumeCoordinator(dir: string, port: number, summary: string, extra: string[] = []): Proc {
+    return runCli([
+      'coordinator',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--run-dir',
+      dir,
+      '--resume',
+      '--summary-json',
+      summary,
+      ...FAST_LIVENESS,
+      ...extra,
+    ]);
+  }
+
+  const checkpointsOf = async (dir: string) =>
+    (await fs.readdir(path.join(dir, 'checkpoints')).catch(() => [] as string[]))
+      .filter((f) => f.endsWith('.rtckpt'))
+      .sort();
+
   async function killAndResume(corruptNewest: boolean): Promise<void> {
     const dir = await tempDir(corruptNewest ? 'corrupt' : 'resume');
     const c = await coordinator(dir, ['--min-workers', '2', '--epochs', '1', '--checkpoint-every', '8']);
@@ -181,12 +219,10 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
       worker(c.port, ['--coordinator-retry-ms', '60000']),
     ];
     const ckptDir = path.join(dir, 'checkpoints');
-    const checkpoints = async () =>
-      (await fs.readdir(ckptDir).catch(() => [] as string[])).filter((f) => f.endsWith('.rtckpt')).sort();
-    await waitUntil(async () => (await checkpoints()).length >= 2, 'two checkpoints', 120_000);
+    await waitUntil(async () => (await checkpointsOf(dir)).length >= 2, 'two checkpoints', 120_000);
     c.proc.child.kill('SIGKILL');
     await c.proc.exited(10_000);
-    const files = await checkpoints();
+    const files = await checkpointsOf(dir);
     const newest = files[files.length - 1]!;
     const previous = files[files.length - 2]!;
     if (corruptNewest) {
@@ -195,45 +231,108 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
       await fs.writeFile(file, bytes.subarray(0, bytes.length - 100));
     }
     const expected = Number((corruptNewest ? previous : newest).match(/(\d+)/)![1]);
-    const resumed = runCli([
+    const trainedBefore = Math.max(
+      ...(await readJsonLines<MetricLine>(path.join(dir, 'metrics.jsonl'))).map((l) => l.step),
+    );
+    const resumed = resumeCoordinator(dir, c.port, c.summary, ['--min-workers', '2']);
+    assert.equal(await resumed.exited(240_000), 0, resumed.output());
+    const log = await logLines(dir);
+    const resumeLine = log.find((l) => l.msg === 'resuming from checkpoint');
+    assert.ok(resumeLine, 'the resumed coordinator logged its checkpoint');
+    assert.equal(resumeLine.step, expected, `resumed from step ${String(resumeLine.step)}`);
+    if (corruptNewest) {
+      const skipped = log.find((l) => l.msg === 'skipped a corrupt checkpoint');
+      assert.ok(skipped && String(skipped.file).endsWith(newest), 'the corrupt checkpoint is reported by name');
+    }
+    // The workers outlived the coordinator with the state of a later step than the checkpoint: they restore it.
+    const restored = log.slice(log.indexOf(resumeLine)).find((l) => /the most advanced survivor/.test(l.msg));
+    assert.ok(restored, 'restored from a surviving worker, not rolled back to the checkpoint');
+    assert.ok(Number(restored.step) >= Math.max(expected, trainedBefore), `restored at step ${String(restored.step)}`);
+    const summary = JSON.parse(await fs.readFile(c.summary, 'utf8'));
+    assert.equal(summary.outcome, 'finished');
+    assert.equal(summary.epochs, 1);
+    assert.equal(summary.hashMismatches, 0);
+    assertNoStepTwice(await readJsonLines<MetricLine>(path.join(dir, 'metrics.jsonl')));
+    for (const w of workers) assert.equal(await w.exited(30_000), 0, w.output());
+  }
+
+  test('(d) the coordinator killed and restarted with --resume adopts the survivors: nothing is trained twice', () =>
+    killAndResume(false));
+  test('(e) a corrupt newest checkpoint is reported and the previous one is used', () => killAndResume(true));
+
+  test('(f) every worker lost: the next worker resumes from the last committed state, not from step 0', async () => {
+    const dir = await tempDir('all-lost');
+    const c = await coordinator(dir, ['--min-workers', '1', '--epochs', '1', '--checkpoint-every', '8']);
+    const first = worker(c.port);
+    const metrics = path.join(dir, 'metrics.jsonl');
+    await waitUntil(async () => (await checkpointsOf(dir)).length >= 1, 'a checkpoint', 120_000);
+    await waitForLines<MetricLine>(metrics, (ls) => ls.some((l) => l.step >= 10), 120_000);
+    first.child.kill('SIGKILL');
+    await first.exited(10_000);
+    const seen = (await readJsonLines<MetricLine>(metrics)).length;
+    const second = worker(c.port);
+    assert.equal(await c.proc.exited(240_000), 0, c.proc.output());
+    const log = await logLines(dir);
+    const notice = log.find((l) => /no worker holds the run's state/.test(l.msg));
+    assert.ok(notice, "the log says the run's state came from the coordinator");
+    assert.ok(Number(notice.step) >= 8, `restored the committed step ${String(notice.step)}, not step 0`);
+    const after = (await readJsonLines<MetricLine>(metrics)).slice(seen);
+    assert.equal(
+      Math.min(...after.map((l) => l.step)),
+      Number(notice.step),
+      'training went on from the committed step',
+    );
+    assert.equal(await second.exited(30_000), 0, second.output());
+  });
+
+  test('(g) an unwritable --summary-json is one error line; the coordinator still ends, without a stack trace', async () => {
+    const dir = await tempDir('summary');
+    await fs.writeFile(path.join(dir, 'a-file'), 'not a directory');
+    const proc = runCli([
       'coordinator',
       '--host',
       '127.0.0.1',
       '--port',
-      String(c.port),
+      '0',
       '--run-dir',
       dir,
-      '--resume',
-      '--summary-json',
-      c.summary,
       '--min-workers',
       '2',
-      ...FAST_LIVENESS,
+      '--rendezvous-timeout',
+      '500',
+      '--summary-json',
+      path.join(dir, 'a-file', 'summary.json'),
     ]);
-    assert.equal(await resumed.exited(240_000), 0, resumed.output());
-    const log = (await fs.readFile(path.join(dir, 'coordinator.log.jsonl'), 'utf8'))
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l));
-    const resumeLine = log.find((l) => l.msg === 'resuming from checkpoint');
-    assert.ok(resumeLine, 'the resumed coordinator logged its checkpoint');
-    assert.equal(resumeLine.step, expected, `resumed from step ${resumeLine.step}`);
-    if (corruptNewest) {
-      const skipped = log.find((l) => l.msg === 'skipped a corrupt checkpoint');
-      assert.ok(skipped && skipped.file.endsWith(newest), 'the corrupt checkpoint is reported by name');
-    }
-    const summary = JSON.parse(await fs.readFile(c.summary, 'utf8'));
-    assert.equal(summary.outcome, 'finished');
-    assert.equal(summary.epochs, 1);
-    const lines = await readJsonLines<MetricLine>(path.join(dir, 'metrics.jsonl'));
-    assert.ok(
-      lines.some((l) => l.step === expected),
-      `training continued at step ${expected}`,
-    );
-    for (const w of workers) assert.equal(await w.exited(30_000), 0, w.output());
-  }
+    assert.equal(await proc.exited(60_000), 1, proc.output());
+    assert.doesNotMatch(proc.output(), /^\s+at /m, 'no stack trace');
+    const log = await logLines(dir);
+    const line = log.find((l) => l.msg === 'could not write the summary');
+    assert.ok(line, 'the failure is logged');
+    assert.ok(['ENOTDIR', 'EEXIST'].includes(String(line.code)), String(line.code));
+    assert.ok(log.some((l) => l.msg === 'run ended'));
+  });
 
-  test('(d) the coordinator killed and restarted with --resume continues from its checkpoint', () =>
-    killAndResume(false));
-  test('(e) a corrupt newest checkpoint is reported and the previous one is used', () => killAndResume(true));
+  test("(h) --resume refuses another run's checkpoint unless --resume-run names that run", async () => {
+    const dir = await tempDir('other-run');
+    const store = new CheckpointStore(path.join(dir, 'checkpoints'));
+    const train = { ...validateTrainConfig({ model: 'mlp', trainLimit: 256, testLimit: 100, epochs: 1 }) };
+    await store.save(
+      { runId: 'their-run', step: 4, epoch: 0, consumed: 128, generation: 1, config: { ...train } },
+      new Float32Array(4),
+      new Float32Array(0),
+    );
+    await fs.writeFile(path.join(dir, 'run.json'), JSON.stringify({ runId: 'my-run' }));
+    const refused = resumeCoordinator(dir, 0, path.join(dir, 's.json'));
+    assert.notEqual(await refused.exited(60_000), 0);
+    assert.match(refused.output(), /no valid checkpoint of run my-run.*1 belong to other runs/s);
+    assert.doesNotMatch(refused.output(), /^\s+at /m, 'no stack trace');
+    const accepted = resumeCoordinator(dir, 0, path.join(dir, 's.json'), [
+      '--resume-run',
+      'their-run',
+      '--rendezvous-timeout',
+      '500',
+    ]);
+    await accepted.waitFor(/coordinator ws:\/\/[^ ]+\s+run their-run/);
+    await accepted.exited(60_000);
+  });
 });

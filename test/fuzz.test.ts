@@ -64,6 +64,8 @@ const INT_FIELDS = new Set([
   'firstStep',
   'epochSamples',
   'offset',
+  'consumed',
+  'sentBytes',
   'testStart',
   'testEnd',
   'samples',
@@ -108,6 +110,7 @@ const STRING_FIELDS = new Set([
   'runId',
   'reason',
   'paramHash',
+  'lineage',
   'format',
   'fingerprint',
 ]);

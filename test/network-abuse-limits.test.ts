@@ -5,11 +5,13 @@
  * - "busy" (the slots are full) is its own close code, 1013, and a worker refused as busy retries and joins;
  * - before authentication the WebSocket layer itself caps a message at 64 KB: a frame header announcing more is
  *   cut off with 1009 at once, without waiting for (or buffering) its payload;
- * - refused links are destroyed promptly, even when the client never answers the close frame.
+ * - refused links are destroyed promptly, even when the client never answers the close frame;
+ * - the dashboard's HTTP listener shrugs off garbage, an upgrade it does not serve and connections reset mid-request.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ADMISSION_DEFAULTS } from '../shared/admission.js';
@@ -85,6 +87,8 @@ function startCoordinator(dir: string, extra: string[] = []): Proc {
     '127.0.0.1',
     '--port',
     '0',
+    '--dashboard-host',
+    '127.0.0.1',
     '--dashboard-port',
     '0',
     '--model',
@@ -139,6 +143,31 @@ describe('listener limits against real processes', { timeout: 180_000 }, () => {
     assert.equal(coord.child.exitCode, null, `the coordinator is still running:\n${coord.output()}`);
     assert.equal(refused.code, CLOSE_CODES.tryAgainLater, 'busy is 1013, not a policy violation');
     assert.ok(refused.closedMs < 3_000, `the refused link was dropped after ${refused.closedMs.toFixed(0)} ms`);
+
+    // The dashboard's HTTP listener: garbage, an upgrade it does not serve, requests reset half-way.
+    const [, dashboardPort] = await coord.waitFor(/dashboard http:\/\/[^:]+:(\d+)/);
+    const hostile = [
+      randomBytes(300),
+      upgradeRequest(),
+      'GET /api/status HTTP/1.1\r\nHost: x\r\n',
+      'GET / HTTP/1.1\r\nHost: x\r\n\r\n',
+    ];
+    await Promise.all(
+      hostile.map(
+        (bytes) =>
+          new Promise<void>((resolve) => {
+            const socket = net.connect(Number(dashboardPort), '127.0.0.1', () => {
+              socket.write(bytes);
+              setImmediate(() => socket.resetAndDestroy());
+            });
+            socket.on('error', () => undefined);
+            socket.on('close', () => resolve());
+          }),
+      ),
+    );
+    const page = await fetch(`http://127.0.0.1:${dashboardPort}/api/status`);
+    assert.equal(page.status, 200, 'the dashboard still answers');
+    assert.equal(coord.child.exitCode, null);
     coord.child.kill('SIGTERM');
     await coord.exited(30_000);
   });

@@ -139,7 +139,8 @@ describe("a worker's ring listener under network abuse", { timeout: 60_000 }, ()
       ['a truncated chunk', (gen) => chunk(gen, [1, 2, 3]).subarray(0, 26), CLOSE_CODES.protocolError],
       [
         "a control message ('ready') on the ring",
-        (gen) => encodeMessage({ type: 'ready', gen, rank: 0, step: 0, hasState: false }),
+        (gen) =>
+          encodeMessage({ type: 'ready', gen, rank: 0, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }),
         CLOSE_CODES.protocolError,
       ],
       [

@@ -119,7 +119,17 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
       ['a text frame', () => 'not a binary frame'],
       [
         'a truncated ready',
-        (a) => encodeMessage({ type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false }).subarray(0, 9),
+        (a) =>
+          encodeMessage({
+            type: 'ready',
+            gen: a.gen,
+            rank: a.rank,
+            step: 0,
+            hasState: false,
+            epoch: 0,
+            consumed: 0,
+            lineage: '',
+          }).subarray(0, 9),
       ],
       [
         'a ready with wrong field types',
@@ -135,6 +145,8 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
             gen: a.gen,
             epoch: 0,
             step: 0,
+            consumed: 0,
+            lineage: '',
             weights: new Uint8Array(0),
             optimizer: new Uint8Array(0),
           }),
@@ -198,12 +210,12 @@ describe('the coordinator under network abuse', { timeout: 90_000 }, () => {
       { type: 'evalResult', gen: a.gen, rank: a.rank, epoch: 9, correct: 1, total: 2, lossSum: 1 }, // before any shard
       { type: 'epochDone', gen: a.gen, rank: a.rank, epoch: 9, steps: 1, trainMs: 0 },
       { type: 'stall', gen: a.gen, rank: a.rank, step: 1, waitingMs: 1e9, peerRank: 0 }, // while not training
-      { type: 'ready', gen: a.gen + 7, rank: a.rank, step: 0, hasState: false }, // a future generation
+      { type: 'ready', gen: a.gen + 7, rank: a.rank, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }, // a future generation
       { type: 'failed', gen: a.gen + 7, rank: a.rank, code: 'X', message: 'of another generation, so not fatal' },
-      { type: 'ready', gen: a.gen, rank: a.rank + 1, step: 0, hasState: false }, // someone else's rank
+      { type: 'ready', gen: a.gen, rank: a.rank + 1, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }, // someone else's rank
       { type: 'heartbeat', gen: 0, rank: -1, step: 0 },
-      { type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false },
-      { type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false }, // twice
+      { type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' },
+      { type: 'ready', gen: a.gen, rank: a.rank, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }, // twice
     ];
     for (const m of sequence) p.ws.send(encodeMessage(m));
     // A bad message last: it is handled after all the above, so the link was up until here.

@@ -107,6 +107,8 @@ test('bodies written by an independent msgpack writer decode; byte fields come b
       gen: 2,
       epoch: 1,
       step: 9,
+      consumed: 0,
+      lineage: 'run:1',
       weights: new Uint8Array([0, 0, 128, 63]),
       optimizer: new Uint8Array(0),
     }),
@@ -117,14 +119,34 @@ test('bodies written by an independent msgpack writer decode; byte fields come b
   assert.deepEqual(Array.from(bytesToFloat32(decoded.weights)), [1]);
   // unknown extra fields are dropped
   assert.deepEqual(
-    decodeMessage(controlFrame({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false, extra: 'ignored' })),
-    { type: 'ready', gen: 1, rank: 0, step: 0, hasState: false },
+    decodeMessage(
+      controlFrame({
+        type: 'ready',
+        gen: 1,
+        rank: 0,
+        step: 0,
+        hasState: false,
+        epoch: 0,
+        consumed: 0,
+        lineage: '',
+        extra: 'ignored',
+      }),
+    ),
+    { type: 'ready', gen: 1, rank: 0, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' },
   );
 });
 
 test('encodeMessage refuses invalid messages', () => {
-  assert.throws(() => encodeMessage({ type: 'ready', gen: 0, rank: 1, step: 0, hasState: false }), ProtocolError);
-  assert.throws(() => encodeMessage({ type: 'ready', gen: 1, rank: 1.5, step: 0, hasState: false }), ProtocolError);
+  assert.throws(
+    () =>
+      encodeMessage({ type: 'ready', gen: 0, rank: 1, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }),
+    ProtocolError,
+  );
+  assert.throws(
+    () =>
+      encodeMessage({ type: 'ready', gen: 1, rank: 1.5, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }),
+    ProtocolError,
+  );
   assert.throws(() => encodeMessage({ type: 'nope' } as unknown as Message), ProtocolError);
   const floats = {
     type: 'weights',
@@ -249,7 +271,9 @@ test('float32/uint32 byte helpers: views when aligned, copies otherwise, length 
 });
 
 test('bad input is rejected with ProtocolError or ProtocolVersionError and a clear message', () => {
-  const valid = [...encodeMessage({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false })];
+  const valid = [
+    ...encodeMessage({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }),
+  ];
   const protocolError: Array<[string, unknown, RegExp?]> = [
     ['empty', new Uint8Array(0), /shorter than the 2-byte prefix/],
     ['one byte', new Uint8Array([1]), /shorter/],
@@ -296,7 +320,16 @@ test('bad input is rejected with ProtocolError or ProtocolVersionError and a cle
     ],
     [
       'bytes as string',
-      controlFrame({ type: 'start', gen: 1, epoch: 0, step: 0, weights: 'abcd', optimizer: new Uint8Array(0) }),
+      controlFrame({
+        type: 'start',
+        gen: 1,
+        epoch: 0,
+        step: 0,
+        consumed: 0,
+        lineage: '',
+        weights: 'abcd',
+        optimizer: new Uint8Array(0),
+      }),
       /start\.weights/,
     ],
     [
@@ -306,6 +339,8 @@ test('bad input is rejected with ProtocolError or ProtocolVersionError and a cle
         gen: 1,
         epoch: 0,
         step: 0,
+        consumed: 0,
+        lineage: '',
         weights: new Uint8Array(3),
         optimizer: new Uint8Array(0),
       }),

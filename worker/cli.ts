@@ -59,7 +59,7 @@ export function workerCommand(): Command {
       runDir: common.runDir,
       name: readValues(WORKER_OPTIONS, opts, 'worker').name,
       level: common.logLevel,
-    }).child({ role: 'worker', pid: process.pid });
+    }).child({ role: 'worker' });
     const handle = await startWorker({ ...config, log });
     for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void handle.close());
     exitWhenDone(handle.done);

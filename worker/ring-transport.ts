@@ -149,6 +149,7 @@ export class RingTransport implements RingLinks {
   private waitingSince = 0;
   private waitingStep = 0;
   private stallReports = 0;
+  private sent = 0;
   private stallTimer?: NodeJS.Timeout;
   private inboundWaiter?: () => void;
   /** Fails the connect() in progress when a newer assignment supersedes it. */
@@ -383,7 +384,13 @@ export class RingTransport implements RingLinks {
    * Write a frame; resolves once ws has handed it to the socket (the buffer is then reusable). It never rejects: a
    * failed write means a failed link, reported through onPeerLost and the receives it fails.
    */
+  /** Bytes of every gradient frame sent to the successor so far (headers included), for the step records. */
+  get sentBytes(): number {
+    return this.sent;
+  }
+
   private write(ws: WebSocket, bytes: Buffer, pooled?: PooledFrame): Promise<void> {
+    this.sent += bytes.byteLength;
     return new Promise((resolve) => {
       ws.send(bytes, { binary: true }, () => {
         if (pooled) this.frames.give(pooled);

@@ -2,15 +2,16 @@
  * A worker: joins the coordinator, gets a rank and ring neighbours, receives the replica state and its shard of each
  * epoch, and trains step by step with a ring allreduce over direct links to its neighbours.
  *
- * Session states: connecting -> joined (welcome) -> assigned (ring forming) -> ready -> training <-> waiting ->
- * stopped. A new `assign` (membership change) abandons the step in flight; the replica keeps every step it
- * applied, and the coordinator restores all replicas from the most advanced one. A lost coordinator is retried with
- * backoff for a bounded time; control messages are handled in `onMessage`, one small handler per type.
+ * Session phases (WORKER_PHASES, one transition function): connecting -> joined (welcome) -> forming (ring links) ->
+ * ready -> synced (replica state) -> training <-> idle -> stopped. Each control message is accepted only in the
+ * phases ACCEPTS lists. A new `assign` (membership change) abandons the step in flight; the replica keeps every step
+ * it applied, and the coordinator restores all replicas from the most advanced one. A lost coordinator is retried
+ * with backoff for a bounded time. The session talks to the coordinator through a ControlLink only.
  */
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
-import type WebSocket from 'ws';
 import { dialAuthenticated } from '../shared/admission.js';
+import { WebSocketControlLink, type ControlLink, type LinkClosed } from '../shared/control-link.js';
 import type { Compression } from '../shared/ring/allreduce.js';
 import { validateRunConfig, type TrainConfig } from '../shared/config.js';
 import { makeSplit, type DataSplit, type Dataset, type SampleShape } from '../shared/data/dataset.js';
@@ -26,10 +27,11 @@ import {
   StepAbortedError,
 } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
+import { PhaseMachine } from '../shared/phases.js';
+import { ACCEPTS, WORKER_PHASES, type WorkerPhase } from './phases.js';
 import {
   bytesToFloat32,
   bytesToUint32,
-  decodeFrame,
   float32ToBytes,
   PROTOCOL_VERSION,
   type DatasetInfo,
@@ -41,7 +43,7 @@ import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
 import { evaluateRangeYielding } from '../shared/train/batches.js';
 import { buildWorkerReplica } from '../shared/train/run-model.js';
 import { Replica } from '../shared/train/replica.js';
-import { keepAlive, rawToBytes, sendMessage } from '../shared/ws-util.js';
+import { keepAlive } from '../shared/ws-util.js';
 import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
 import { RingTransport } from './ring-transport.js';
 
@@ -95,7 +97,12 @@ export interface WorkerHandle {
   close(): Promise<void>;
 }
 
-type SessionState = 'connecting' | 'joined' | 'assigned' | 'ready' | 'training' | 'waiting' | 'stopped';
+/** Where a replica stands: its epoch, the samples of that epoch's order it consumed, global steps applied. */
+interface ReplicaPosition {
+  epoch: number;
+  consumed: number;
+  step: number;
+}
 
 interface RunSettings {
   train: TrainConfig;
@@ -108,7 +115,7 @@ interface RunSettings {
 }
 
 class WorkerSession {
-  private state: SessionState = 'connecting';
+  private readonly phase = new PhaseMachine<WorkerPhase>('worker', 'connecting', WORKER_PHASES);
   private readonly id = randomUUID();
   private gen = 0;
   private rank = -1;
@@ -116,8 +123,10 @@ class WorkerSession {
   private settings?: RunSettings;
   private replica?: Replica;
   private hasState = false;
-  private stepsDone = 0;
-  private ws?: WebSocket;
+  private position: ReplicaPosition = { epoch: 0, consumed: 0, step: 0 };
+  /** The history this replica's state belongs to (given with `start`; see coordinator/restore.ts). */
+  private lineage = '';
+  private link?: ControlLink;
   private lostSince?: number;
   private pendingRecords: StepRecord[] = [];
   private boundaryTasks: Array<() => Promise<void>> = [];
@@ -129,6 +138,8 @@ class WorkerSession {
   readonly done = new Promise<number>((resolve) => {
     this.resolveDone = resolve;
   });
+  /** The run's logger (runId), and the current membership's (gen, rank), each a child of the configured one. */
+  private runLog: Logger;
   private log: Logger;
   private readonly dataInfo?: DatasetInfo;
 
@@ -139,11 +150,12 @@ class WorkerSession {
     private readonly ring: RingTransport,
     private readonly ringPort: number,
   ) {
+    this.runLog = cfg.log;
     this.log = cfg.log;
     this.dataInfo = data && describeDataset(data);
     ring.onPeerLost((err) =>
       this.log.warn(
-        { err: err.message, gen: this.gen },
+        { err: err.message, code: err.code },
         'ring link lost; waiting for the coordinator to re-form the ring',
       ),
     );
@@ -151,7 +163,7 @@ class WorkerSession {
       this.send({ type: 'ringLinkDown', gen: Math.max(1, this.gen), rank: Math.max(0, this.rank), ...d }),
     );
     ring.onStall((s) => {
-      this.log.warn({ ...s, gen: this.gen }, 'step is waiting on the ring predecessor');
+      this.log.warn({ ...s }, 'step is waiting on the ring predecessor');
       this.send({
         type: 'stall',
         gen: Math.max(1, this.gen),
@@ -184,10 +196,14 @@ class WorkerSession {
           auth,
         }),
       });
-      this.attachControl(ws);
+      this.attachControl(new WebSocketControlLink(ws, this.cfg.log), () =>
+        keepAlive(ws, this.cfg.heartbeatMs, this.cfg.heartbeatMisses, () =>
+          this.log.warn('coordinator stopped answering pings'),
+        ),
+      );
     } catch (err) {
       if (err instanceof AuthError) {
-        this.log.error({ err: err.message }, 'the coordinator refused this worker');
+        this.log.error({ err: err.message, code: err.code }, 'the coordinator refused this worker');
         return this.end(1);
       }
       this.retryLater(attempt, err);
@@ -208,34 +224,22 @@ class WorkerSession {
     setTimeout(() => void this.connect(attempt + 1), delay);
   }
 
-  private attachControl(ws: WebSocket): void {
-    this.ws = ws;
+  /** Talk to the coordinator over `link` (`watch` starts the transport's own liveness checks, if it has any). */
+  attachControl(link: ControlLink, watch?: () => void): void {
+    this.link = link;
     this.lostSince = undefined;
-    ws.on('message', (data) => this.onRaw(rawToBytes(data)));
-    ws.on('close', (code, reason) => this.onCoordinatorClosed(code, reason.toString()));
-    ws.on('error', (err) => this.log.debug({ err }, 'coordinator link error'));
-    keepAlive(ws, this.cfg.heartbeatMs, this.cfg.heartbeatMisses, () =>
-      this.log.warn('coordinator stopped answering pings'),
-    );
+    link.messages((m) => this.onControl(m));
+    void link.closed.then((closed) => this.onCoordinatorClosed(link, closed));
+    watch?.();
     clearInterval(this.heartbeat);
     this.heartbeat = setInterval(
-      () => this.send({ type: 'heartbeat', gen: this.gen, rank: this.rank, step: this.stepsDone }),
+      () => this.send({ type: 'heartbeat', gen: this.gen, rank: this.rank, step: this.position.step }),
       this.cfg.heartbeatMs,
     );
     this.heartbeat.unref();
   }
 
-  private onRaw(bytes: Uint8Array): void {
-    let message: Message;
-    try {
-      const frame = decodeFrame(bytes);
-      if (frame.kind !== 'control') throw new ProtocolError('gradient chunk on the control link');
-      message = frame.message;
-    } catch (err) {
-      this.log.error({ err }, 'bad message from the coordinator; dropping the link');
-      this.ws?.close(CLOSE_CODES.protocolError, 'bad message');
-      return;
-    }
+  private onControl(message: Message): void {
     if ('gen' in message && message.gen < this.gen) return; // fenced: an older membership's message
     try {
       this.onMessage(message);
@@ -245,7 +249,10 @@ class WorkerSession {
   }
 
   private onMessage(m: Message): void {
-    const guard = (p: Promise<void>) => void p.catch((err: unknown) => this.fail(err));
+    const accepted = (ACCEPTS as Partial<Record<Message['type'], readonly WorkerPhase[]>>)[m.type];
+    if (!accepted) throw new ProtocolError(`'${m.type}' is not a coordinator message`);
+    if (!accepted.includes(this.phase.phase))
+      throw new ProtocolError(`'${m.type}' is not expected in phase '${this.phase.phase}'`);
     switch (m.type) {
       case 'welcome':
         return this.onWelcome(m);
@@ -254,7 +261,7 @@ class WorkerSession {
       case 'requestWeights':
         return this.atBoundary(() => this.onRequestWeights(m));
       case 'start':
-        return guard(this.onStart(m));
+        return this.onStart(m);
       case 'shard':
         return this.onShard(m);
       case 'stop':
@@ -265,20 +272,21 @@ class WorkerSession {
   }
 
   private onWelcome(m: MessageOf<'welcome'>): void {
-    this.state = 'joined';
+    this.phase.to('joined');
     this.gen = 0; // a (possibly restarted) coordinator numbers its generations afresh
-    this.log = this.cfg.log.child({ runId: m.runId });
+    this.runLog = this.cfg.log.child({ runId: m.runId });
+    this.log = this.runLog;
     this.log.info({ coordinator: this.cfg.coordinator }, 'joined the run');
   }
 
   /** A new membership: abandon the step in flight, set up the new ring, report how far this replica got. */
   private async onAssign(m: MessageOf<'assign'>): Promise<void> {
-    this.state = 'assigned';
+    this.phase.to('forming');
     this.gen = m.gen;
     this.rank = m.rank;
     this.worldSize = m.worldSize;
     this.settings = readSettings(m.config, m.modelTopology);
-    this.log = this.log.child({ gen: m.gen, rank: m.rank });
+    this.log = this.runLog.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
     this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend);
@@ -289,11 +297,19 @@ class WorkerSession {
       successor: m.successor,
       predecessorRank: m.predecessorRank,
     });
-    if (m.gen !== this.gen) return;
-    this.state = 'ready';
+    if (m.gen !== this.gen || this.stopped) return;
+    this.phase.to('ready');
     this.flushRecords();
-    this.log.info({ worldSize: m.worldSize, step: this.stepsDone, hasState: this.hasState }, 'ring links up');
-    this.send({ type: 'ready', gen: m.gen, rank: m.rank, step: this.stepsDone, hasState: this.hasState });
+    const p = this.position;
+    this.log.info({ worldSize: m.worldSize, ...p, hasState: this.hasState }, 'ring links up');
+    this.send({
+      type: 'ready',
+      gen: m.gen,
+      rank: m.rank,
+      ...p,
+      hasState: this.hasState,
+      lineage: this.hasState ? this.lineage : '',
+    });
   }
 
   /** A neighbour that vanished while the ring formed: the coordinator sees it too and re-forms; wait for that. */
@@ -301,10 +317,10 @@ class WorkerSession {
     if (this.stopped || gen !== this.gen) return; // superseded by a newer assignment
     if (err instanceof PeerLostError || err instanceof StepAbortedError) {
       this.log.warn(
-        { err: (err as Error).message, gen },
+        { err: (err as Error).message, code: (err as RingtrainError).code },
         'ring setup failed; waiting for the coordinator to re-form the ring',
       );
-      this.state = 'waiting';
+      if (this.phase.is('forming')) this.phase.to('idle');
       return;
     }
     this.fail(err);
@@ -318,20 +334,27 @@ class WorkerSession {
       type: 'weights',
       gen: m.gen,
       rank: this.rank,
-      step: this.stepsDone,
+      step: this.position.step,
       weights: float32ToBytes(weights),
       optimizer: float32ToBytes(optimizer),
     });
   }
 
-  private async onStart(m: MessageOf<'start'>): Promise<void> {
+  /** The replica state every member starts from; queued before the shards that follow it. */
+  private onStart(m: MessageOf<'start'>): void {
+    this.phase.to('synced');
+    this.loop = this.loop.then(() => this.applyStart(m)).catch((err: unknown) => this.fail(err));
+  }
+
+  private async applyStart(m: MessageOf<'start'>): Promise<void> {
+    if (m.gen !== this.gen || this.stopped) return;
     const replica = this.requireReplica();
     replica.setWeights(bytesToFloat32(m.weights));
     await replica.setOptimizerState(bytesToFloat32(m.optimizer));
-    this.stepsDone = m.step;
+    this.position = { epoch: m.epoch, consumed: m.consumed, step: m.step };
+    this.lineage = m.lineage;
     this.hasState = true;
-    this.state = 'waiting';
-    this.log.info({ epoch: m.epoch, step: m.step }, 'replica state received');
+    this.log.info({ ...this.position }, 'replica state received');
   }
 
   private onShard(m: MessageOf<'shard'>): void {
@@ -343,26 +366,14 @@ class WorkerSession {
     if (m.gen !== this.gen || this.stopped) return;
     const settings = this.settings!;
     const replica = this.requireReplica();
-    const { split, order, ids } = this.trainData(m);
     const test = this.testRange(m);
     const t = settings.train;
-    const augment = augmenterFor(t, split, m.epoch, ids);
-    const plan: ShardPlan = {
-      epoch: m.epoch,
-      order,
-      split,
-      batchSize: t.batchSize,
-      augment,
-      firstStep: m.firstStep,
-      epochSamples: m.epochSamples,
-      offset: m.offset,
-      checkEvery: settings.checkEvery,
-      nonFinite: settings.nonFinite,
-      debugDelayMs: this.cfg.debugDelayMs ?? 0,
-      schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
-    };
-    this.state = 'training';
+    const plan = this.shardPlan(m, settings);
+    this.phase.to('training');
     this.training = true;
+    let sentBefore = this.ring.sentBytes;
+    const worldSize = this.worldSize;
+    const consumedAfter = (k: number) => Math.min(m.epochSamples, m.offset + k * t.batchSize * worldSize);
     try {
       const result = await runShard(
         replica,
@@ -370,7 +381,9 @@ class WorkerSession {
         { rank: this.rank, worldSize: this.worldSize, gen: m.gen, links: this.ring, compression: settings.compression },
         {
           onStep: (r) => {
-            this.stepsDone = r.step + 1;
+            r.sentBytes = this.ring.sentBytes - sentBefore;
+            sentBefore = this.ring.sentBytes;
+            this.position = { epoch: m.epoch, consumed: consumedAfter(r.step + 1 - m.firstStep), step: r.step + 1 };
             this.record(r, settings.reportEvery);
           },
           shouldStop: () => this.stopped || m.gen !== this.gen,
@@ -391,16 +404,45 @@ class WorkerSession {
     } finally {
       this.training = false;
       await this.runBoundaryTasks();
-      if (this.state === 'training') this.state = 'waiting';
+      if (this.phase.is('training')) this.phase.to('idle');
     }
+  }
+
+  private shardPlan(m: MessageOf<'shard'>, settings: RunSettings): ShardPlan {
+    const { split, order, ids } = this.trainData(m);
+    const t = settings.train;
+    const augment = createAugmenter({
+      names: parseAugment(t.augment),
+      shape: split.shape,
+      seed: t.seed,
+      epoch: m.epoch,
+      ids,
+    });
+    return {
+      epoch: m.epoch,
+      order,
+      split,
+      batchSize: t.batchSize,
+      augment,
+      firstStep: m.firstStep,
+      epochSamples: m.epochSamples,
+      offset: m.offset,
+      checkEvery: settings.checkEvery,
+      nonFinite: settings.nonFinite,
+      debugDelayMs: this.cfg.debugDelayMs ?? 0,
+      schedule: { baseLr: t.lr, decay: t.lrDecay, scaleByWorldSize: t.scaleLr, warmupEpochs: t.warmupEpochs },
+    };
   }
 
   /** A step abandoned because the ring changed is expected; anything else ends the worker. */
   private onShardError(err: unknown, gen: number): void {
     if (this.stopped) return;
     if (err instanceof StepAbortedError || err instanceof PeerLostError || gen !== this.gen) {
-      this.log.info({ err: (err as Error).message, step: this.stepsDone }, 'step abandoned; waiting for the new ring');
-      this.state = 'waiting';
+      this.log.info(
+        { err: (err as Error).message, step: this.position.step },
+        'step abandoned; waiting for the new ring',
+      );
+      if (this.phase.is('training')) this.phase.to('idle');
       return;
     }
     this.fail(err);
@@ -455,16 +497,16 @@ class WorkerSession {
     this.end(m.exitCode);
   }
 
-  private onCoordinatorClosed(code: number, reason: string): void {
-    if (this.stopped) return;
-    this.ws = undefined;
+  private onCoordinatorClosed(link: ControlLink, { code, reason }: LinkClosed): void {
+    if (this.stopped || link !== this.link) return;
+    this.link = undefined;
     if (code === CLOSE_CODES.policyViolation || code === CLOSE_CODES.ringUnreachable) {
       this.log.error({ code, reason }, 'the coordinator refused this worker');
       return this.end(1);
     }
     this.log.warn({ code, reason }, 'lost the coordinator; reconnecting');
     this.ring.abandon('coordinator lost');
-    this.state = 'connecting';
+    this.phase.to('connecting');
     this.retryLater(0, new PeerLostError('coordinator'));
   }
 
@@ -483,21 +525,21 @@ class WorkerSession {
   }
 
   private send(m: Message): void {
-    if (this.ws) sendMessage(this.ws, m);
+    this.link?.send(m);
   }
 
   private requireReplica(): Replica {
-    if (!this.replica) throw new ProtocolError(`message before 'assign' (state ${this.state})`);
+    if (!this.replica) throw new ProtocolError(`message before 'assign' (phase ${this.phase.phase})`);
     return this.replica;
   }
 
   end(exitCode: number): void {
     if (this.stopped) return;
     this.stopped = true;
-    this.state = 'stopped';
+    this.phase.to('stopped');
     clearInterval(this.heartbeat);
     void this.ring.close();
-    this.ws?.close(1000);
+    this.link?.close(CLOSE_CODES.normal);
     this.resolveDone(exitCode);
   }
 }

@@ -124,7 +124,7 @@ function createStepInstruments(registry: Registry) {
     allreduceBytes: new Counter({
       ...r,
       name: `${PREFIX}allreduce_bytes_total`,
-      help: 'Estimated gradient bytes sent by each worker in ring allreduces',
+      help: 'Gradient bytes sent by each worker in ring allreduces, as reported by the worker',
       labelNames: ['rank'] as const,
     }),
   };
@@ -302,7 +302,9 @@ class MetricsObserver {
       m.stepDuration.observe(labels, (r.dataMs + r.computeMs + r.allreduceMs + r.applyMs) / 1000);
       m.allreduceDuration.observe(labels, r.allreduceMs / 1000);
       for (const phase of PHASES) m.phaseSeconds.inc({ ...labels, phase }, Math.max(0, r[`${phase}Ms`]) / 1000);
-      if (bytesPerStep > 0) m.allreduceBytes.inc(labels, bytesPerStep);
+      // What the worker says it sent (fp16-aware); the estimate from the parameter count only for older workers.
+      const sent = r.sentBytes ?? bytesPerStep;
+      if (sent > 0) m.allreduceBytes.inc(labels, sent);
       if (r.step > this.maxStep) {
         m.steps.inc(r.step - this.maxStep);
         this.maxStep = r.step;

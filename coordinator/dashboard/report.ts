@@ -12,7 +12,7 @@ import { pageDir } from './server.js';
 import type { DashboardSnapshot } from './views.js';
 import type { DashboardState } from './state.js';
 
-export const REPORT_FILE = 'report.html';
+const REPORT_FILE = 'report.html';
 
 /** JSON that is safe inside a <script> element: no `</script>`, no `<!--`. */
 function scriptJson(value: unknown): string {
@@ -27,7 +27,7 @@ function inlineSafe(text: string, tag: 'script' | 'style'): string {
   return text.replace(new RegExp(`</${tag}`, 'gi'), `<\\/${tag}`);
 }
 
-export function renderReport(snapshot: DashboardSnapshot): string {
+function renderReport(snapshot: DashboardSnapshot): string {
   const dir = pageDir();
   const require = createRequire(import.meta.url);
   const read = (file: string): string => fs.readFileSync(file, 'utf8');
@@ -51,7 +51,7 @@ export function renderReport(snapshot: DashboardSnapshot): string {
 }
 
 /** Write the report of `state` into `runDir` (atomically: a reader never sees half a file). */
-export function writeReport(runDir: string, state: DashboardState): string {
+function writeReport(runDir: string, state: DashboardState): string {
   const file = path.join(runDir, REPORT_FILE);
   fs.mkdirSync(runDir, { recursive: true });
   fs.writeFileSync(`${file}.tmp`, renderReport(state.snapshot()));

@@ -33,7 +33,7 @@ import { guardServer } from '../../shared/ws-util.js';
 import type { DashboardCursor, DashboardState } from './state.js';
 
 /** A trained model the page can load: model.json and the weight files it names. */
-export interface ModelSource {
+interface ModelSource {
   /** The file's bytes, or undefined when the model has no such file (404). */
   file(name: string): Promise<Buffer | undefined>;
 }

@@ -23,7 +23,7 @@ import type {
 } from './views.js';
 import { WaitTracker } from './waits.js';
 
-export { Series, type SeriesCursor, type SeriesDelta } from './series.js';
+export { Series } from './series.js';
 export type * from './views.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ export type RunPhase =
   'idle' | 'waiting' | 'starting' | 'training' | 'evaluating' | 'recovering' | 'finished' | 'failed' | 'interrupted';
 
 /** Moving averages of one worker's step phases, in milliseconds. */
-export interface PhaseTimings {
+interface PhaseTimings {
   data: number;
   compute: number;
   /** Includes the time spent waiting for the slowest ring peer. */

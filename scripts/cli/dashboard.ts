@@ -27,7 +27,7 @@ function readRun(dir: string, observe: RunObserver, follow: boolean): RunReader 
 }
 
 /** The run folders named: each --run-dir that holds a run, or the run folders inside one that does not. */
-export function findRunDirs(given: string[]): string[] {
+function findRunDirs(given: string[]): string[] {
   const dirs: string[] = [];
   for (const dir of given) {
     if (isRunDir(dir)) {

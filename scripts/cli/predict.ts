@@ -2,22 +2,10 @@
 import { Command } from 'commander';
 import { addRoleOptions, intOption, readBackend } from '../../shared/cli/options.js';
 import { COMMON_OPTIONS } from '../../shared/cli/table.js';
-import { ConfigError } from '../../shared/errors.js';
+import { decodeImageFile } from '../../shared/data/image.js';
 import { selectBackend } from '../../shared/tf/backend.js';
 import { loadModel, modelMetadata } from '../../shared/train/model-io.js';
 import { topClasses } from '../../shared/train/predict.js';
-
-type Shape = readonly [number, number, number];
-type Decoder = (file: string, options: { shape: Shape }) => Promise<{ pixels: Uint8Array; shape: Shape }>;
-
-/** shared/data/image.ts's decoder (sharp), resizing and converting each file to the model's input shape. */
-async function imageDecoder(): Promise<Decoder> {
-  // A variable specifier: the image module comes with the data formats and is loaded only by this command.
-  const specifier = '../../shared/data/image.js';
-  const mod = (await import(specifier).catch(() => ({}))) as { decodeImageFile?: Decoder };
-  if (!mod.decodeImageFile) throw new ConfigError('this build has no image decoder (shared/data/image.ts)');
-  return mod.decodeImageFile;
-}
 
 export function predictCommand(): Command {
   const cmd = new Command('predict')
@@ -31,10 +19,9 @@ export function predictCommand(): Command {
     await selectBackend(readBackend(opts));
     const model = await loadModel(String(opts.modelDir));
     const meta = modelMetadata(model);
-    const decode = await imageDecoder();
-    const shape = meta.inputShape as unknown as Shape;
+    const shape = meta.inputShape as unknown as [number, number, number];
     for (const file of files) {
-      const { pixels } = await decode(file, { shape });
+      const { pixels } = await decodeImageFile(file, { shape });
       const top = topClasses(model, pixels, shape, meta.classNames, Number(opts.top));
       const text = top.map((c) => `${c.name} ${(100 * c.probability).toFixed(1)}%`).join(', ');
       process.stdout.write(opts.json ? `${JSON.stringify({ file, top })}\n` : `${file}: ${text}\n`);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ConfigError } from '../errors.js';
 import { validateTrainConfig, type TrainConfig } from '../config.js';
-import { parseBackendChoice, type BackendChoice } from '../tf/backend.js';
+import { parseBackendChoice, type BackendChoice } from '../tf/names.js';
 import { int, type AnySpec, type Forward, type OptionTable, type Role, type ValuesOf } from './spec.js';
 import { ALL_TABLES, DATA_OPTIONS, TRAIN_OPTIONS } from './table.js';
 import { parseImageSize } from '../data/image-options.js';

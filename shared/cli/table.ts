@@ -17,11 +17,10 @@
  * The tests (test/cli-options.test.ts) check that no role has a flag twice and that launch forwards every option of
  * the coordinator and the workers or handles it itself.
  */
-import { ConfigError } from '../errors.js';
 import { COMPRESSIONS } from '../ring/allreduce.js';
-import { BACKEND_CHOICES } from '../tf/backend.js';
-import { MODEL_NAMES, parseModelSpec } from '../train/models.js';
-import { OPTIMIZER_NAMES } from '../train/optim.js';
+import { BACKEND_CHOICES } from '../tf/names.js';
+import { ConfigError } from '../errors.js';
+import { MODEL_NAMES, OPTIMIZER_NAMES, parseModelSpec } from '../train/names.js';
 import { parseAugment } from '../data/augment.js';
 import { COLOR_MODES, IMAGE_FITS, parseImageSize } from '../data/image-options.js';
 import { choice, flag, int, real, refine, text, type OptionTable } from './spec.js';
@@ -282,8 +281,15 @@ export const COORDINATOR_OPTIONS = {
   }),
   resume: flag({
     flag: 'resume',
-    help: 'continue the run in --run-dir from its newest valid checkpoint',
+    help: 'continue the run in --run-dir from its newest valid checkpoint (of the run in --run-dir/run.json)',
     default: false,
+    roles: CLUSTER,
+    forward: 'coordinator',
+  }),
+  resumeRun: text({
+    flag: 'resume-run',
+    arg: 'id',
+    help: "with --resume: accept this run's checkpoints instead of the run recorded in --run-dir/run.json",
     roles: CLUSTER,
     forward: 'coordinator',
   }),

@@ -4,19 +4,14 @@
  * convolution gradient kernels. `cpu` is pure JS: a numeric reference for tests, far too slow to train.
  */
 import * as tf from '@tensorflow/tfjs';
-import { BackendUnavailableError, ConfigError } from '../errors.js';
+import { BackendUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { loadNativeBackend, nativeBackendInfo, resolveThreads, rootReason } from './native.js';
 import { registerWasmConvGradients } from './wasm-conv-grads.js';
 
-export const BACKEND_CHOICES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
-export type BackendChoice = (typeof BACKEND_CHOICES)[number];
-export type BackendName = Exclude<BackendChoice, 'auto'>;
+import type { BackendChoice, BackendName } from './names.js';
 
-export function parseBackendChoice(value: string): BackendChoice {
-  if ((BACKEND_CHOICES as readonly string[]).includes(value)) return value as BackendChoice;
-  throw new ConfigError(`--backend must be one of ${BACKEND_CHOICES.join(', ')}, got '${value}'`);
-}
+export { BACKEND_CHOICES, parseBackendChoice, type BackendChoice, type BackendName } from './names.js';
 
 async function loadTensorflow(threads?: number): Promise<void> {
   loadNativeBackend({ threads });

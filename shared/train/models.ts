@@ -5,10 +5,9 @@
  * User models (model-spec.ts) take the same shape: their topology is the logits model's, softmax added for saving.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ModelUnknownError } from '../errors.js';
+import { type ModelName } from './names.js';
 
-export const MODEL_NAMES = ['lenet5', 'keras-cnn', 'mlp'] as const;
-export type ModelName = (typeof MODEL_NAMES)[number];
+export { MODEL_NAMES, isModelName, parseModelName, type ModelName } from './names.js';
 
 /** What a model is built for: one image's [height, width, channels] and the number of classes. */
 export interface ModelShape {
@@ -65,27 +64,6 @@ const mlp: LayerStack = (input, init, numClasses) => {
 };
 
 const STACKS: Record<ModelName, LayerStack> = { lenet5, 'keras-cnn': kerasCnn, mlp };
-
-export function isModelName(value: string): value is ModelName {
-  return (MODEL_NAMES as readonly string[]).includes(value);
-}
-
-export function parseModelName(value: string): ModelName {
-  if (isModelName(value)) return value;
-  throw new ModelUnknownError(value, MODEL_NAMES);
-}
-
-/**
- * `--model`: a built-in name, or something that reads as a file path (a separator, or a .js/.mjs/.cjs/.json name).
- * Anything else is an unknown model name (ModelUnknownError lists the known ones); whether the file exists and holds
- * a usable model is checked where it is read (model-spec.ts), on the coordinator or `ringtrain train`.
- */
-export function parseModelSpec(value: string): string {
-  if (isModelName(value)) return value;
-  const pathLike = /[/\\]/.test(value) || /\.(m|c)?js$|\.json$/.test(value);
-  if (!pathLike || value.length > 4096) throw new ModelUnknownError(value, [...MODEL_NAMES, 'or a .mjs/.json path']);
-  return value;
-}
 
 /** A probabilities model over the logits model's layers (shared, not copied): what gets saved and served. */
 export function withSoftmax(logitsModel: tf.LayersModel, name: string): tf.LayersModel {

@@ -4,10 +4,9 @@
  * optionally scaled by world size with a linear warmup (Goyal et al. 2017, as Horovod recommends).
  */
 import * as tf from '@tensorflow/tfjs';
-import { ConfigError } from '../errors.js';
+import type { OptimizerName } from './names.js';
 
-export const OPTIMIZER_NAMES = ['adam', 'sgd', 'adadelta'] as const;
-export type OptimizerName = (typeof OPTIMIZER_NAMES)[number];
+export { DEFAULT_LR, OPTIMIZER_NAMES, parseOptimizerName, type OptimizerName } from './names.js';
 
 export interface OptimizerOptions {
   name: OptimizerName;
@@ -15,14 +14,6 @@ export interface OptimizerOptions {
   /** SGD momentum (0 = plain SGD). */
   momentum?: number;
 }
-
-export function parseOptimizerName(value: string): OptimizerName {
-  if ((OPTIMIZER_NAMES as readonly string[]).includes(value)) return value as OptimizerName;
-  throw new ConfigError(`--optimizer must be one of ${OPTIMIZER_NAMES.join(', ')}, got '${value}'`);
-}
-
-/** Default learning rates, chosen so that LeNet-5 reaches 99% on MNIST in a few epochs with each. */
-export const DEFAULT_LR: Record<OptimizerName, number> = { adam: 2e-3, sgd: 0.05, adadelta: 1.0 };
 
 export function createOptimizer(opts: OptimizerOptions): tf.Optimizer {
   switch (opts.name) {

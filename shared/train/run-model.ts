@@ -11,6 +11,7 @@
  */
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-cpu';
 import type { TrainConfig } from '../config.js';
 import type { Dataset } from '../data/dataset.js';
 import { PREPROCESSING, saveModel, type ModelMetadata } from './model-io.js';

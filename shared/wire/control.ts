@@ -38,6 +38,8 @@ function stepRecord(r: FieldReader): StepRecord {
   const paramHash = r.optionalString('paramHash');
   if (paramHash !== undefined) record.paramHash = paramHash;
   if (r.optionalBoolean('nonFinite')) record.nonFinite = true;
+  const sentBytes = r.optionalInt('sentBytes');
+  if (sentBytes !== undefined) record.sentBytes = sentBytes;
   return record;
 }
 
@@ -167,6 +169,9 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     rank: r.int('rank'),
     step: r.int('step'),
     hasState: r.boolean('hasState'),
+    epoch: r.int('epoch'),
+    consumed: r.int('consumed'),
+    lineage: r.string('lineage'),
   }),
   heartbeat: (r) => ({ type: 'heartbeat', gen: r.int('gen'), rank: r.int('rank', -1), step: r.int('step') }),
   stall: (r) => ({
@@ -229,6 +234,8 @@ const validators: { [T in MessageType]: (r: FieldReader) => MessageOf<T> } = {
     gen: r.gen(),
     epoch: r.int('epoch'),
     step: r.int('step'),
+    consumed: r.int('consumed'),
+    lineage: r.string('lineage'),
     weights: r.bytes('weights', 4),
     optimizer: r.bytes('optimizer', 4),
   }),

@@ -65,6 +65,10 @@ export class FieldReader {
     return value;
   }
 
+  optionalInt(key: string): number | undefined {
+    return this.raw(key) === undefined ? undefined : this.int(key);
+  }
+
   optionalString(key: string): string | undefined {
     return this.raw(key) === undefined ? undefined : this.string(key);
   }

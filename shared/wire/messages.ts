@@ -51,9 +51,11 @@ export interface HelloMessage {
   auth: Uint8Array;
 }
 /**
- * The worker's ring links are up. `step` is the number of global steps its replica has applied, meaningful when
- * `hasState` (a worker that joined mid-run has no state yet); the coordinator restores every replica from the most
- * advanced one, so no completed step is lost when the membership changes.
+ * The worker's ring links are up. When `hasState`, its replica has applied `step` global steps, standing at
+ * (`epoch`, `consumed` samples of that epoch's order), in the history `lineage` (an id the coordinator handed out
+ * with the state; see coordinator/restore.ts). A worker that joined mid-run has no state yet (lineage ''). The
+ * coordinator restores every replica from the most advanced one of the current lineage, so no completed step is lost
+ * when the membership changes, nor when a restarted coordinator resumes.
  */
 export interface ReadyMessage {
   type: 'ready';
@@ -61,6 +63,9 @@ export interface ReadyMessage {
   rank: number;
   step: number;
   hasState: boolean;
+  epoch: number;
+  consumed: number;
+  lineage: string;
 }
 /** Liveness, every heartbeat interval; `gen` 0 and `rank` -1 before the worker is part of a ring. */
 export interface HeartbeatMessage {
@@ -110,6 +115,8 @@ export interface StepRecord {
   paramHash?: string;
   /** The averaged gradients held NaN/Inf; every replica skipped this update. */
   nonFinite?: boolean;
+  /** Gradient bytes this worker sent to its ring successor in the step (frames as sent: fp16 halves them). */
+  sentBytes?: number;
 }
 export interface MetricsMessage {
   type: 'metrics';
@@ -180,12 +187,14 @@ export interface AssignMessage {
   /** The model's topology (layers model JSON) the coordinator built once: workers need no copy of a user's module. */
   modelTopology?: string;
 }
-/** `optimizer` may be empty (fresh optimizer state). */
+/** `optimizer` may be empty (fresh optimizer state). The state stands at (epoch, consumed, step) of `lineage`. */
 export interface StartMessage {
   type: 'start';
   gen: number;
   epoch: number;
   step: number;
+  consumed: number;
+  lineage: string;
   weights: Uint8Array;
   optimizer: Uint8Array;
 }

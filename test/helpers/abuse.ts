@@ -55,7 +55,10 @@ export function notHandshakes(): Array<[string, Uint8Array | string]> {
     ['a hello of protocol version 2', Uint8Array.from([FrameKind.control, 2, ...validHello.subarray(2)])],
     ['a hello with wrong field types', controlFrame({ ...hello(new Uint8Array(32)), ringPort: 'http', hasData: -1.5 })],
     ['a gradient chunk', chunk(1, [1, 2, 3])],
-    ["a 'ready' instead of the answer", encodeMessage({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false })],
+    [
+      "a 'ready' instead of the answer",
+      encodeMessage({ type: 'ready', gen: 1, rank: 0, step: 0, hasState: false, epoch: 0, consumed: 0, lineage: '' }),
+    ],
     [
       "a 'welcome' (the wrong direction)",
       encodeMessage({ type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'x', runId: 'y' }),
