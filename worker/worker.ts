@@ -411,13 +411,7 @@ class WorkerSession {
   private shardPlan(m: MessageOf<'shard'>, settings: RunSettings): ShardPlan {
     const { split, order, ids } = this.trainData(m);
     const t = settings.train;
-    const augment = createAugmenter({
-      names: parseAugment(t.augment),
-      shape: split.shape,
-      seed: t.seed,
-      epoch: m.epoch,
-      ids,
-    });
+    const augment = augmenterFor(t, split, m.epoch, ids);
     return {
       epoch: m.epoch,
       order,

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { OptimizerName } from './names.js';
 
-export { DEFAULT_LR, OPTIMIZER_NAMES, parseOptimizerName, type OptimizerName } from './names.js';
+export { parseOptimizerName, type OptimizerName } from './names.js';
 
 export interface OptimizerOptions {
   name: OptimizerName;
