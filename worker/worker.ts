@@ -114,7 +114,8 @@ interface RunSettings {
   modelTopology?: string;
 }
 
-class WorkerSession {
+/** Exported for the unit tests, which drive it over an in-memory ControlLink (attachControl) with no coordinator. */
+export class WorkerSession {
   private readonly phase = new PhaseMachine<WorkerPhase>('worker', 'connecting', WORKER_PHASES);
   private readonly id = randomUUID();
   private gen = 0;
