@@ -87,7 +87,7 @@ async function runCoordinator(opts: Opts): Promise<void> {
   for (const signal of ['SIGINT', 'SIGTERM'] as const)
     process.once(signal, () => void handle.close(`interrupted by ${signal}`));
   const summary = await handle.done;
-  await handle.close();
+  await handle.shutDown;
   progress.line(summaryLine(summary));
   exitWhenDone(Promise.resolve(exitCodeOfOutcome(summary.outcome)));
 }

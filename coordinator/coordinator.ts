@@ -31,25 +31,10 @@ import { chooseRestore } from './restore.js';
 import { RunState } from './run-state.js';
 import { summarize } from './summary.js';
 import { RUN_PHASES, type ClusterSummary, type CoordinatorDeps, type HeldStateRecord } from './run-types.js';
-import type { RunPhase } from './run-types.js';
+import type { RunPhase, WorkerRecord } from './run-types.js';
+import { EndLinger } from './linger.js';
+import { LateRecords } from './late-records.js';
 import { StallInspector } from './stall.js';
-
-interface WorkerRecord {
-  id: string;
-  link: ControlLink;
-  host: string;
-  ringHost: string;
-  ringPort: number;
-  hasData: boolean;
-  backend: string;
-  rank: number;
-  /** The generation whose membership first included it (a newcomer of the current ring when equal to it). */
-  since: number;
-  ready?: MessageOf<'ready'>;
-  lastSeen: number;
-  evicted: boolean;
-  log: Logger;
-}
 
 const pick = ({ id, rank, host, backend }: WorkerRecord) => ({ id, rank, host, backend });
 
@@ -93,6 +78,8 @@ export class Coordinator {
     heartbeatMs: () => this.d.opts.heartbeatMs,
   });
   private finalModel?: FinalModelFetch;
+  private readonly linger = new EndLinger();
+  private readonly late = new LateRecords();
 
   constructor(private readonly d: CoordinatorDeps) {
     this.log = d.log;
@@ -139,7 +126,8 @@ export class Coordinator {
 
   /** An authenticated link: its hello was verified by the admission step. */
   admit(link: ControlLink, hello: MessageOf<'hello'>): void {
-    if (this.phase.is('ended')) return void link.close(CLOSE_CODES.goingAway, 'run ended');
+    this.linger.returned(hello.workerId);
+    if (this.phase.is('ended')) return void link.close(CLOSE_CODES.runEnded, 'run ended');
     if (this.ringHealth.turnedAway(link, hello)) return;
     const refusal = joinRefusal(hello, this.d.dataInfo, [...this.workers][0]?.backend);
     if (refusal) {
@@ -195,6 +183,7 @@ export class Coordinator {
     if (m.type === 'heartbeat') return this.onHeartbeat(worker, m);
     if (!('gen' in m) || !('rank' in m)) throw new ProtocolError(`'${m.type}' is not expected from a worker now`);
     if (m.gen !== this.gen || m.rank !== worker.rank) {
+      if (m.type === 'metrics' && this.late.isLate(worker.id, m)) return this.keepLate(this.late.take(m));
       worker.log.debug({ gen: m.gen, current: this.gen, type: m.type }, 'dropping a message of another generation');
       return;
     }
@@ -216,7 +205,7 @@ export class Coordinator {
       case 'ringLinkDown':
         return this.ringHealth.onLinkDown(worker, m);
       case 'failed':
-        return this.onFailed(worker, m);
+        return this.finish('failed', `rank ${worker.rank} failed: ${m.message} [${m.code}]`);
       default:
         throw new ProtocolError(`'${m.type}' is not a worker message`);
     }
@@ -230,6 +219,7 @@ export class Coordinator {
   private reform(reason: string): void {
     if (this.phase.is('ended') || this.finalModel) return;
     const before = new Set(this.members);
+    this.late.replaced(this.gen, this.members);
     this.gen++;
     this.syncFrom = undefined;
     this.checkpointAsked = false;
@@ -396,6 +386,7 @@ export class Coordinator {
   private broadcastState(weights: Uint8Array, optimizer: Uint8Array, pos: Position): void {
     this.position = pos;
     this.state.newGeneration(this.members.length, pos.step);
+    this.keepLate(this.late.started(pos.step));
     for (const w of this.members) {
       w.link.send({
         type: 'start',
@@ -439,6 +430,14 @@ export class Coordinator {
     this.emit({ kind: 'steps', gen: msg.gen, rank: worker.rank, records: msg.records });
     if (mismatched.length > 0) this.notice('error', 'replica parameters differ between workers', { steps: mismatched });
     if (this.d.opts.checkpointEvery > 0 && this.state.lastStep + 1 >= this.nextCheckpointStep) this.requestCheckpoint();
+  }
+
+  /** Reports of the replaced generation's committed steps (late-records.ts): counted and recorded, never judged. */
+  private keepLate(reports: Array<MessageOf<'metrics'>>): void {
+    for (const r of reports) {
+      this.state.addRecords(r.rank, r.records, { late: true });
+      this.emit({ kind: 'steps', gen: r.gen, rank: r.rank, records: r.records });
+    }
   }
 
   private requestCheckpoint(): void {
@@ -537,15 +536,13 @@ export class Coordinator {
   private evict(w: WorkerRecord, reason: string): void {
     this.notice('warn', `evicting worker rank ${w.rank} (${w.host}): ${reason}`, { rank: w.rank, workerId: w.id });
     w.evicted = true; // once; its link's close re-forms the ring
+    this.linger.evicted(w.id);
     w.link.close(CLOSE_CODES.evicted, 'evicted');
-  }
-
-  private onFailed(worker: WorkerRecord, msg: MessageOf<'failed'>): void {
-    this.finish('failed', `rank ${worker.rank} failed: ${msg.message} [${msg.code}]`);
   }
 
   private onClose(worker: WorkerRecord, closed: LinkClosed): void {
     if (!this.workers.delete(worker)) return;
+    this.linger.linkClosed();
     const member = this.members.includes(worker);
     const ended = this.phase.is('ended');
     this.emit({
@@ -573,6 +570,12 @@ export class Coordinator {
     }
   }
 
+  /** After the end: resolves once every worker has been told (linger.ts), within --linger-ms; `cut` ends it now. */
+  lingerAfterEnd(cut = false): Promise<void> {
+    if (cut) this.linger.cut();
+    return this.linger.settle(() => this.workers.size, this.d.opts.lingerMs);
+  }
+
   private buildSummary(outcome: ClusterSummary['outcome'], reason: string): ClusterSummary {
     const backends = [...new Set(this.members.map((w) => w.backend))];
     const run = { runId: this.runId, model: this.d.train.model, gen: this.gen, position: this.position };
@@ -585,12 +588,7 @@ export class Coordinator {
   }
 
   status(): { runId: string; phase: RunPhase; generation: number; position: Position; workers: number } {
-    return {
-      runId: this.runId,
-      phase: this.phase.phase,
-      generation: this.gen,
-      position: this.position,
-      workers: this.workers.size,
-    };
+    const { runId, gen: generation, position } = this;
+    return { runId, phase: this.phase.phase, generation, position, workers: this.workers.size };
   }
 }

@@ -86,8 +86,11 @@ export class RunState {
     return p;
   }
 
-  /** Fold in one worker's step records; returns the steps whose replica hashes disagreed. */
-  addRecords(rank: number, records: readonly StepRecord[]): number[] {
+  /**
+   * Fold in one worker's step records; returns the steps whose replica hashes disagreed. `late` records belong to a
+   * replaced generation: they count, but its ring and hash checks are over.
+   */
+  addRecords(rank: number, records: readonly StepRecord[], { late = false } = {}): number[] {
     const mismatched: number[] = [];
     for (const r of records) {
       const p = this.progress(r.epoch);
@@ -103,6 +106,7 @@ export class RunState {
       this.lastStep = Math.max(this.lastStep, r.step);
       this.latestLoss = r.loss;
       if (r.nonFinite) this.nonFiniteSteps++;
+      if (late) continue;
       this.waits.add(this.rings, rank, r);
       if (r.paramHash !== undefined && this.checkHash(r.step, rank, r.paramHash) === false) mismatched.push(r.step);
     }

@@ -3,8 +3,9 @@ import type { Compression } from '../shared/ring/allreduce.js';
 import type { TrainConfig } from '../shared/config.js';
 import type { Dataset } from '../shared/data/dataset.js';
 import type { CoordinatorModel } from '../shared/train/run-model.js';
-import type { DatasetInfo } from '../shared/wire/protocol.js';
+import type { ControlLink } from '../shared/control-link.js';
 import type { Logger } from '../shared/log.js';
+import type { DatasetInfo, MessageOf } from '../shared/wire/protocol.js';
 import type { Transitions } from '../shared/phases.js';
 import type { CheckpointMeta } from './checkpoints.js';
 import type { Position } from './epoch-plan.js';
@@ -29,6 +30,8 @@ export interface CoordinatorOptions {
   ringFormTimeoutMs: number;
   /** Checkpoint every this many steps (0 = only at the end of every epoch). */
   checkpointEvery: number;
+  /** After the end, how long to wait for evicted workers to come back and learn it (they would retry otherwise). */
+  lingerMs: number;
   nonFinite: 'skip' | 'abort';
   /** Gradient wire encoding the workers use (`--compression`); default 'none'. */
   compression?: Compression;
@@ -99,4 +102,22 @@ export interface CoordinatorDeps {
   /** For debugging traces only; facts go to the event stream. */
   log: Logger;
   observers: RunObserver[];
+}
+
+/** A worker the coordinator holds a control link to. */
+export interface WorkerRecord {
+  id: string;
+  link: ControlLink;
+  host: string;
+  ringHost: string;
+  ringPort: number;
+  hasData: boolean;
+  backend: string;
+  rank: number;
+  /** The generation whose membership first included it (a newcomer of the current ring when equal to it). */
+  since: number;
+  ready?: MessageOf<'ready'>;
+  lastSeen: number;
+  evicted: boolean;
+  log: Logger;
 }

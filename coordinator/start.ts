@@ -74,6 +74,7 @@ export const COORDINATOR_DEFAULTS = {
   stallAbortMs: 60_000,
   ringFormTimeoutMs: 60_000,
   checkpointEvery: 0,
+  lingerMs: 15_000,
   checkpointKeep: 3,
   nonFinite: 'skip' as const,
   compression: 'none' as const,
@@ -89,6 +90,9 @@ export interface CoordinatorHandle {
   dashboardUrl?: string;
   /** Resolves when the run ends (finished, failed or closed). */
   done: Promise<ClusterSummary>;
+  /** Resolves once the coordinator has shut down after the end (every worker told, or --linger-ms passed). */
+  shutDown: Promise<void>;
+  /** End the run now if it still goes on, cut the linger short and shut down. */
   close(reason?: string): Promise<ClusterSummary>;
 }
 
@@ -260,14 +264,16 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   cfg.log.info({ host: cfg.host, port, runId, minWorkers: cfg.minWorkers, tls: !!cfg.tls }, 'coordinator listening');
   let closing: Promise<void> | undefined;
   const shutdown = (): Promise<void> => (closing ??= closeServer(server, wss).then(() => outputs.close()));
-  void coord.done.then(() => shutdown());
+  const shutDown = coord.done.then(() => coord.lingerAfterEnd()).then(() => shutdown());
   return {
     port,
     runId,
     ...(outputs.url ? { dashboardUrl: outputs.url } : {}),
     done: coord.done,
+    shutDown,
     async close(reason = 'closed') {
       coord.finish('interrupted', reason);
+      await coord.lingerAfterEnd(true);
       await shutdown();
       return coord.done;
     },

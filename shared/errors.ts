@@ -255,6 +255,8 @@ export const CLOSE_CODES = {
   evicted: 4003,
   /** Turned away: the other workers could not reach this worker's ring address (fix --advertise / --listen). */
   ringUnreachable: 4004,
+  /** The run ended while this worker was away (evicted, or reconnecting): nothing to rejoin, exit. */
+  runEnded: 4005,
 } as const;
 
 /** Map an error to the close code a link is closed with. */

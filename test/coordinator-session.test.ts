@@ -29,6 +29,7 @@ const OPTS: CoordinatorOptions = {
   stallGraceMs: 30,
   ringFormTimeoutMs: 60_000,
   checkpointEvery: 0,
+  lingerMs: 5_000,
   nonFinite: 'skip',
 };
 
@@ -350,4 +351,68 @@ describe('coordinator session over in-memory links', () => {
     assert.equal(await a.gone(), CLOSE_CODES.evicted);
     assert.ok(h.notices('warn').some((n) => /no heartbeat/.test(n)));
   });
+
+  test('after the end it lingers until an evicted worker dials back, tells it the run ended, then shuts down', async () => {
+    const h = harness({}, { epochs: 1 });
+    const a = h.worker('a');
+    await a.next('start');
+    const record = [...h.coord['workers']].find((w) => w.id === 'a')!;
+    h.coord['evict'](record, 'stopped by the test');
+    assert.equal(await a.gone(), CLOSE_CODES.evicted);
+    const b = h.worker('b');
+    b.train = true;
+    assert.equal((await within(h.coord.done)).outcome, 'finished');
+    await b.next('stop');
+    b.link.close();
+    let lingered = true;
+    const shutDown = h.coord.lingerAfterEnd().then(() => (lingered = false));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(lingered, 'still waiting for the evicted worker');
+    const back = h.worker('a');
+    assert.equal(await back.gone(), CLOSE_CODES.runEnded);
+    await within(shutDown, 1_000);
+  });
+
+  test('the linger ends at --linger-ms when an evicted worker never comes back, and at once when cut', async () => {
+    const h = harness({ lingerMs: 100 }, { epochs: 1 });
+    const a = h.worker('a');
+    await a.next('start');
+    h.coord['evict']([...h.coord['workers']][0]!, 'gone for good');
+    const b = h.worker('b');
+    b.train = true;
+    await within(h.coord.done);
+    await b.next('stop');
+    b.link.close();
+    const t0 = Date.now();
+    await within(h.coord.lingerAfterEnd(), 2_000);
+    assert.ok(Date.now() - t0 >= 90, 'waited for the evicted worker');
+    await within(h.coord.lingerAfterEnd(true), 50);
+  });
+
+  test("a replaced generation's late step report is kept for the steps before the next one's start", async () => {
+    const h = harness({ minWorkers: 2 });
+    const [a, b] = [h.worker('a'), h.worker('b')];
+    await until('training', () => [a, b].every((w) => w.all('shard').length > 0));
+    a.steps(0, 3);
+    b.steps(0, 1);
+    await until('step 0', () => h.events.some((e) => e.kind === 'steps' && e.rank === 1));
+    const c = h.worker('c');
+    await c.next('assign');
+    b.report(1, 1, 1, 2); // crosses the new assign: held until the new generation's start is known
+    const start = await c.next('start');
+    assert.equal(start.step, 3, 'restored from the most advanced survivor');
+    b.report(1, 1, 2, 5); // steps 3 and 4 are past the start: never committed
+    b.report(1, 0, 2, 3); // not b's place in generation 1
+    await until('late steps', () => lateSteps(h).length >= 2);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(lateSteps(h), [1, 2]);
+  });
 });
+
+/** Steps rank 1 reported under generation 1 after generation 2 was assigned. */
+function lateSteps(h: Harness): number[] {
+  const assigned = h.events.findIndex((e) => e.kind === 'ringFormed' && e.gen === 2);
+  return h.events
+    .slice(assigned)
+    .flatMap((e) => (e.kind === 'steps' && e.gen === 1 && e.rank === 1 ? e.records.map((r) => r.step) : []));
+}

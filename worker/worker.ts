@@ -98,11 +98,7 @@ export interface WorkerHandle {
 }
 
 /** Where a replica stands: its epoch, the samples of that epoch's order it consumed, global steps applied. */
-interface ReplicaPosition {
-  epoch: number;
-  consumed: number;
-  step: number;
-}
+type ReplicaPosition = { epoch: number; consumed: number; step: number };
 
 interface RunSettings {
   train: TrainConfig;
@@ -129,7 +125,8 @@ export class WorkerSession {
   private lineage = '';
   private link?: ControlLink;
   private lostSince?: number;
-  private pendingRecords: StepRecord[] = [];
+  /** Step records not yet reported, with the generation and rank they were trained under. */
+  private pending: { gen: number; rank: number; records: StepRecord[] } = { gen: 0, rank: 0, records: [] };
   private boundaryTasks: Array<() => Promise<void>> = [];
   private loop: Promise<void> = Promise.resolve();
   private training = false;
@@ -275,6 +272,7 @@ export class WorkerSession {
   private onWelcome(m: MessageOf<'welcome'>): void {
     this.phase.to('joined');
     this.gen = 0; // a (possibly restarted) coordinator numbers its generations afresh
+    this.pending = { gen: 0, rank: 0, records: [] }; // the old numbering means nothing to it
     this.runLog = this.cfg.log.child({ runId: m.runId });
     this.log = this.runLog;
     this.log.info({ coordinator: this.cfg.coordinator }, 'joined the run');
@@ -374,6 +372,7 @@ export class WorkerSession {
     this.training = true;
     let sentBefore = this.ring.sentBytes;
     const worldSize = this.worldSize;
+    const trainedIn = { gen: m.gen, rank: this.rank };
     const consumedAfter = (k: number) => Math.min(m.epochSamples, m.offset + k * t.batchSize * worldSize);
     try {
       const result = await runShard(
@@ -385,7 +384,7 @@ export class WorkerSession {
             r.sentBytes = this.ring.sentBytes - sentBefore;
             sentBefore = this.ring.sentBytes;
             this.position = { epoch: m.epoch, consumed: consumedAfter(r.step + 1 - m.firstStep), step: r.step + 1 };
-            this.record(r, settings.reportEvery);
+            this.record(r, settings.reportEvery, trainedIn);
           },
           shouldStop: () => this.stopped || m.gen !== this.gen,
           atBoundary: () => this.runBoundaryTasks(),
@@ -474,17 +473,22 @@ export class WorkerSession {
     return { split: this.data.test, start: m.testStart, end: m.testEnd };
   }
 
-  private record(r: StepRecord, reportEvery: number): void {
+  private record(r: StepRecord, reportEvery: number, trainedIn: { gen: number; rank: number }): void {
     if (r.nonFinite)
       this.log.warn({ step: r.step }, 'non-finite averaged gradients; every replica skipped this update');
-    this.pendingRecords.push(r);
-    if (this.pendingRecords.length >= reportEvery) this.flushRecords();
+    if (this.pending.gen !== trainedIn.gen || this.pending.rank !== trainedIn.rank) {
+      this.flushRecords();
+      this.pending = { ...trainedIn, records: [] };
+    }
+    this.pending.records.push(r);
+    if (this.pending.records.length >= reportEvery) this.flushRecords();
   }
 
+  /** Records travel under the generation they were trained in: the coordinator keeps a replaced one's late report. */
   private flushRecords(): void {
-    if (this.pendingRecords.length === 0 || this.gen === 0) return;
-    this.send({ type: 'metrics', gen: this.gen, rank: this.rank, records: this.pendingRecords });
-    this.pendingRecords = [];
+    const { gen, rank, records } = this.pending;
+    if (records.length > 0 && gen > 0) this.send({ type: 'metrics', gen, rank, records });
+    this.pending = { gen, rank, records: [] };
   }
 
   private onStop(m: MessageOf<'stop'>): void {
@@ -498,6 +502,10 @@ export class WorkerSession {
     if (code === CLOSE_CODES.policyViolation || code === CLOSE_CODES.ringUnreachable) {
       this.log.error({ code, reason }, 'the coordinator refused this worker');
       return this.end(1);
+    }
+    if (code === CLOSE_CODES.runEnded) {
+      this.log.info({ code, reason }, 'the run ended while this worker was away');
+      return this.end(0);
     }
     this.log.warn({ code, reason }, 'lost the coordinator; reconnecting');
     this.ring.abandon('coordinator lost');

@@ -204,6 +204,9 @@ class ChaosRun {
         path.join(dir, 'summary.json'),
         '--heartbeat-misses',
         String(HEARTBEAT_MISSES),
+        // Longer than the longest SIGSTOP: a worker stopped across the end of the run still learns it ended.
+        '--linger-ms',
+        '30000',
         '--quiet',
       ],
       workerArgs: ['--backend', 'cpu', '--heartbeat-misses', String(HEARTBEAT_MISSES)],

@@ -262,6 +262,14 @@ export const COORDINATOR_OPTIONS = {
     roles: CLUSTER,
     forward: 'coordinator',
   }),
+  lingerMs: int({
+    flag: 'linger-ms',
+    arg: 'ms',
+    help: 'after the run ends, wait this long for workers it evicted as unresponsive to learn the end',
+    default: 15_000,
+    roles: CLUSTER,
+    forward: 'coordinator',
+  }),
   checkpointEvery: int({
     flag: 'checkpoint-every',
     arg: 'steps',

@@ -98,6 +98,12 @@ export class FakeWorker {
 
   /** Report steps [from, to) as trained under the current generation. */
   steps(from: number, to: number, epoch = 0): void {
+    this.state = { ...this.state, step: to };
+    this.report(this.gen, this.rank, from, to, epoch);
+  }
+
+  /** Report steps [from, to) as trained under generation `gen` at `rank` (a late report, when it is an old one). */
+  report(gen: number, rank: number, from: number, to: number, epoch = 0): void {
     const records = [];
     for (let step = from; step < to; step++) {
       records.push({
@@ -113,8 +119,7 @@ export class FakeWorker {
         startedAt: 1,
       });
     }
-    this.state = { ...this.state, step: to };
-    this.link.send({ type: 'metrics', gen: this.gen, rank: this.rank, records });
+    this.link.send({ type: 'metrics', gen, rank, records });
   }
 
   private trainShard(m: MessageOf<'shard'>): void {
