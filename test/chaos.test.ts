@@ -70,6 +70,9 @@ describe('chaos checks', () => {
       checkProcesses([...ends, { name: 'worker-2', killedBySchedule: false, code: 1, signal: null }]).ok,
       false,
     );
+    const late = { name: 'worker-3', killedBySchedule: false, tooLate: true, code: null, signal: 'SIGKILL' };
+    assert.ok(checkProcesses([...ends, late]).ok, 'a worker started after the end, which never joined');
+    assert.equal(checkProcesses([...ends, { ...late, tooLate: false }]).ok, false);
     assert.ok(checkFinished({ outcome: 'finished', testAccuracy: 0.9 }, 0.85).ok);
     assert.equal(checkFinished({ outcome: 'finished', testAccuracy: 0.8 }, 0.85).ok, false);
     assert.equal(checkFinished({ outcome: 'failed', testAccuracy: 0.9 }, 0.85).ok, false);

@@ -267,6 +267,7 @@ class ChaosRun {
         this.cluster.kill(w);
         const delay = between(this.rng, 1_000, 5_000);
         await sleep(delay);
+        if (this.runOver()) return { target: w.name, detail: 'SIGKILL; the run ended before a replacement was due' };
         const n = await this.cluster.startWorker();
         return { target: w.name, detail: `SIGKILL, ${n.name} joined ${delay} ms later` };
       }
@@ -366,6 +367,8 @@ class ChaosRun {
     // Workers get 'stop' when the run ends; give them a moment to exit on their own, then end the stragglers.
     const workersDone = Promise.all(this.cluster.liveWorkers().map((w) => w.exited));
     await Promise.race([workersDone, sleep(30_000)]);
+    // A worker started just as the run ended may never have reached it, and retries for a coordinator that is gone.
+    for (const w of this.cluster.liveWorkers()) w.tooLate = !this.cluster.joinedRun(w);
     await this.cluster.shutdown();
     this.metrics.poll();
   }
@@ -378,6 +381,7 @@ class ChaosRun {
     const ends = this.cluster.procs.map((p) => ({
       name: p.name,
       killedBySchedule: p.killedBySchedule,
+      tooLate: p.tooLate ?? false,
       code: p.exit?.code ?? null,
       signal: p.exit?.signal ?? null,
     }));

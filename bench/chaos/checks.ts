@@ -36,6 +36,8 @@ export interface RunSummaryLike {
 export interface ProcessEnd {
   name: string;
   killedBySchedule: boolean;
+  /** A worker started as the run ended, which never joined it: no coordinator was left to tell it. */
+  tooLate?: boolean;
   code: number | null;
   signal: string | null;
 }
@@ -141,13 +143,17 @@ export function checkHashes(lines: StepLine[], summary: RunSummaryLike | undefin
 
 /** No process died except those the schedule killed: every other one exited 0. */
 export function checkProcesses(ends: ProcessEnd[]): CheckResult {
-  const bad = ends.filter((e) => !e.killedBySchedule && e.code !== 0);
+  const bad = ends.filter((e) => !e.killedBySchedule && !e.tooLate && e.code !== 0);
+  const count = (f: (e: ProcessEnd) => boolean | undefined) => ends.filter(f).length;
+  const late = count((e) => e.tooLate);
   return {
     name: 'no process died except those the schedule killed',
     ok: bad.length === 0,
     detail:
       bad.length === 0
-        ? `${ends.length} processes, ${ends.filter((e) => e.killedBySchedule).length} killed by the schedule, the rest exited 0`
+        ? `${ends.length} processes, ${count((e) => e.killedBySchedule)} killed by the schedule` +
+          (late ? `, ${late} started after the run ended and ended by the driver` : '') +
+          ', the rest exited 0'
         : bad.map((e) => `${e.name} ended with ${e.code ?? e.signal}`).join('; '),
   };
 }

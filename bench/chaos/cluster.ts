@@ -20,6 +20,8 @@ export interface ProcRecord {
   startedAt: number;
   /** Set when the schedule killed it (SIGKILL), so its death is not a failure. */
   killedBySchedule: boolean;
+  /** A worker that never joined the run (see joinedRun), ended by the driver. */
+  tooLate?: boolean;
   stopped: boolean;
   exit?: { code: number | null; signal: NodeJS.Signals | null; at: number };
   exited: Promise<void>;
@@ -59,6 +61,15 @@ export class Cluster {
   }
 
   /** Workers whose process is running (stopped ones included). */
+  /** Whether a worker's log says it joined the run. */
+  joinedRun(rec: ProcRecord): boolean {
+    try {
+      return fs.readFileSync(path.join(this.opts.dir, `${rec.name}.log.jsonl`), 'utf8').includes('"joined the run"');
+    } catch {
+      return false;
+    }
+  }
+
   liveWorkers(): ProcRecord[] {
     return this.procs.filter((p) => p.role === 'worker' && !p.exit);
   }
