@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
 import { resolveThreads } from '../shared/tf/native.js';
 import { availableBackends } from './helpers/backends.js';
 import { killAll, readJsonLines, runCli, tempDir } from './helpers/procs.js';
@@ -118,6 +119,28 @@ describe('native backend set-up', { timeout: 180_000 }, () => {
       assert.equal(selected.length, 1);
       assert.equal(selected[0]!.backend, 'tensorflow');
       assert.equal(selected[0]!.threads, 1);
+    },
+  );
+
+  test(
+    "step and ReLU's gradient on tensorflow (ringtrain's Step kernel) equal the cpu reference",
+    { skip: !HAS_NATIVE },
+    async () => {
+      const values = [-3, -1e-30, -0, 0, 1e-30, 0.5, 7];
+      const weights = [1, -2, 3, -4, 5, -6, 7];
+      const on = async (backend: string) => {
+        await tf.setBackend(backend);
+        return tf.tidy(() => {
+          const x = tf.tensor1d(values);
+          const grad = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.relu(t), tf.tensor1d(weights))))(x);
+          return [tf.step(x), tf.step(x, 0.25), grad].map((t) => Array.from(t.dataSync()));
+        });
+      };
+      try {
+        assert.deepEqual(await on('tensorflow'), await on('cpu'));
+      } finally {
+        await tf.setBackend('cpu');
+      }
     },
   );
 });

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { BackendUnavailableError } from '../errors.js';
+import { registerNativeKernels, type TypeAttr } from './native-kernels.js';
 import { nativeInstallDir, readManifest, readSetupStatus, type NativeManifest } from './native-paths.js';
 
 export interface NativeBackendInfo {
@@ -66,6 +67,9 @@ function setThreadEnv(threads: number): { intra: number; inter: number } {
   process.env.TF_NUM_INTEROP_THREADS = String(threads);
   // libtensorflow's INFO lines (CPU feature notes) go to stderr, which the progress view shares; keep warnings.
   process.env.TF_CPP_MIN_LOG_LEVEL ??= '1';
+  // TensorFlow turns its oneDNN kernels on by default only on CPUs it lists (Intel ones with VNNI or AMX); on this
+  // AMD EPYC with AVX-512 they train LeNet-5 1.6x faster than the Eigen ones it falls back to. A user's own setting wins.
+  process.env.TF_ENABLE_ONEDNN_OPTS ??= '1';
   return { intra: threads, inter: threads };
 }
 
@@ -85,7 +89,11 @@ export function loadNativeBackend(opts: { threads?: number; dir?: string } = {})
     const threads = setThreadEnv(resolveThreads(opts.threads));
     const req = createRequire(path.join(dir, 'package.json'));
     req('./dist/register_all_kernels.js');
-    const { NodeJSKernelBackend } = req('./dist/nodejs_kernel_backend.js') as { NodeJSKernelBackend: BackendCtor };
+    const { NodeJSKernelBackend, createTensorsTypeOpAttr } = req('./dist/nodejs_kernel_backend.js') as {
+      NodeJSKernelBackend: BackendCtor;
+      createTensorsTypeOpAttr: TypeAttr;
+    };
+    registerNativeKernels(createTensorsTypeOpAttr);
     const binding = req(bindingPath) as Binding;
     tf.registerBackend('tensorflow', () => new NodeJSKernelBackend(binding, '@tensorflow/tfjs-node'), 3);
     loaded = { manifest, dir, tensorflow: binding.TF_Version, threads };
