@@ -27,7 +27,8 @@ export interface DoctorReport {
 async function versionOf(name: BackendName): Promise<string> {
   if (name === 'tensorflow') {
     const info = nativeBackendInfo();
-    return `libtensorflow ${info?.tensorflow ?? '?'} (tfjs-node ${info?.manifest.tfjsNode ?? '?'}, ${info?.manifest.source ?? '?'})`;
+    const onednn = process.env.TF_ENABLE_ONEDNN_OPTS === '0' ? 'off' : 'on';
+    return `libtensorflow ${info?.tensorflow ?? '?'} (tfjs-node ${info?.manifest.tfjsNode ?? '?'}, ${info?.manifest.source ?? '?'}, oneDNN ${onednn})`;
   }
   if (name === 'wasm') {
     const wasm = await import('@tensorflow/tfjs-backend-wasm');
