@@ -11,7 +11,7 @@ import {
   readValues,
 } from '../shared/cli/options.js';
 import { COMMON_OPTIONS, COORDINATOR_OPTIONS, RUN_OPTIONS } from '../shared/cli/table.js';
-import { ConfigError } from '../shared/errors.js';
+import { ConfigError, RunFinishedError } from '../shared/errors.js';
 import { exitCodeOfOutcome } from '../shared/exit-codes.js';
 import { createRootLogger, type Logger } from '../shared/log.js';
 import { createProgressView, type ProgressView } from '../shared/cli/progress.js';
@@ -74,7 +74,13 @@ async function runCoordinator(opts: Opts): Promise<void> {
   const log = createRootLogger({ runDir, name: 'coordinator', level: common.logLevel }).child({ role: 'coordinator' });
   const progress = createProgressView({ quiet: common.quiet });
   const { config, generatedToken } = coordinatorConfig(opts, log, progress);
-  const handle = await startCoordinator(config);
+  const handle = await startCoordinator(config).catch((err: unknown) => {
+    if (!(err instanceof RunFinishedError)) throw err;
+    log.info({ runId: err.runId, finishedAt: err.at }, err.message);
+    progress.line(err.message);
+    return undefined;
+  });
+  if (!handle) return exitWhenDone(Promise.resolve(0));
   const tokenLines = generatedToken
     ? [`cluster token (generated): ${config.token}\n  workers need it: export ${TOKEN_ENV}=${config.token}`]
     : [];

@@ -17,7 +17,7 @@ import { limitDataset, type Dataset } from '../shared/data/dataset.js';
 import { describeDataset } from '../shared/data/info.js';
 import { loadDataset, type DataOptions } from '../shared/data/load.js';
 import type { DatasetInfo } from '../shared/wire/protocol.js';
-import { CLOSE_CODES, ConfigError } from '../shared/errors.js';
+import { CLOSE_CODES, ConfigError, RunFinishedError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { ProgressView } from '../shared/cli/progress.js';
 import { prepareRunModel } from '../shared/train/run-model.js';
@@ -110,19 +110,54 @@ async function loadRunData(
 
 const RUN_FILE = 'run.json';
 
+interface RunRecord {
+  runId?: unknown;
+  createdAt?: unknown;
+  /** When the run finished (its outcome was `finished`): a --resume of it has nothing to continue. */
+  finishedAt?: unknown;
+}
+
+function readRunRecord(runDir: string): RunRecord {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(runDir, RUN_FILE), 'utf8')) as RunRecord;
+  } catch {
+    return {};
+  }
+}
+
 /** The run a run folder belongs to, from its run.json (absent in folders of older versions). */
 function recordedRunId(runDir: string): string | undefined {
-  try {
-    const parsed = JSON.parse(fs.readFileSync(path.join(runDir, RUN_FILE), 'utf8')) as { runId?: unknown };
-    return typeof parsed.runId === 'string' ? parsed.runId : undefined;
-  } catch {
-    return undefined;
-  }
+  const { runId } = readRunRecord(runDir);
+  return typeof runId === 'string' ? runId : undefined;
 }
 
 function recordRunId(runDir: string, runId: string): void {
   fs.mkdirSync(runDir, { recursive: true });
   fs.writeFileSync(path.join(runDir, RUN_FILE), `${JSON.stringify({ runId, createdAt: new Date().toISOString() })}\n`);
+}
+
+/**
+ * Marks the run finished in run.json as soon as it ends (before anything else observes the end), so that a
+ * coordinator restarted with --resume afterwards does not wait for workers that have left.
+ */
+function finishedMarker(runDir: string, log: Logger): RunObserver {
+  return (event) => {
+    if (event.kind !== 'runEnded' || event.summary.outcome !== 'finished') return;
+    try {
+      const record = { ...readRunRecord(runDir), finishedAt: new Date().toISOString() };
+      fs.writeFileSync(path.join(runDir, RUN_FILE), `${JSON.stringify(record)}\n`);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'could not mark the run finished in run.json');
+    }
+  };
+}
+
+/** --resume of a folder whose run finished: RunFinishedError (unless another run's checkpoints are asked for). */
+function refuseFinishedRun(cfg: CoordinatorConfig): void {
+  const record = readRunRecord(cfg.runDir);
+  const sameRun = cfg.resumeRun === undefined || cfg.resumeRun === record.runId;
+  if (sameRun && typeof record.runId === 'string' && typeof record.finishedAt === 'string')
+    throw new RunFinishedError(record.runId, record.finishedAt);
 }
 
 /** The newest valid checkpoint of this folder's run, its training config, and where to continue. */
@@ -238,6 +273,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     keep: cfg.checkpointKeep,
     log: cfg.log,
   });
+  if (cfg.resume) refuseFinishedRun(cfg);
   const expectedRun = cfg.resumeRun ?? recordedRunId(cfg.runDir);
   const resumed = cfg.resume ? await loadResume(checkpoints, expectedRun, cfg.log) : undefined;
   const runId = resumed?.resume.runId ?? randomUUID();
@@ -256,7 +292,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     checkpoints,
     ...(resumed ? { resume: resumed.resume } : {}),
     log: cfg.log,
-    observers: outputs.observers,
+    observers: [finishedMarker(cfg.runDir, cfg.log), ...outputs.observers],
   });
   const { server, wss } = serve(cfg, coord);
   const port = await listen(server, cfg.host, cfg.port);

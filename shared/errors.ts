@@ -23,7 +23,8 @@ export type ErrorCode =
   | 'STEP_ABORTED'
   | 'CHECKPOINT_CORRUPT'
   | 'CHECKPOINT_OTHER_RUN'
-  | 'PHASE_INVALID';
+  | 'PHASE_INVALID'
+  | 'RUN_FINISHED';
 
 export class RingtrainError extends Error {
   readonly code: ErrorCode;
@@ -187,6 +188,16 @@ export class CheckpointRunMismatchError extends RingtrainError {
     readonly actualRunId: string,
   ) {
     super('CHECKPOINT_OTHER_RUN', `${file} belongs to run ${actualRunId}, not to run ${expectedRunId}`);
+  }
+}
+
+/** `--resume` of a run that already finished: nothing to continue (the coordinator says so and exits 0). */
+export class RunFinishedError extends RingtrainError {
+  constructor(
+    readonly runId: string,
+    readonly at: string,
+  ) {
+    super('RUN_FINISHED', `run ${runId} already finished (${at}); nothing to resume`);
   }
 }
 

@@ -335,4 +335,20 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
     await accepted.waitFor(/coordinator ws:\/\/[^ ]+\s+run their-run/);
     await accepted.exited(60_000);
   });
+
+  test('(i) --resume of a run that finished says so and exits 0 instead of waiting for workers', async () => {
+    const dir = await tempDir('finished-run');
+    const store = new CheckpointStore(path.join(dir, 'checkpoints'));
+    const train = { ...validateTrainConfig({ model: 'mlp', trainLimit: 256, testLimit: 100, epochs: 1 }) };
+    await store.save(
+      { runId: 'done-run', step: 4, epoch: 0, consumed: 128, generation: 1, config: { ...train } },
+      new Float32Array(4),
+      new Float32Array(0),
+    );
+    const at = '2026-12-02T00:00:00.000Z';
+    await fs.writeFile(path.join(dir, 'run.json'), JSON.stringify({ runId: 'done-run', finishedAt: at }));
+    const p = resumeCoordinator(dir, 0, path.join(dir, 's.json'), ['--rendezvous-timeout', '60000']);
+    assert.equal(await p.exited(60_000), 0, p.output());
+    assert.match(p.output(), /run done-run already finished \(2026-12-02T00:00:00.000Z\); nothing to resume/);
+  });
 });

@@ -290,6 +290,7 @@ class ChaosRun {
       }
       case 'coordinator': {
         const c = this.cluster.coordinator!;
+        if (c.exit) return { target: c.name, detail: 'it had ended the run before the fault was due' };
         this.cluster.kill(c);
         await c.exited;
         this.metrics.nextIncarnation();
