@@ -1,9 +1,8 @@
 /**
- * Optimizers and the learning-rate schedule.
+ * Optimizer options and the learning-rate schedule (the optimizers themselves: flat-optim.ts).
  * The schedule is pure: the learning rate for (epoch, fraction of the epoch done) under per-epoch exponential decay,
  * optionally scaled by world size with a linear warmup (Goyal et al. 2017, as Horovod recommends).
  */
-import * as tf from '@tensorflow/tfjs';
 import type { OptimizerName } from './names.js';
 
 export { parseOptimizerName, type OptimizerName } from './names.js';
@@ -13,36 +12,6 @@ export interface OptimizerOptions {
   lr: number;
   /** SGD momentum (0 = plain SGD). */
   momentum?: number;
-}
-
-export function createOptimizer(opts: OptimizerOptions): tf.Optimizer {
-  switch (opts.name) {
-    case 'adam':
-      return tf.train.adam(opts.lr);
-    case 'sgd':
-      return (opts.momentum ?? 0.9) > 0 ? tf.train.momentum(opts.lr, opts.momentum ?? 0.9) : tf.train.sgd(opts.lr);
-    case 'adadelta':
-      return tf.train.adadelta(opts.lr);
-  }
-}
-
-/** Optimizer slots per trainable variable, in the order tfjs's getWeights() lists them. */
-export function slotsPerVariable(opts: OptimizerOptions): number {
-  switch (opts.name) {
-    case 'adam':
-      return 2;
-    case 'sgd':
-      return (opts.momentum ?? 0.9) > 0 ? 1 : 0;
-    case 'adadelta':
-      return 2;
-  }
-}
-
-/** tfjs optimizers read `learningRate` at every step, except SGD/momentum which cache it in a scalar. */
-export function setLearningRate(optimizer: tf.Optimizer, lr: number): void {
-  const o = optimizer as unknown as { learningRate: number; setLearningRate?: (lr: number) => void };
-  if (typeof o.setLearningRate === 'function') o.setLearningRate(lr);
-  else o.learningRate = lr;
 }
 
 export interface ScheduleOptions {

@@ -6,14 +6,17 @@
  * - A step's update buffer has the same layout: the gradients, then how the forward pass changed each state variable.
  *   computeGradients puts the state back as it was, so a replica changes only in applyGradients; averaging the
  *   update across replicas (the same fused allreduce as the gradients) keeps the state identical on all of them.
- * - Optimizer state layout: [iterations, slot 0 of every parameter..., slot 1 of every parameter...], where the slots
- *   are those tfjs's optimizer keeps (Adam: first and second moments; momentum: accumulation; Adadelta: two).
+ * - The optimizer runs on the flat buffers in JavaScript (flat-optim.ts), the same code on every backend; the replica
+ *   keeps the weights as one buffer and writes them into its variables after each update. Optimizer state layout:
+ *   [iterations, slot 0 of every parameter..., slot 1 of every parameter...] (Adam: first and second moments;
+ *   momentum: accumulation; Adadelta: two).
  * Every tensor op runs inside tf.tidy, so tf.memory().numTensors stays flat across steps.
  */
 import * as tf from '@tensorflow/tfjs';
 import { LayoutMismatchError } from '../errors.js';
 import type { BuiltModel } from './models.js';
-import { createOptimizer, setLearningRate, slotsPerVariable, type OptimizerOptions } from './optim.js';
+import { FlatOptimizer } from './flat-optim.js';
+import type { OptimizerOptions } from './optim.js';
 
 export interface ParamEntry {
   name: string;
@@ -68,7 +71,9 @@ export class Replica {
   /** Non-trainable variables (layer state), in layout order after the trainable ones. */
   private readonly stateVars: tf.Variable[];
   private readonly gradients: Float32Array;
-  private optimizer: tf.Optimizer;
+  /** Every weight in layout order: what the variables hold (they change only through this replica). */
+  private readonly weights: Float32Array;
+  private readonly optimizer: FlatOptimizer;
   private lr: number;
   private readonly imageShape: number[];
   readonly numClasses: number;
@@ -81,14 +86,16 @@ export class Replica {
     this.stateVars = variablesOf(built.logitsModel.nonTrainableWeights);
     this.layout = layoutOf(this.vars, this.stateVars);
     this.gradients = new Float32Array(this.layout.size);
-    this.optimizer = createOptimizer(optimizerOptions);
+    this.weights = new Float32Array(this.layout.size);
+    for (const [i, v] of this.allVars().entries()) this.weights.set(v.dataSync() as Float32Array, this.entry(i).offset);
+    this.optimizer = new FlatOptimizer(optimizerOptions, this.layout.trainableSize);
     this.lr = optimizerOptions.lr;
     this.imageShape = built.logitsModel.inputs[0]!.shape.slice(1) as number[];
     this.numClasses = built.logitsModel.outputs[0]!.shape[1] as number;
   }
 
   get optimizerStateSize(): number {
-    return 1 + slotsPerVariable(this.optimizerOptions) * this.layout.trainableSize;
+    return this.optimizer.state.length;
   }
 
   /** Number of weights of layer state (BatchNormalization statistics) at the end of the layout. */
@@ -106,7 +113,6 @@ export class Replica {
 
   setLearningRate(lr: number): void {
     this.lr = lr;
-    setLearningRate(this.optimizer, lr);
   }
 
   private inputs(batch: Batch): { x: tf.Tensor; y: tf.Tensor } {
@@ -147,16 +153,20 @@ export class Replica {
 
   /**
    * Apply a flat update buffer (for example the ring-averaged one): the gradients with this replica's optimizer, the
-   * state changes by adding them.
+   * state changes by adding them (a float32 add, as the variables' own would be).
    */
   applyGradients(flat: Float32Array): void {
     this.checkLength('gradients', this.layout.size, flat.length);
+    const trainable = this.layout.trainableSize;
+    this.optimizer.step(this.weights, flat, this.lr);
+    for (let i = trainable; i < this.layout.size; i++) this.weights[i] = this.weights[i]! + flat[i]!;
+    this.writeVariables();
+  }
+
+  /** Copy the weights buffer into the variables. */
+  private writeVariables(): void {
     tf.tidy(() => {
-      const named: tf.NamedTensorMap = {};
-      for (const [i, v] of this.vars.entries()) named[v.name] = this.slice(flat, i);
-      this.optimizer.applyGradients(named);
-      const n = this.vars.length;
-      for (const [j, v] of this.stateVars.entries()) v.assign(tf.add(v, this.slice(flat, n + j)));
+      for (const [i, v] of this.allVars().entries()) v.assign(this.slice(this.weights, i));
     });
   }
 
@@ -171,61 +181,24 @@ export class Replica {
 
   /** Every weight, trainable and state, in layout order. */
   getWeights(out: Float32Array = new Float32Array(this.layout.size)): Float32Array {
-    for (const [i, v] of this.allVars().entries()) out.set(v.dataSync() as Float32Array, this.entry(i).offset);
+    out.set(this.weights);
     return out;
   }
 
   setWeights(flat: Float32Array): void {
     this.checkLength('weights', this.layout.size, flat.length);
-    tf.tidy(() => {
-      for (const [i, v] of this.allVars().entries()) v.assign(this.slice(flat, i));
-    });
+    this.weights.set(flat);
+    this.writeVariables();
   }
 
+  /** A copy of the optimizer state ([iterations, slots...]); async for the callers that once awaited tfjs. */
   async getOptimizerState(): Promise<Float32Array> {
-    const out = new Float32Array(this.optimizerStateSize);
-    if (!this.optimizer.iterations) return out; // no step yet: tfjs has not created its slots; all zeros is that state
-    const [iterations, ...slots] = await this.optimizer.getWeights();
-    out[0] = (await iterations!.tensor.data())[0]!;
-    iterations!.tensor.dispose(); // saveIterations() makes a fresh scalar on every call; the slots are the optimizer's own
-    const n = this.vars.length;
-    for (const [j, slot] of slots.entries()) {
-      const entry = this.entry(j % n);
-      const base = 1 + Math.floor(j / n) * this.layout.trainableSize;
-      out.set((await slot.tensor.data()) as Float32Array, base + entry.offset);
-    }
-    return out;
+    return this.optimizer.state.slice();
   }
 
-  /**
-   * Replace the optimizer with one holding this state. A fresh optimizer is built because tfjs's setWeights leaks
-   * the slots it replaces. (Adam recomputes its beta powers as pow(beta, t+1): equal to the running product only to
-   * float rounding, so replicas that must stay bitwise identical should all restore from the same state.)
-   */
   async setOptimizerState(flat: Float32Array): Promise<void> {
     this.checkLength('optimizer state', this.optimizerStateSize, flat.length);
-    const fresh = createOptimizer({ ...this.optimizerOptions, lr: this.lr });
-    setLearningRate(fresh, this.lr);
-    const slotCount = slotsPerVariable(this.optimizerOptions);
-    if (flat[0] !== 0 || slotCount === 0) {
-      const named: Array<{ name: string; tensor: tf.Tensor }> = [
-        { name: 'iter', tensor: tf.scalar(flat[0]!, 'int32') },
-      ];
-      for (let k = 0; k < slotCount; k++) {
-        for (const [i, v] of this.vars.entries()) {
-          const e = this.entry(i);
-          const start = 1 + k * this.layout.trainableSize + e.offset;
-          named.push({
-            name: `${v.name}/slot${k}`,
-            tensor: tf.tensor(flat.subarray(start, start + e.size), e.shape),
-          });
-        }
-      }
-      await fresh.setWeights(named);
-      tf.dispose(named.map((t) => t.tensor));
-    }
-    this.optimizer.dispose();
-    this.optimizer = fresh;
+    this.optimizer.state.set(flat);
   }
 
   /** Count correct predictions and sum the cross-entropy over a batch (inference mode: no dropout). */
@@ -240,7 +213,6 @@ export class Replica {
   }
 
   dispose(): void {
-    this.optimizer.dispose();
     this.built.model.dispose();
   }
 
