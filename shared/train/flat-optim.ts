@@ -67,25 +67,31 @@ export class FlatOptimizer {
   private adam(w: Float32Array, g: Float32Array, lr: number): void {
     const [m, v] = this.slots as [Float32Array, Float32Array];
     const t = this.iterations + 1;
-    const correction1 = 1 - Math.pow(BETA1, t);
-    const correction2 = 1 - Math.pow(BETA2, t);
-    for (let i = 0; i < this.size; i++) {
+    // tfjs's lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps), with the divisions hoisted out of the loop.
+    const stepSize = lr / (1 - Math.pow(BETA1, t));
+    const inverseCorrection2 = 1 / (1 - Math.pow(BETA2, t));
+    const n = this.size;
+    for (let i = 0; i < n; i++) {
       const gi = g[i]!;
-      const mi = (m[i] = Math.fround(BETA1 * m[i]! + (1 - BETA1) * gi));
-      const vi = (v[i] = Math.fround(BETA2 * v[i]! + (1 - BETA2) * gi * gi));
-      w[i] = w[i]! - (lr * (mi / correction1)) / (Math.sqrt(vi / correction2) + EPSILON);
+      const mi = BETA1 * m[i]! + (1 - BETA1) * gi;
+      const vi = BETA2 * v[i]! + (1 - BETA2) * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      w[i] = w[i]! - (stepSize * mi) / (Math.sqrt(vi * inverseCorrection2) + EPSILON);
     }
   }
 
   private sgd(w: Float32Array, g: Float32Array, lr: number): void {
     const accumulation = this.slots[0];
     if (!accumulation) {
-      for (let i = 0; i < this.size; i++) w[i] = w[i]! - lr * g[i]!;
+      for (let i = 0, n = this.size; i < n; i++) w[i] = w[i]! - lr * g[i]!;
       return;
     }
     const momentum = this.opts.momentum ?? 0.9;
-    for (let i = 0; i < this.size; i++) {
-      const a = (accumulation[i] = Math.fround(momentum * accumulation[i]! + g[i]!));
+    const n = this.size;
+    for (let i = 0; i < n; i++) {
+      const a = momentum * accumulation[i]! + g[i]!;
+      accumulation[i] = a;
       w[i] = w[i]! - lr * a;
     }
   }
@@ -93,9 +99,10 @@ export class FlatOptimizer {
   /** As tfjs: the update divides by the accumulated gradients of the previous step. */
   private adadelta(w: Float32Array, g: Float32Array, lr: number): void {
     const [accGrad, accUpdate] = this.slots as [Float32Array, Float32Array];
-    for (let i = 0; i < this.size; i++) {
+    const n = this.size;
+    for (let i = 0; i < n; i++) {
       const gi = g[i]!;
-      const update = Math.fround((Math.sqrt(accUpdate[i]! + EPSILON) / Math.sqrt(accGrad[i]! + EPSILON)) * gi);
+      const update = (Math.sqrt(accUpdate[i]! + EPSILON) / Math.sqrt(accGrad[i]! + EPSILON)) * gi;
       accGrad[i] = RHO * accGrad[i]! + (1 - RHO) * gi * gi;
       accUpdate[i] = RHO * accUpdate[i]! + (1 - RHO) * update * update;
       w[i] = w[i]! - lr * update;
