@@ -313,14 +313,7 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
   });
 
   test("(h) --resume refuses another run's checkpoint unless --resume-run names that run", async () => {
-    const dir = await tempDir('other-run');
-    const store = new CheckpointStore(path.join(dir, 'checkpoints'));
-    const train = { ...validateTrainConfig({ model: 'mlp', trainLimit: 256, testLimit: 100, epochs: 1 }) };
-    await store.save(
-      { runId: 'their-run', step: 4, epoch: 0, consumed: 128, generation: 1, config: { ...train } },
-      new Float32Array(4),
-      new Float32Array(0),
-    );
+    const dir = await folderWithCheckpoint('other-run', 'their-run');
     await fs.writeFile(path.join(dir, 'run.json'), JSON.stringify({ runId: 'my-run' }));
     const refused = resumeCoordinator(dir, 0, path.join(dir, 's.json'));
     assert.notEqual(await refused.exited(60_000), 0);
@@ -337,14 +330,7 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
   });
 
   test('(i) --resume of a run that finished says so and exits 0 instead of waiting for workers', async () => {
-    const dir = await tempDir('finished-run');
-    const store = new CheckpointStore(path.join(dir, 'checkpoints'));
-    const train = { ...validateTrainConfig({ model: 'mlp', trainLimit: 256, testLimit: 100, epochs: 1 }) };
-    await store.save(
-      { runId: 'done-run', step: 4, epoch: 0, consumed: 128, generation: 1, config: { ...train } },
-      new Float32Array(4),
-      new Float32Array(0),
-    );
+    const dir = await folderWithCheckpoint('finished-run', 'done-run');
     const at = '2026-12-02T00:00:00.000Z';
     await fs.writeFile(path.join(dir, 'run.json'), JSON.stringify({ runId: 'done-run', finishedAt: at }));
     const p = resumeCoordinator(dir, 0, path.join(dir, 's.json'), ['--rendezvous-timeout', '60000']);
@@ -352,3 +338,15 @@ describe('faults (real processes)', { timeout: 600_000 }, () => {
     assert.match(p.output(), /run done-run already finished \(2026-12-02T00:00:00.000Z\); nothing to resume/);
   });
 });
+
+/** A run folder holding one checkpoint (step 4) of run `runId`. */
+async function folderWithCheckpoint(name: string, runId: string): Promise<string> {
+  const dir = await tempDir(name);
+  const train = { ...validateTrainConfig({ model: 'mlp', trainLimit: 256, testLimit: 100, epochs: 1 }) };
+  await new CheckpointStore(path.join(dir, 'checkpoints')).save(
+    { runId, step: 4, epoch: 0, consumed: 128, generation: 1, config: { ...train } },
+    new Float32Array(4),
+    new Float32Array(0),
+  );
+  return dir;
+}
