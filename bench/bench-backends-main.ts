@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { backendsMarkdown, backendTargets } from './bench-backends-report.js';
-import { BENCH_MODELS, measureBackends, type BenchModel } from './bench-backends.js';
+import { BENCH_MODELS, BENCH_TRAIN_LIMIT, measureBackends, type BenchModel } from './bench-backends.js';
 
 const o = new Command('bench-backends')
   .option('--repeats <n>', 'runs of each measurement (median reported)', Number, 3)
@@ -22,7 +22,7 @@ const o = new Command('bench-backends')
 const models = o.models.split(',').filter((m): m is BenchModel => (BENCH_MODELS as readonly string[]).includes(m));
 const started = new Date();
 const section = await measureBackends(
-  { quick: false, repeats: o.repeats, trainLimit: { lenet5: 25_600, 'keras-cnn': 6_400 }, testLimit: 500, models },
+  { quick: false, repeats: o.repeats, trainLimit: BENCH_TRAIN_LIMIT, testLimit: 500, models },
   (line) => process.stderr.write(`${line}\n`),
 );
 const targets = backendTargets(section, true);

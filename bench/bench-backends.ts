@@ -26,6 +26,8 @@ const CLI = path.join(HERE, '..', 'scripts', 'ringtrain.js');
 
 export const BENCH_MODELS = ['lenet5', 'keras-cnn'] as const;
 export type BenchModel = (typeof BENCH_MODELS)[number];
+/** Training samples of each measured run, the same in `npm run bench` and `npm run bench:backends`. */
+export const BENCH_TRAIN_LIMIT: Record<BenchModel, number> = { lenet5: 25_600, 'keras-cnn': 6_400 };
 
 export interface BackendModelRow {
   model: BenchModel;

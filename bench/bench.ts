@@ -49,7 +49,7 @@ import {
   type TimeToAccuracySection,
 } from './bench-report.js';
 import type { StepBenchResult } from './bench-step.js';
-import { measureBackends, type BackendsPlan } from './bench-backends.js';
+import { BENCH_TRAIN_LIMIT, measureBackends, type BackendsPlan } from './bench-backends.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -114,7 +114,7 @@ function planFor(quick: boolean, backend: string, repeats?: number): Plan {
     backends: {
       quick: false,
       repeats: repeats ?? 3,
-      trainLimit: { lenet5: 25_600, 'keras-cnn': 6_400 },
+      trainLimit: BENCH_TRAIN_LIMIT,
       testLimit: 500,
     },
   };

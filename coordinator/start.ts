@@ -126,9 +126,8 @@ function readRunRecord(runDir: string): RunRecord {
 }
 
 /** The run a run folder belongs to, from its run.json (absent in folders of older versions). */
-function recordedRunId(runDir: string): string | undefined {
-  const { runId } = readRunRecord(runDir);
-  return typeof runId === 'string' ? runId : undefined;
+function runIdOf(record: RunRecord): string | undefined {
+  return typeof record.runId === 'string' ? record.runId : undefined;
 }
 
 function recordRunId(runDir: string, runId: string): void {
@@ -153,9 +152,8 @@ function finishedMarker(runDir: string, log: Logger): RunObserver {
 }
 
 /** --resume of a folder whose run finished: RunFinishedError (unless another run's checkpoints are asked for). */
-function refuseFinishedRun(cfg: CoordinatorConfig): void {
-  const record = readRunRecord(cfg.runDir);
-  const sameRun = cfg.resumeRun === undefined || cfg.resumeRun === record.runId;
+function refuseFinishedRun(record: RunRecord, resumeRun: string | undefined): void {
+  const sameRun = resumeRun === undefined || resumeRun === record.runId;
   if (sameRun && typeof record.runId === 'string' && typeof record.finishedAt === 'string')
     throw new RunFinishedError(record.runId, record.finishedAt);
 }
@@ -273,8 +271,9 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     keep: cfg.checkpointKeep,
     log: cfg.log,
   });
-  if (cfg.resume) refuseFinishedRun(cfg);
-  const expectedRun = cfg.resumeRun ?? recordedRunId(cfg.runDir);
+  const recorded = readRunRecord(cfg.runDir);
+  if (cfg.resume) refuseFinishedRun(recorded, cfg.resumeRun);
+  const expectedRun = cfg.resumeRun ?? runIdOf(recorded);
   const resumed = cfg.resume ? await loadResume(checkpoints, expectedRun, cfg.log) : undefined;
   const runId = resumed?.resume.runId ?? randomUUID();
   const train = resumed?.train ?? cfg.train;

@@ -11,13 +11,10 @@
  * 0.999, Adadelta's rho 0.95), computed in double precision and stored as float32; the state keeps tfjs's layout:
  * [iterations, slot 0 of every weight..., slot 1 of every weight...].
  */
-import type { OptimizerName } from './names.js';
+import type { OptimizerOptions } from './optim.js';
 
-export interface FlatOptimizerOptions {
-  name: OptimizerName;
-  /** SGD momentum (0 = plain SGD; default 0.9). */
-  momentum?: number;
-}
+/** Which optimizer, and SGD's momentum (0 = plain SGD; default 0.9); the learning rate comes with every step. */
+type FlatOptimizerOptions = Pick<OptimizerOptions, 'name' | 'momentum'>;
 
 const EPSILON = 1e-7;
 const BETA1 = 0.9;

@@ -80,7 +80,7 @@ export class Replica {
 
   constructor(
     readonly built: BuiltModel,
-    private readonly optimizerOptions: OptimizerOptions,
+    optimizerOptions: OptimizerOptions,
   ) {
     this.vars = variablesOf(built.logitsModel.trainableWeights);
     this.stateVars = variablesOf(built.logitsModel.nonTrainableWeights);
