@@ -90,6 +90,13 @@ function harness(
   };
 }
 
+/** Until every one of `workers` has its shard of generation `gen` (the ring is formed and training). */
+function trainingIn(workers: FakeWorker[], gen: number): Promise<void> {
+  return until(`training in generation ${gen}`, () =>
+    workers.every((w) => w.gen === gen && w.all('shard').some((s) => s.gen === gen)),
+  );
+}
+
 async function until(what: string, check: () => boolean, ms = 5_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!check()) {
@@ -150,7 +157,7 @@ describe('coordinator session over in-memory links', () => {
   test('re-forming: a lost member re-forms the ring and the most advanced survivor restores every replica', async () => {
     const h = harness({ minWorkers: 1 });
     const ws = ['a', 'b', 'c'].map((id, i) => h.worker(id, { weightValue: i + 1 }));
-    await until('three-worker ring', () => ws.every((w) => w.gen === 3 && w.all('shard').some((s) => s.gen === 3)));
+    await trainingIn(ws, 3);
     ws[0]!.steps(0, 3);
     ws[2]!.steps(0, 5); // rank 2 got further before rank 1 vanished
     ws[1]!.link.close(1006);
@@ -178,7 +185,7 @@ describe('coordinator session over in-memory links', () => {
   test('stall eviction follows the waits to the rank holding the ring up, across different steps', async () => {
     const h = harness({ stallAbortMs: 1_000 });
     const ws = ['a', 'b', 'c'].map((id) => h.worker(id));
-    await until('three-worker ring', () => ws.every((w) => w.gen === 3 && w.all('shard').some((s) => s.gen === 3)));
+    await trainingIn(ws, 3);
     const [r0, r1, r2] = ws as [FakeWorker, FakeWorker, FakeWorker];
     // Rank 0 is slow: rank 1 waits on it at step 5 (rank 2, a step ahead, waits at step 6 and has not said so yet).
     // Grouping reports by step would blame everyone who did not report step 5: rank 0 and the healthy rank 2.
@@ -191,7 +198,7 @@ describe('coordinator session over in-memory links', () => {
   test('a stall report is over once the rank moves on (heartbeat), so it blames nobody later', async () => {
     const h = harness({ stallAbortMs: 1_000 });
     const ws = ['a', 'b'].map((id) => h.worker(id));
-    await until('ring', () => ws.every((w) => w.gen === 2 && w.all('shard').some((s) => s.gen === 2)));
+    await trainingIn(ws, 2);
     const [r0, r1] = ws as [FakeWorker, FakeWorker];
     r1.stall(3, 500, 0);
     r1.state.step = 4;
@@ -204,7 +211,7 @@ describe('coordinator session over in-memory links', () => {
   test('when every rank stalls, the ring is re-formed; when it stalls again without progress, the run fails', async () => {
     const h = harness({ stallAbortMs: 1_000 });
     const ws = ['a', 'b'].map((id) => h.worker(id));
-    await until('ring', () => ws.every((w) => w.gen === 2 && w.all('shard').some((s) => s.gen === 2)));
+    await trainingIn(ws, 2);
     const [r0, r1] = ws as [FakeWorker, FakeWorker];
     r0.stall(3, 1_500, 1);
     r1.stall(3, 1_500, 0);
@@ -221,7 +228,7 @@ describe('coordinator session over in-memory links', () => {
     const h = harness({ ringFormTimeoutMs: 100 });
     const a = h.worker('a');
     const b = h.worker('b');
-    await until('ring', () => [a, b].every((w) => w.gen === 2 && w.all('shard').some((s) => s.gen === 2)));
+    await trainingIn([a, b], 2);
     // The joiner's ring address cannot be reached: it never gets ready, and neither does rank 1, which dials it.
     b.autoReady = false;
     const j = h.worker('joiner');
@@ -332,7 +339,7 @@ describe('coordinator session over in-memory links', () => {
   test('a ring link lost between live members re-forms the ring (nobody waits forever)', async () => {
     const h = harness({ heartbeatMs: 30, heartbeatMisses: 1_000 }); // the re-form waits one heartbeat interval
     const ws = ['a', 'b'].map((id) => h.worker(id));
-    await until('ring', () => ws.every((w) => w.gen === 2 && w.all('shard').some((s) => s.gen === 2)));
+    await trainingIn(ws, 2);
     const [r0, r1] = ws as [FakeWorker, FakeWorker];
     r0.steps(0, 3);
     r1.steps(0, 3);

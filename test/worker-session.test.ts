@@ -138,6 +138,20 @@ function shard(gen: number, count: number, firstStep = 0): Message {
   };
 }
 
+/** The replica state to start from, as the coordinator sends it (here, the weights the worker itself reported). */
+function start(gen: number, lineage: string, state: { weights: Uint8Array; optimizer: Uint8Array }, step = 0): Message {
+  return {
+    type: 'start',
+    gen,
+    epoch: 0,
+    step,
+    consumed: 0,
+    lineage,
+    weights: state.weights,
+    optimizer: state.optimizer,
+  };
+}
+
 /** welcome, assign (gen 1), then the replica state the worker itself reports (as rank 0 seeds the others). */
 async function upToSynced(h: Harness): Promise<void> {
   h.link.send(welcome);
@@ -145,16 +159,7 @@ async function upToSynced(h: Harness): Promise<void> {
   await h.next('ready', (m) => m.gen === 1);
   h.link.send({ type: 'requestWeights', gen: 1 });
   const w = await h.next('weights', (m) => m.gen === 1);
-  h.link.send({
-    type: 'start',
-    gen: 1,
-    epoch: 0,
-    step: 0,
-    consumed: 0,
-    lineage: 'run-1:L',
-    weights: w.weights,
-    optimizer: w.optimizer,
-  });
+  h.link.send(start(1, 'run-1:L', w));
 }
 
 describe('worker session over an in-memory link', () => {
@@ -178,16 +183,7 @@ describe('worker session over an in-memory link', () => {
       const w = await h.next('weights');
       assert.equal(w.step, 0);
       assert.ok(w.weights.byteLength > 0, 'the replica reports its weights');
-      h.link.send({
-        type: 'start',
-        gen: 1,
-        epoch: 0,
-        step: 0,
-        consumed: 0,
-        lineage: 'run-1:L',
-        weights: w.weights,
-        optimizer: w.optimizer,
-      });
+      h.link.send(start(1, 'run-1:L', w));
       h.link.send(shard(1, 8));
       const done = await h.next('epochDone');
       assert.deepEqual([done.gen, done.epoch, done.steps], [1, 0, 2], '8 samples / batch 4 / world 1 = 2 steps');
@@ -211,16 +207,7 @@ describe('worker session over an in-memory link', () => {
     try {
       h.link.send(welcome);
       await until('joined', () => h.phase() === 'joined');
-      h.link.send({
-        type: 'start',
-        gen: 1,
-        epoch: 0,
-        step: 0,
-        consumed: 0,
-        lineage: 'x',
-        weights: new Uint8Array(0),
-        optimizer: new Uint8Array(0),
-      });
+      h.link.send(start(1, 'x', { weights: new Uint8Array(0), optimizer: new Uint8Array(0) }));
       const failed = await h.next('failed');
       assert.equal(failed.code, 'PROTOCOL_INVALID');
       assert.match(failed.message, /'start' is not expected in phase 'joined'/);
@@ -256,30 +243,12 @@ describe('worker session over an in-memory link', () => {
       // 'start' is legal in 'ready', but gen 2 belongs to an older membership: it must not move the phase.
       h.link.send({ type: 'requestWeights', gen: 3 });
       const w = await h.next('weights');
-      h.link.send({
-        type: 'start',
-        gen: 2,
-        epoch: 0,
-        step: 5,
-        consumed: 0,
-        lineage: 'old',
-        weights: w.weights,
-        optimizer: w.optimizer,
-      });
+      h.link.send(start(2, 'old', w, 5));
       h.link.send({ type: 'requestWeights', gen: 3 }); // a round trip: the fenced start was handled before it
       await until('second weights', () => h.all('weights').length === 2);
       assert.equal(h.phase(), 'ready');
       assert.equal(h.all('failed').length, 0);
-      h.link.send({
-        type: 'start',
-        gen: 3,
-        epoch: 0,
-        step: 0,
-        consumed: 0,
-        lineage: 'new',
-        weights: w.weights,
-        optimizer: w.optimizer,
-      });
+      h.link.send(start(3, 'new', w));
       await until('synced', () => h.phase() === 'synced');
     } finally {
       await h.close();
