@@ -68,7 +68,16 @@ export async function benchStep(opts: {
 }): Promise<StepBenchResult> {
   const backend = await selectBackend(parseBackendChoice(opts.backend));
   const data = await loadMnist();
-  const replica = new Replica(buildModel(parseModelName(opts.model), 1), { name: 'adam', lr: 1e-3 });
+  const replica = new Replica(
+    buildModel(parseModelName(opts.model), 1),
+    { name: 'adam', lr: 1e-3 },
+    {
+      onCompile: (o) =>
+        console.log(
+          `step graph for batch ${o.batchSize}: ${o.compiled ? `compiled (${o.ops} ops)` : `eager: ${o.reason}`}`,
+        ),
+    },
+  );
   const loader = new BatchLoader(data.train, opts.batchSize);
   const order = shardForRank({
     datasetSize: data.train.count,

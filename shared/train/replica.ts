@@ -17,6 +17,18 @@ import { LayoutMismatchError } from '../errors.js';
 import type { BuiltModel } from './models.js';
 import { FlatOptimizer } from './flat-optim.js';
 import type { OptimizerOptions } from './optim.js';
+import { activeNativeBackend } from '../tf/native-binding.js';
+import { StepCompiler, type CompileOutcome, type StepTensors } from './step-compiler.js';
+
+export interface ReplicaOptions {
+  /**
+   * On the tensorflow backend, compute gradients with one compiled graph per batch size (step-compiler.ts) where
+   * the model allows it; default true.
+   */
+  compileStep?: boolean;
+  /** Told once per batch size whether its step was compiled, and why not. */
+  onCompile?: (outcome: CompileOutcome) => void;
+}
 
 export interface ParamEntry {
   name: string;
@@ -66,6 +78,7 @@ function variablesOf(weights: readonly tf.LayerVariable[]): tf.Variable[] {
 
 export class Replica {
   readonly layout: ParamLayout;
+  private readonly model: BuiltModel;
   /** Trainable variables, in layout order. */
   private readonly vars: tf.Variable[];
   /** Non-trainable variables (layer state), in layout order after the trainable ones. */
@@ -77,11 +90,12 @@ export class Replica {
   private lr: number;
   private readonly imageShape: number[];
   readonly numClasses: number;
+  private readonly compiler: StepCompiler | undefined;
+  /** The weights buffer changed since the variables were last written (a compiled step reads the buffer itself). */
+  private variablesStale = false;
 
-  constructor(
-    readonly built: BuiltModel,
-    optimizerOptions: OptimizerOptions,
-  ) {
+  constructor(built: BuiltModel, optimizerOptions: OptimizerOptions, options: ReplicaOptions = {}) {
+    this.model = built;
     this.vars = variablesOf(built.logitsModel.trainableWeights);
     this.stateVars = variablesOf(built.logitsModel.nonTrainableWeights);
     this.layout = layoutOf(this.vars, this.stateVars);
@@ -92,6 +106,20 @@ export class Replica {
     this.lr = optimizerOptions.lr;
     this.imageShape = built.logitsModel.inputs[0]!.shape.slice(1) as number[];
     this.numClasses = built.logitsModel.outputs[0]!.shape[1] as number;
+    this.compiler = this.compilerFor(options);
+  }
+
+  /** Models with layer state (BatchNormalization) stay eager: the graph would also have to return the new state. */
+  private compilerFor(options: ReplicaOptions): StepCompiler | undefined {
+    const backend = activeNativeBackend();
+    if (!backend || options.compileStep === false || this.stateVars.length > 0) return undefined;
+    return new StepCompiler(backend, this.layout.entries, this.imageShape, options.onCompile);
+  }
+
+  /** The model, its variables holding the replica's weights. */
+  get built(): BuiltModel {
+    this.syncVariables();
+    return this.model;
   }
 
   get optimizerStateSize(): number {
@@ -115,11 +143,22 @@ export class Replica {
     this.lr = lr;
   }
 
-  private inputs(batch: Batch): { x: tf.Tensor; y: tf.Tensor } {
+  private inputs(batch: Batch): { x: tf.Tensor; labels: tf.Tensor; y: tf.Tensor } {
     const pixels = this.imageShape.reduce((a, b) => a * b, 1);
     const x = tf.tensor(batch.images.subarray(0, batch.n * pixels), [batch.n, ...this.imageShape]);
-    const y = tf.oneHot(tf.tensor1d(batch.labels.subarray(0, batch.n), 'int32'), this.numClasses);
-    return { x, y };
+    const labels = tf.tensor1d(batch.labels.subarray(0, batch.n), 'int32');
+    return { x, labels, y: tf.oneHot(labels, this.numClasses) };
+  }
+
+  /** The eager step's tensors: forward pass, loss and gradients. */
+  private stepTensors(batch: Batch): StepTensors {
+    const { x, labels, y } = this.inputs(batch);
+    const { value, grads } = tf.variableGrads(
+      () =>
+        tf.losses.softmaxCrossEntropy(y, this.model.logitsModel.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
+      this.vars,
+    );
+    return { images: x, labels, weights: this.vars, loss: value, gradients: this.vars.map((v) => grads[v.name]!) };
   }
 
   /**
@@ -127,28 +166,34 @@ export class Replica {
    * of every state variable), in a buffer this replica reuses: it is valid until the next call (copy it to keep it).
    */
   computeGradients(batch: Batch): { loss: number; gradients: Float32Array } {
-    const loss = tf.tidy(() => {
+    const compiled = this.compiler?.compiled(batch.n);
+    if (compiled)
+      return {
+        loss: compiled.run(batch.images, batch.labels, this.weights, this.gradients),
+        gradients: this.gradients,
+      };
+    this.syncVariables();
+    const loss = this.eagerGradients(batch);
+    this.compiler?.settle(batch.n, batch, this.weights, this.gradients);
+    return { loss, gradients: this.gradients };
+  }
+
+  private eagerGradients(batch: Batch): number {
+    return tf.tidy(() => {
       const before = this.stateVars.map((v) => v.clone());
-      const { x, y } = this.inputs(batch);
-      const { value, grads } = tf.variableGrads(
-        () =>
-          tf.losses.softmaxCrossEntropy(
-            y,
-            this.built.logitsModel.apply(x, { training: true }) as tf.Tensor,
-          ) as tf.Scalar,
-        this.vars,
-      );
-      for (const [i, v] of this.vars.entries()) {
-        this.gradients.set(grads[v.name]!.dataSync() as Float32Array, this.entry(i).offset);
+      const step = this.compiler
+        ? this.compiler.eager(batch.n, () => this.stepTensors(batch))
+        : this.stepTensors(batch);
+      for (const [i, g] of step.gradients.entries()) {
+        this.gradients.set(g.dataSync() as Float32Array, this.entry(i).offset);
       }
       const n = this.vars.length;
       for (const [j, v] of this.stateVars.entries()) {
         this.gradients.set(tf.sub(v, before[j]!).dataSync() as Float32Array, this.entry(n + j).offset);
         v.assign(before[j]!); // the forward pass updated it in place; the averaged update is applied instead
       }
-      return value.dataSync()[0]!;
+      return step.loss.dataSync()[0]!;
     });
-    return { loss, gradients: this.gradients };
   }
 
   /**
@@ -160,11 +205,17 @@ export class Replica {
     const trainable = this.layout.trainableSize;
     this.optimizer.step(this.weights, flat, this.lr);
     for (let i = trainable; i < this.layout.size; i++) this.weights[i] = this.weights[i]! + flat[i]!;
-    this.writeVariables();
+    if (this.compiler) this.variablesStale = true;
+    else this.writeVariables();
+  }
+
+  private syncVariables(): void {
+    if (this.variablesStale) this.writeVariables();
   }
 
   /** Copy the weights buffer into the variables. */
   private writeVariables(): void {
+    this.variablesStale = false;
     tf.tidy(() => {
       for (const [i, v] of this.allVars().entries()) v.assign(this.slice(this.weights, i));
     });
@@ -203,9 +254,10 @@ export class Replica {
 
   /** Count correct predictions and sum the cross-entropy over a batch (inference mode: no dropout). */
   evaluate(batch: Batch): EvalCounts {
+    this.syncVariables();
     return tf.tidy(() => {
       const { x, y } = this.inputs(batch);
-      const logits = this.built.logitsModel.apply(x, { training: false }) as tf.Tensor;
+      const logits = this.model.logitsModel.apply(x, { training: false }) as tf.Tensor;
       const lossSum = tf.losses.softmaxCrossEntropy(y, logits, undefined, undefined, tf.Reduction.SUM).dataSync()[0]!;
       const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), tf.argMax(y, 1)), 'int32')).dataSync()[0]!;
       return { correct, total: batch.n, lossSum };
@@ -213,7 +265,8 @@ export class Replica {
   }
 
   dispose(): void {
-    this.built.model.dispose();
+    this.compiler?.dispose();
+    this.model.model.dispose();
   }
 
   private checkLength(what: string, expected: number, actual: number): void {

@@ -1,0 +1,105 @@
+/**
+ * A training step's gradients computed by one libtensorflow session call (the `tensorflow` backend only).
+ *
+ * The graph is the recording of tfjs-node's own eager step (step-trace.ts), so it computes what the eager step
+ * computes, with tfjs's gradients; TensorFlow's graph optimiser and oneDNN's graph kernels then run it. It is loaded
+ * as a SavedModel with no variables: the weights are fed at every call from the replica's flat buffer, so the
+ * variables need no update between steps.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { encodeSavedModel } from './graph-def.js';
+import type { NativeBinding } from './native-binding.js';
+import { graphOfTrace, type GraphInput, type StepTrace } from './step-trace.js';
+
+const TAG = 'ringtrain-train-step';
+
+/** Where each weight sits in the flat buffer, in feed order. */
+export interface FeedEntry {
+  shape: readonly number[];
+  offset: number;
+  size: number;
+}
+
+/** What one traced step fed and fetched, by binding id. */
+export interface TracedStepIo {
+  images: number;
+  labels: number;
+  weights: readonly number[];
+  loss: number;
+  gradients: readonly number[];
+}
+
+export class CompiledStep {
+  private constructor(
+    private readonly binding: NativeBinding,
+    private readonly modelId: number,
+    private readonly inputNames: string,
+    private readonly outputNames: string,
+    private readonly imageShape: readonly number[],
+    private readonly weights: readonly FeedEntry[],
+  ) {}
+
+  /** Build the graph of a traced step and load it into a session. Throws UntraceableStepError or libtensorflow's. */
+  static load(
+    binding: NativeBinding,
+    trace: StepTrace,
+    io: TracedStepIo,
+    imageShape: readonly number[],
+    weights: readonly FeedEntry[],
+  ): CompiledStep {
+    const n = imageShape[0]!;
+    const inputs = new Map<number, GraphInput>([
+      [io.images, { name: 'images', dtype: binding.TF_FLOAT, shape: imageShape }],
+      [io.labels, { name: 'labels', dtype: binding.TF_INT32, shape: [n] }],
+    ]);
+    for (const [i, id] of io.weights.entries()) {
+      inputs.set(id, { name: `weight_${i}`, dtype: binding.TF_FLOAT, shape: weights[i]!.shape });
+    }
+    const graph = graphOfTrace(binding, trace, inputs, [io.loss, ...io.gradients]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringtrain-step-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'saved_model.pb'), encodeSavedModel(graph.nodes, [TAG]));
+      const modelId = binding.loadSavedModel(dir, TAG);
+      const inputNames = [...inputs.values()].map((i) => i.name).join(',');
+      return new CompiledStep(binding, modelId, inputNames, graph.outputs.join(','), imageShape, weights);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Samples per call: the graph's batch dimension. */
+  get batchSize(): number {
+    return this.imageShape[0]!;
+  }
+
+  /** Loss of the batch; the gradients go to `out` at the weights' offsets. */
+  run(images: Float32Array, labels: Int32Array, weights: Float32Array, out: Float32Array): number {
+    const b = this.binding;
+    const n = this.batchSize;
+    const pixels = n * this.imageShape.slice(1).reduce((a, c) => a * c, 1);
+    const ids = [
+      b.createTensor(this.imageShape.slice(), b.TF_FLOAT, images.subarray(0, pixels)),
+      b.createTensor([n], b.TF_INT32, labels.subarray(0, n)),
+      ...this.weights.map((w) =>
+        b.createTensor(w.shape.slice(), b.TF_FLOAT, weights.subarray(w.offset, w.offset + w.size)),
+      ),
+    ];
+    let fetched: { id: number }[] = [];
+    try {
+      fetched = b.runSavedModel(this.modelId, ids, this.inputNames, this.outputNames);
+      const loss = b.tensorDataSync(fetched[0]!.id)[0]!;
+      for (const [i, w] of this.weights.entries())
+        out.set(b.tensorDataSync(fetched[i + 1]!.id) as Float32Array, w.offset);
+      return loss;
+    } finally {
+      for (const id of ids) b.deleteTensor(id);
+      for (const t of fetched) b.deleteTensor(t.id);
+    }
+  }
+
+  dispose(): void {
+    this.binding.deleteSavedModel(this.modelId);
+  }
+}
