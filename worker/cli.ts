@@ -36,6 +36,7 @@ function workerConfig(opts: Opts): Omit<WorkerConfig, 'log'> {
     listenPort: address.port,
     backend: common.backend,
     threads: common.threads,
+    stepGraph: common.stepGraph,
     dataDir: common.dataDir,
     dataOptions: readDataOptions(opts, 'worker'),
     heartbeatMs: common.heartbeatMs,

@@ -42,7 +42,7 @@ import {
 import { selectBackend, type BackendChoice } from '../shared/tf/backend.js';
 import { evaluateRangeYielding } from '../shared/train/batches.js';
 import { buildWorkerReplica } from '../shared/train/run-model.js';
-import { Replica } from '../shared/train/replica.js';
+import { Replica, replicaOptions } from '../shared/train/replica.js';
 import { keepAlive } from '../shared/ws-util.js';
 import { runShard, type NonFinitePolicy, type ShardPlan } from './epoch-runner.js';
 import { RingTransport } from './ring-transport.js';
@@ -58,6 +58,8 @@ export interface WorkerConfig {
   backend: BackendChoice;
   /** TensorFlow threads (`--threads`); undefined = the backend's default. */
   threads?: number;
+  /** `--step-graph`: off keeps every step op by op on the tensorflow backend. */
+  stepGraph?: 'auto' | 'off';
   dataDir?: string;
   /** How --data-dir is read (image size, colour mode, validation split); must match the coordinator's. */
   dataOptions?: DataOptions;
@@ -288,7 +290,12 @@ export class WorkerSession {
     this.log = this.runLog.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
-    this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend);
+    this.replica ??= await buildWorkerReplica(
+      this.settings.train,
+      this.settings.modelTopology,
+      this.backend,
+      replicaOptions(this.cfg.stepGraph, this.runLog),
+    );
     await this.ring.connect({
       gen: m.gen,
       rank: m.rank,

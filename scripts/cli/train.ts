@@ -31,6 +31,7 @@ export function trainCommand(): Command {
       config,
       backend: common.backend,
       threads: common.threads,
+      stepGraph: common.stepGraph,
       dataDir: common.dataDir,
       dataOptions: readDataOptions(opts, 'train'),
       summaryJson: common.summaryJson,

@@ -529,6 +529,16 @@ export const COMMON_OPTIONS = {
     roles: ['train', 'worker', 'launch', 'evaluate'],
     forward: 'worker',
   }),
+  stepGraph: choice(['auto', 'off'], {
+    flag: 'step-graph',
+    arg: 'mode',
+    help:
+      "tensorflow backend: compute each step's gradients as one compiled TensorFlow graph where the model allows " +
+      'it (auto), or op by op (off)',
+    default: 'auto',
+    roles: ['train', 'worker', 'launch'],
+    forward: 'worker',
+  }),
   dataDir: text({
     flag: 'data-dir',
     arg: 'dir',

@@ -13,6 +13,7 @@
  * Every tensor op runs inside tf.tidy, so tf.memory().numTensors stays flat across steps.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { Logger } from 'pino';
 import { LayoutMismatchError } from '../errors.js';
 import type { BuiltModel } from './models.js';
 import { FlatOptimizer } from './flat-optim.js';
@@ -28,6 +29,18 @@ export interface ReplicaOptions {
   compileStep?: boolean;
   /** Told once per batch size whether its step was compiled, and why not. */
   onCompile?: (outcome: CompileOutcome) => void;
+}
+
+/** The replica options of `--step-graph`, logging each batch size's outcome once. */
+export function replicaOptions(stepGraph: 'auto' | 'off' | undefined, log: Logger): ReplicaOptions {
+  return {
+    compileStep: stepGraph !== 'off',
+    onCompile: (o) => {
+      if (o.compiled)
+        log.info({ batchSize: o.batchSize, ops: o.ops }, 'training step compiled into one TensorFlow graph');
+      else log.info({ batchSize: o.batchSize, reason: o.reason }, 'training step runs op by op');
+    },
+  };
 }
 
 export interface ParamEntry {

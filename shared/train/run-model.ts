@@ -17,7 +17,7 @@ import type { Dataset } from '../data/dataset.js';
 import { PREPROCESSING, saveModel, type ModelMetadata } from './model-io.js';
 import { buildFromTopology, resolveModel, topologyOf } from './model-spec.js';
 import { buildModel, parseModelName, type BuiltModel, type ModelShape } from './models.js';
-import { Replica } from './replica.js';
+import { Replica, type ReplicaOptions } from './replica.js';
 import { checkLayersStatic, dryRunStep } from './trainability.js';
 
 /** What the coordinator needs of the model (see coordinator.ts). */
@@ -97,11 +97,12 @@ export async function buildWorkerReplica(
   train: TrainConfig,
   topology: string | undefined,
   backend: string,
+  options: ReplicaOptions = {},
 ): Promise<Replica> {
   const built = topology
     ? await buildFromTopology(topology, train.model)
     : buildModel(parseModelName(train.model), train.seed);
-  const replica = new Replica(built, { name: train.optimizer, lr: train.lr, momentum: train.momentum });
+  const replica = new Replica(built, { name: train.optimizer, lr: train.lr, momentum: train.momentum }, options);
   try {
     dryRunStep(replica, backend);
   } catch (err) {

@@ -16,7 +16,7 @@ import { BatchLoader, evaluateRange } from './batches.js';
 import { saveModel } from './model-io.js';
 import { resolveModel } from './model-spec.js';
 import { learningRateAt } from './optim.js';
-import { Replica } from './replica.js';
+import { Replica, replicaOptions } from './replica.js';
 import { metadataOf, modelShapeOf } from './run-model.js';
 import { dryRunStep } from './trainability.js';
 
@@ -25,6 +25,8 @@ export interface SingleRunOptions {
   backend: BackendChoice;
   /** TensorFlow threads (`--threads`); undefined = the backend's default. */
   threads?: number;
+  /** `--step-graph`: off keeps every step op by op on the tensorflow backend. */
+  stepGraph?: 'auto' | 'off';
   dataDir?: string;
   dataOptions?: DataOptions;
   summaryJson?: string;
@@ -61,7 +63,11 @@ export async function trainSingle(opts: SingleRunOptions): Promise<TrainSummary>
   const data = limitDataset(await loadDataset(opts.dataDir, opts.dataOptions), config.trainLimit, config.testLimit);
   log.info({ source: data.source, train: data.train.count, test: data.test.count }, 'dataset loaded');
   const { built } = await resolveModel(config.model, modelShapeOf(data), config.seed);
-  const replica = new Replica(built, { name: config.optimizer, lr: config.lr, momentum: config.momentum });
+  const replica = new Replica(
+    built,
+    { name: config.optimizer, lr: config.lr, momentum: config.momentum },
+    replicaOptions(opts.stepGraph, log),
+  );
   dryRunStep(replica, backend);
   const summary = await trainLoop(replica, data, opts);
   if (opts.saveDir) {
