@@ -58,7 +58,6 @@ export interface WorkerConfig {
   backend: BackendChoice;
   /** TensorFlow threads (`--threads`); undefined = the backend's default. */
   threads?: number;
-  /** `--step-graph`: off keeps every step op by op on the tensorflow backend. */
   stepGraph?: 'auto' | 'off';
   dataDir?: string;
   /** How --data-dir is read (image size, colour mode, validation split); must match the coordinator's. */
@@ -290,12 +289,8 @@ export class WorkerSession {
     this.log = this.runLog.child({ gen: m.gen, rank: m.rank });
     this.ring.abandon('membership changed');
     await this.loop;
-    this.replica ??= await buildWorkerReplica(
-      this.settings.train,
-      this.settings.modelTopology,
-      this.backend,
-      replicaOptions(this.cfg.stepGraph, this.runLog),
-    );
+    const options = replicaOptions(this.cfg.stepGraph, this.runLog);
+    this.replica ??= await buildWorkerReplica(this.settings.train, this.settings.modelTopology, this.backend, options);
     await this.ring.connect({
       gen: m.gen,
       rank: m.rank,

@@ -532,9 +532,7 @@ export const COMMON_OPTIONS = {
   stepGraph: choice(['auto', 'off'], {
     flag: 'step-graph',
     arg: 'mode',
-    help:
-      "tensorflow backend: compute each step's gradients as one compiled TensorFlow graph where the model allows " +
-      'it (auto), or op by op (off)',
+    help: "tensorflow backend: each step's gradients in one compiled TensorFlow graph (auto), or op by op (off)",
     default: 'auto',
     roles: ['train', 'worker', 'launch'],
     forward: 'worker',
