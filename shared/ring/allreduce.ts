@@ -214,7 +214,7 @@ class RingRun {
     const fp16 = this.encoding === ValueEncoding.float16;
     if (t < this.n - 2) {
       if (fp16) addFloat16(this.buffer, this.bits, range.start, received as Uint16Array, target as Uint16Array | null);
-      else addFloat32(this.buffer, range.start, received as Float32Array, target as Float32Array | null);
+      else addFloat32(this.buffer, range.start, received as Float32Array);
     } else if (t === this.n - 2) {
       const divisor = this.o.average ? this.n : 1;
       if (fp16)
@@ -226,12 +226,13 @@ class RingRun {
           divisor,
           target as Uint16Array | null,
         );
-      else finishFloat32(this.buffer, range.start, received as Float32Array, divisor, target as Float32Array | null);
+      else finishFloat32(this.buffer, range.start, received as Float32Array, divisor);
     } else if (fp16) {
       copyFloat16(this.bits, range.start, received as Uint16Array, target as Uint16Array | null);
     } else {
-      copyFloat32(this.buffer, range.start, received as Float32Array, target as Float32Array | null);
+      this.buffer.set(received as Float32Array, range.start);
     }
+    if (!fp16 && target !== null) (target as Float32Array).set(this.buffer.subarray(range.start, range.end));
     if (out) this.track(out.send());
     else if (next >= 0) this.sendCopy(next, c, k, range);
   }
@@ -270,31 +271,21 @@ class RingRun {
 
 // The loops below are the allreduce's arithmetic, one monomorphic function per case so they stay fast. `out` is the
 // outgoing frame's memory when the block is forwarded through a prepared frame, else null. Float32 results are copied
-// into it afterwards with a native copy: measured, a second store in the JS loop costs more than memcpy does.
+// into it by the caller with a native copy: measured, a second store in the JS loop costs more than memcpy does. The
+// float32 loops touch no property but the received block's length: a copy-out branch inside them, taken on one rank
+// and not another, left V8 without type feedback for it, and the optimised loop deoptimised on every call (a 1 ms
+// interpreted loop per step on a 256 KB buffer).
 
-function addFloat32(buffer: Float32Array, start: number, received: Float32Array, out: Float32Array | null): void {
+function addFloat32(buffer: Float32Array, start: number, received: Float32Array): void {
   const n = received.length;
   for (let i = 0; i < n; i++) buffer[start + i] += received[i]!;
-  if (out !== null) out.set(buffer.subarray(start, start + n));
 }
 
 /** The owner's last addition: sum, average, and the chunk's final value. */
-function finishFloat32(
-  buffer: Float32Array,
-  start: number,
-  received: Float32Array,
-  divisor: number,
-  out: Float32Array | null,
-): void {
+function finishFloat32(buffer: Float32Array, start: number, received: Float32Array, divisor: number): void {
   const n = received.length;
   // Round the sum to float32 before dividing, exactly as a sum stored and divided in a second pass would.
   for (let i = 0; i < n; i++) buffer[start + i] = Math.fround(buffer[start + i]! + received[i]!) / divisor;
-  if (out !== null) out.set(buffer.subarray(start, start + n));
-}
-
-function copyFloat32(buffer: Float32Array, start: number, received: Float32Array, out: Float32Array | null): void {
-  buffer.set(received, start);
-  if (out !== null) out.set(received);
 }
 
 function addFloat16(
