@@ -143,20 +143,71 @@ describe('compiled training step on tensorflow', { skip: SKIP }, () => {
     e.dispose();
   });
 
-  test('a model with dropout stays op by op, and says why', () => {
+  /** A small functional model: flatten, dense 16, then `middle`, then dense 10 (logits). */
+  function smallModel(name: string, middle: tf.layers.Layer[]): Replica['built'] {
     const input = tf.input({ shape: [28, 28, 1] });
     let x = tf.layers.flatten().apply(input) as tf.SymbolicTensor;
     x = tf.layers.dense({ units: 16, activation: 'relu' }).apply(x) as tf.SymbolicTensor;
-    x = tf.layers.dropout({ rate: 0.5 }).apply(x) as tf.SymbolicTensor;
+    for (const layer of middle) x = layer.apply(x) as tf.SymbolicTensor;
     const logits = tf.model({ inputs: input, outputs: tf.layers.dense({ units: 10 }).apply(x) as tf.SymbolicTensor });
+    return { name, logitsModel: logits, model: withSoftmax(logits, name) };
+  }
+
+  test('dropout compiles: the graph draws a fresh mask every step', () => {
     const outcomes: CompileOutcome[] = [];
-    const built = { name: 'dropout', logitsModel: logits, model: withSoftmax(logits, 'dropout') };
+    const built = smallModel('dropout', [tf.layers.dropout({ rate: 0.5 })]);
+    const r = new Replica(built, { name: 'sgd', lr: 0.1 }, { onCompile: (o) => outcomes.push(o) });
+    const batch = randomBatch(8, 1);
+    for (let i = 0; i < 3; i++) r.computeGradients(batch);
+    assert.deepEqual(
+      outcomes.map((o) => o.compiled),
+      [true],
+    );
+    // Same batch, same weights: only the masks differ between these two compiled steps.
+    const first = r.computeGradients(batch).gradients.slice();
+    const second = r.computeGradients(batch).gradients;
+    assert.ok(
+      first.some((g, i) => g !== second[i]),
+      'two compiled steps drew the same dropout mask',
+    );
+    r.dispose();
+  });
+
+  test('a random draw that is not uniform [0, 1) keeps the step op by op, and says why', () => {
+    const outcomes: CompileOutcome[] = [];
+    const built = smallModel('noise', [tf.layers.gaussianNoise({ stddev: 0.5 })]);
     const r = new Replica(built, { name: 'sgd', lr: 0.1 }, { onCompile: (o) => outcomes.push(o) });
     for (let i = 0; i < 4; i++) r.computeGradients(randomBatch(8, i));
     assert.equal(outcomes.length, 1);
     assert.equal(outcomes[0]!.compiled, false);
-    assert.match(outcomes[0]!.reason!, /different programs/);
+    assert.match(outcomes[0]!.reason!, /different programs: op \d+ .* constant input/);
     r.dispose();
+  });
+
+  test('BatchNormalization compiles: the graph returns the moving statistics, as the op-by-op step does', () => {
+    const outcomes: CompileOutcome[] = [];
+    const bn = (): Replica['built'] => smallModel('bn', [tf.layers.batchNormalization()]);
+    const compiled = new Replica(bn(), { name: 'sgd', lr: 0.1 }, { onCompile: (o) => outcomes.push(o) });
+    const eager = new Replica(bn(), { name: 'sgd', lr: 0.1 }, { compileStep: false });
+    eager.setWeights(compiled.getWeights());
+    assert.ok(compiled.stateSize > 0);
+    for (let step = 0; step < 4; step++) {
+      const batch = randomBatch(16, 50 + step);
+      const a = eager.computeGradients(batch).gradients.slice();
+      const b = compiled.computeGradients(batch).gradients;
+      const state = (g: Float32Array): Float32Array => g.subarray(g.length - compiled.stateSize);
+      assert.ok(relativeDifference(a, b) < 1e-3, `step ${step}: updates differ by ${relativeDifference(a, b)}`);
+      assert.ok(
+        state(a).some((v) => v !== 0),
+        'the step moved the statistics',
+      );
+      assert.ok(relativeDifference(state(a), state(b)) < 1e-3, `step ${step}: statistics differ`);
+      eager.applyGradients(a);
+      compiled.applyGradients(a);
+    }
+    assert.equal(outcomes[0]?.compiled, true);
+    compiled.dispose();
+    eager.dispose();
   });
 
   test('a step that reads a value back into JavaScript midway is refused', () => {

@@ -10,8 +10,9 @@
  * optimisations and oneDNN's graph kernels, instead of one binding call and one eager dispatch per op.
  *
  * A step that reads a value back into JavaScript in the middle (tensorDataSync) depends on data the graph cannot
- * see, and is refused; so is one whose recorded constants differ between two steps (random numbers drawn in
- * JavaScript, such as tfjs's dropout masks): `sameProgram` compares two recordings.
+ * see, and is refused; so is one whose recorded constants differ between two steps (`compareTraces`), except for
+ * uniform draws in [0, 1) (tfjs's dropout masks, drawn in JavaScript), which the graph draws itself with
+ * TensorFlow's RandomUniform: a fresh mask every step, as the eager step has.
  */
 import type { Attr, ConstTensor, GraphNode } from './graph-def.js';
 import type { NativeBinding, OpAttr, TensorMetadata } from './native-binding.js';
@@ -74,26 +75,61 @@ export function recordBinding<T>(holder: { binding: NativeBinding }, fn: () => T
   }
 }
 
-/** The program a trace recorded, with binding ids replaced by their order of first appearance. */
-function programKey(trace: StepTrace, fed: ReadonlySet<number>): string {
-  const order = new Map<number, number>();
-  const local = (id: number): number => {
-    if (!order.has(id)) order.set(id, order.size);
-    return order.get(id)!;
-  };
-  const parts = trace.ops.map((t) => {
-    const inputs = t.inputs.map((id) => {
-      const made = fed.has(id) ? undefined : trace.created.get(id);
-      return made ? `c${Buffer.from(made.content).toString('base64')}/${made.shape.join('x')}` : `t${local(id)}`;
-    });
-    return `${t.op}${JSON.stringify(t.attrs)}(${inputs.join(',')})->${t.outputs.map((o) => local(o.id)).join(',')}`;
-  });
-  return parts.join(';');
+/** How two recordings of a step compare: the same program, except perhaps for its random draws. */
+export type TraceComparison = { same: true; random: Set<number> } | { same: false; why: string };
+
+const FLOAT32 = 1;
+
+/** A float32 constant whose values all lie in [0, 1): what tfjs's randomUniform(shape, 0, 1) draws. */
+function isUniformDraw(t: ConstTensor): boolean {
+  if (t.dtype !== FLOAT32) return false;
+  const values = new Float32Array(t.content.buffer, t.content.byteOffset, t.content.byteLength / 4);
+  return values.every((v) => v >= 0 && v < 1);
 }
 
-/** Whether two recordings are the same program; `fedA`/`fedB` are each step's own inputs (images, labels). */
-export function sameProgram(a: StepTrace, fedA: ReadonlySet<number>, b: StepTrace, fedB: ReadonlySet<number>): boolean {
-  return programKey(a, fedA) === programKey(b, fedB);
+/**
+ * Compare two recordings op by op. `fedA`/`fedB` name each step's fed tensors (images, labels, weights) by role.
+ * Tensors an op made stand for their position; JavaScript constants must be equal, except uniform [0, 1) draws
+ * that differ (dropout's masks): those are returned, by their binding id in `b`, to be drawn by the graph itself.
+ */
+export function compareTraces(
+  a: StepTrace,
+  fedA: ReadonlyMap<number, string>,
+  b: StepTrace,
+  fedB: ReadonlyMap<number, string>,
+): TraceComparison {
+  if (a.ops.length !== b.ops.length) return { same: false, why: `${a.ops.length} ops, then ${b.ops.length}` };
+  const localA = new Map<number, number>();
+  const localB = new Map<number, number>();
+  const random = new Set<number>();
+  const mismatch = (k: number, what: string): TraceComparison => ({
+    same: false,
+    why: `op ${k} (${a.ops[k]!.op}) ${what} differs between two steps`,
+  });
+  for (const [k, opA] of a.ops.entries()) {
+    const opB = b.ops[k]!;
+    if (opA.op !== opB.op || JSON.stringify(opA.attrs) !== JSON.stringify(opB.attrs)) return mismatch(k, 'itself');
+    if (opA.inputs.length !== opB.inputs.length) return mismatch(k, 'input count');
+    for (const [j, idA] of opA.inputs.entries()) {
+      const idB = opB.inputs[j]!;
+      const madeA = fedA.has(idA) ? undefined : a.created.get(idA);
+      const madeB = fedB.has(idB) ? undefined : b.created.get(idB);
+      if (fedA.get(idA) !== fedB.get(idB) || !madeA !== !madeB) return mismatch(k, `input ${j}`);
+      if (madeA && madeB) {
+        if (madeA.dtype !== madeB.dtype || madeA.shape.join() !== madeB.shape.join()) return mismatch(k, `input ${j}`);
+        if (Buffer.compare(madeA.content, madeB.content) === 0) continue;
+        if (!isUniformDraw(madeA) || !isUniformDraw(madeB)) return mismatch(k, `constant input ${j}`);
+        random.add(idB);
+      } else if (!fedA.has(idA) && localA.get(idA) !== localB.get(idB)) {
+        return mismatch(k, `input ${j}`);
+      }
+    }
+    for (const [j, out] of opA.outputs.entries()) {
+      localA.set(out.id, localA.size);
+      localB.set(opB.outputs[j]!.id, localB.size);
+    }
+  }
+  return { same: true, random };
 }
 
 function attrOf(binding: NativeBinding, a: OpAttr): Attr {
@@ -126,6 +162,29 @@ export interface TracedGraph {
   nodes: GraphNode[];
   /** "node" or "node:k" of each requested output, in order. */
   outputs: string[];
+  /** The graph's own uniform draws: each can be fed (PlaceholderWithDefault) with the values the trace drew. */
+  random: { name: string; recorded: ConstTensor }[];
+}
+
+/** Nodes drawing a fresh uniform [0, 1) tensor of this shape at every run, unless `name` is fed. */
+function uniformDrawNodes(name: string, shape: readonly number[]): GraphNode[] {
+  const dims: ConstTensor = { dtype: 3, shape: [shape.length], content: new Uint8Array(Int32Array.from(shape).buffer) };
+  return [
+    { name: `${name}_shape`, op: 'Const', inputs: [], attrs: { dtype: { type: 3 }, value: { tensor: dims } } },
+    {
+      name: `${name}_draw`,
+      op: 'RandomUniform',
+      inputs: [`${name}_shape`],
+      // Seeds 0: TensorFlow seeds the op at random, as tfjs's own dropout draws differ in every process.
+      attrs: { dtype: { type: FLOAT32 }, T: { type: 3 }, seed: { i: 0 }, seed2: { i: 0 } },
+    },
+    {
+      name,
+      op: 'PlaceholderWithDefault',
+      inputs: [`${name}_draw`],
+      attrs: { dtype: { type: FLOAT32 }, shape: { shape } },
+    },
+  ];
 }
 
 /**
@@ -137,10 +196,12 @@ export function graphOfTrace(
   trace: StepTrace,
   inputs: ReadonlyMap<number, GraphInput>,
   outputs: readonly number[],
+  random: ReadonlySet<number> = new Set(),
 ): TracedGraph {
   if (trace.readBack) throw new UntraceableStepError('it reads a tensor back into JavaScript in the middle');
   const nodes: GraphNode[] = [];
   const names = new Map<number, string>();
+  const draws: TracedGraph['random'] = [];
   for (const [id, input] of inputs) {
     names.set(id, input.name);
     nodes.push({ name: input.name, op: 'Placeholder', inputs: [], attrs: { dtype: { type: input.dtype } } });
@@ -150,8 +211,13 @@ export function graphOfTrace(
     if (known !== undefined) return known;
     const made = trace.created.get(id);
     if (!made) throw new UntraceableStepError(`it reads a tensor made before the step (binding id ${id})`);
-    const name = `const_${id}`;
-    nodes.push({ name, op: 'Const', inputs: [], attrs: { dtype: { type: made.dtype }, value: { tensor: made } } });
+    const name = random.has(id) ? `uniform_${id}` : `const_${id}`;
+    if (random.has(id)) {
+      nodes.push(...uniformDrawNodes(name, made.shape));
+      draws.push({ name, recorded: made });
+    } else {
+      nodes.push({ name, op: 'Const', inputs: [], attrs: { dtype: { type: made.dtype }, value: { tensor: made } } });
+    }
     names.set(id, name);
     return name;
   };
@@ -161,5 +227,5 @@ export function graphOfTrace(
     nodes.push({ name, op: t.op, inputs: t.inputs.map(nameOf), attrs });
     for (const [j, out] of t.outputs.entries()) names.set(out.id, j === 0 ? name : `${name}:${j}`);
   }
-  return { nodes, outputs: outputs.map(nameOf) };
+  return { nodes, outputs: outputs.map(nameOf), random: draws };
 }

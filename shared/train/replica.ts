@@ -122,10 +122,9 @@ export class Replica {
     this.compiler = this.compilerFor(options);
   }
 
-  /** Models with layer state (BatchNormalization) stay eager: the graph would also have to return the new state. */
   private compilerFor(options: ReplicaOptions): StepCompiler | undefined {
     const backend = activeNativeBackend();
-    if (!backend || options.compileStep === false || this.stateVars.length > 0) return undefined;
+    if (!backend || options.compileStep === false) return undefined;
     return new StepCompiler(backend, this.layout.entries, this.imageShape, options.onCompile);
   }
 
@@ -163,15 +162,23 @@ export class Replica {
     return { x, labels, y: tf.oneHot(labels, this.numClasses) };
   }
 
-  /** The eager step's tensors: forward pass, loss and gradients. */
+  /** The eager step's tensors: forward pass, loss and gradients, and the layer state before and after. */
   private stepTensors(batch: Batch): StepTensors {
+    const stateBefore = this.stateVars.map((v) => v.clone()); // the same data: the values the step reads
     const { x, labels, y } = this.inputs(batch);
     const { value, grads } = tf.variableGrads(
       () =>
         tf.losses.softmaxCrossEntropy(y, this.model.logitsModel.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
       this.vars,
     );
-    return { images: x, labels, weights: this.vars, loss: value, gradients: this.vars.map((v) => grads[v.name]!) };
+    return {
+      images: x,
+      labels,
+      weights: [...this.vars, ...stateBefore],
+      loss: value,
+      gradients: this.vars.map((v) => grads[v.name]!),
+      stateAfter: this.stateVars.map((v) => v.clone()),
+    };
   }
 
   /**
@@ -193,7 +200,6 @@ export class Replica {
 
   private eagerGradients(batch: Batch): number {
     return tf.tidy(() => {
-      const before = this.stateVars.map((v) => v.clone());
       const step = this.compiler
         ? this.compiler.eager(batch.n, () => this.stepTensors(batch))
         : this.stepTensors(batch);
@@ -202,8 +208,9 @@ export class Replica {
       }
       const n = this.vars.length;
       for (const [j, v] of this.stateVars.entries()) {
-        this.gradients.set(tf.sub(v, before[j]!).dataSync() as Float32Array, this.entry(n + j).offset);
-        v.assign(before[j]!); // the forward pass updated it in place; the averaged update is applied instead
+        const before = step.weights[n + j]!;
+        this.gradients.set(tf.sub(step.stateAfter[j]!, before).dataSync() as Float32Array, this.entry(n + j).offset);
+        v.assign(before); // the forward pass updated it in place; the averaged update is applied instead
       }
       return step.loss.dataSync()[0]!;
     });

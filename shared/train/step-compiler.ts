@@ -1,24 +1,29 @@
 /**
  * When a replica's gradients come from one compiled graph instead of eager ops (the `tensorflow` backend).
  *
- * Per batch size: the first two steps run eagerly and are recorded; when both recorded the same program, the
- * graph is built from the second and loaded, and it must give the second step's gradients again (within float
- * round-off: TensorFlow's graph kernels sum in other orders) before it is used. From then on that batch size runs
+ * Per batch size: the first two steps run eagerly and are recorded; when both recorded the same program (up to
+ * their dropout draws), the graph is built from the second and loaded, and it must give the second step's update
+ * again, fed that step's draws (within float round-off: TensorFlow's graph kernels sum in other orders), before it
+ * is used. From then on that batch size runs
  * compiled. A step that cannot be compiled, or a graph that disagrees, leaves that batch size eager, with the reason.
  * Either way the update stays the JavaScript optimizer's, so replicas stay identical whichever way each computes.
  */
 import type * as tf from '@tensorflow/tfjs';
-import { CompiledStep, type FeedEntry } from '../tf/compiled-step.js';
+import { CompiledStep, type FeedEntry, type TracedStepIo } from '../tf/compiled-step.js';
 import { nativeIdOf, type NativeBackend } from '../tf/native-binding.js';
-import { recordBinding, sameProgram, UntraceableStepError, type StepTrace } from '../tf/step-trace.js';
+import { compareTraces, recordBinding, UntraceableStepError, type StepTrace } from '../tf/step-trace.js';
 
 /** The tensors of one eager step that the graph feeds and fetches. */
 export interface StepTensors {
   images: tf.Tensor;
   labels: tf.Tensor;
+  /** The trainable weights, then the state weights as the step found them. */
   weights: readonly tf.Tensor[];
   loss: tf.Tensor;
+  /** One per trainable weight. */
   gradients: readonly tf.Tensor[];
+  /** The state weights as the forward pass left them. */
+  stateAfter: readonly tf.Tensor[];
 }
 
 export interface CompileOutcome {
@@ -31,7 +36,7 @@ export interface CompileOutcome {
 
 interface Recorded {
   trace: StepTrace;
-  ids: { images: number; labels: number; weights: number[]; loss: number; gradients: number[] };
+  ids: TracedStepIo;
 }
 
 type Slot = { recorded: Recorded[] } | { step: CompiledStep } | { eager: string };
@@ -70,6 +75,7 @@ export class StepCompiler {
         weights: result.weights.map(id),
         loss: id(result.loss),
         gradients: result.gradients.map(id),
+        stateAfter: result.stateAfter.map(id),
       },
     });
     return result;
@@ -88,18 +94,23 @@ export class StepCompiler {
     const slot = this.slots.get(n);
     if (!slot || !('recorded' in slot) || slot.recorded.length < 2) return;
     const [a, b] = slot.recorded as [Recorded, Recorded];
-    const fed = (r: Recorded): Set<number> => new Set([r.ids.images, r.ids.labels, ...r.ids.weights]);
-    if (!sameProgram(a.trace, fed(a), b.trace, fed(b))) {
-      return this.refuse(n, 'two steps ran different programs (random numbers or data read in JavaScript)');
-    }
+    const fed = (r: Recorded): Map<number, string> =>
+      new Map([
+        [r.ids.images, 'images'],
+        [r.ids.labels, 'labels'],
+        ...r.ids.weights.map((id, i): [number, string] => [id, `weight ${i}`]),
+      ]);
+    const comparison = compareTraces(a.trace, fed(a), b.trace, fed(b));
+    if (!comparison.same) return this.refuse(n, `two steps ran different programs: ${comparison.why}`);
     let step: CompiledStep;
     try {
-      step = CompiledStep.load(this.backend.binding, b.trace, b.ids, [n, ...this.sampleShape], this.feeds);
+      const shape = [n, ...this.sampleShape];
+      step = CompiledStep.load(this.backend.binding, b.trace, b.ids, shape, this.feeds, comparison.random);
     } catch (err) {
       return this.refuse(n, err instanceof UntraceableStepError ? err.reason : (err as Error).message);
     }
     const got = new Float32Array(expected.length);
-    step.run(batch.images, batch.labels, weights, got);
+    step.run(batch.images, batch.labels, weights, got, true);
     const worst = largestDifference(this.feeds, expected, got);
     if (!(worst <= AGREEMENT)) {
       step.dispose();
