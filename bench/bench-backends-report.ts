@@ -14,8 +14,9 @@ const num = (x: number | undefined, digits = 0): string =>
 const pct = (x: number | undefined): string =>
   x !== undefined && Number.isFinite(x) ? `${(100 * x).toFixed(0)}%` : 'n/a';
 
-function lenet(s: BackendsSection, backend: string) {
-  return s.rows.find((r) => r.backend === backend)?.models.find((m) => m.model === 'lenet5');
+/** The default row of a backend (tensorflow's compiled step, not its op-by-op comparison). */
+function lenet(s: BackendsSection, backend: string, opByOp = false) {
+  return s.rows.find((r) => r.backend === backend && !!r.opByOp === opByOp)?.models.find((m) => m.model === 'lenet5');
 }
 
 function why(s: BackendsSection, backend: string): string {
@@ -83,14 +84,21 @@ export function backendsMarkdown(s: BackendsSection): string {
     r.available
       ? r.models.map(
           (m) =>
-            `| ${r.backend} | ${m.model} | ${m.trainSamples} | ${num(m.single)} | ${num(m.cluster)} | ${num(m.ceiling)} | ${pct(m.ofCeiling)} | ${pct(m.phaseShare)} |`,
+            `| ${r.backend}${r.opByOp ? ' (op by op)' : ''} | ${m.model} | ${m.trainSamples} | ${num(m.single)} | ${num(m.cluster)} | ${num(m.ceiling)} | ${pct(m.ofCeiling)} | ${pct(m.phaseShare)} |`,
         )
       : [`| ${r.backend} | not available: ${r.detail} | | | | | | |`],
   );
-  const backends = s.rows.map(
-    (r) => `- ${r.backend}: ${r.detail}; ${r.singleThreads} thread(s) single, ${r.clusterThreads} per cluster worker`,
-  );
+  const backends = s.rows
+    .filter((r) => !r.opByOp)
+    .map(
+      (r) => `- ${r.backend}: ${r.detail}; ${r.singleThreads} thread(s) single, ${r.clusterThreads} per cluster worker`,
+    );
   const tf = lenet(s, 'tensorflow');
+  const before = lenet(s, 'tensorflow', true);
+  const graph =
+    tf && before
+      ? `tensorflow's compiled step (the default) vs op by op (\`--step-graph off\`), LeNet-5: single ${num(tf.single / before.single, 2)}x, cluster ${num(tf.cluster / before.cluster, 2)}x.`
+      : '';
   const ddp = s.pytorch.ran
     ? `PyTorch ${s.pytorch.torch} DDP, LeNet-5, ${s.pytorch.trainSamples} samples: **${num(s.pytorch.samplesPerSec)} samples/s** (${s.pytorch.note}; runs ${(s.pytorch.runs ?? []).map((x) => num(x)).join(', ')})` +
       (tf
@@ -105,6 +113,7 @@ export function backendsMarkdown(s: BackendsSection): string {
     head,
     ...rows,
     '',
+    ...(graph ? [graph, ''] : []),
     ddp,
   ].join('\n');
 }

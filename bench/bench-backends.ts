@@ -49,6 +49,8 @@ export interface BackendModelRow {
 
 export interface BackendRow {
   backend: string;
+  /** `--step-graph off`: the tensorflow backend op by op, the before of its compiled step. */
+  opByOp?: boolean;
   /** What `ringtrain doctor` says: version, or why it is not available. */
   available: boolean;
   detail: string;
@@ -107,8 +109,20 @@ function phaseShare(r: RunResult): number {
   return (r.summary.steps * (p.dataMs + p.computeMs + p.allreduceMs + p.applyMs)) / trainMs;
 }
 
-async function measureModel(backend: string, model: BenchModel, plan: BackendsPlan): Promise<BackendModelRow> {
-  const base: TrainArgs = { backend, model, epochs: 1, trainLimit: plan.trainLimit[model], testLimit: plan.testLimit };
+async function measureModel(
+  backend: string,
+  model: BenchModel,
+  plan: BackendsPlan,
+  opByOp: boolean,
+): Promise<BackendModelRow> {
+  const base: TrainArgs = {
+    backend,
+    model,
+    epochs: 1,
+    trainLimit: plan.trainLimit[model],
+    testLimit: plan.testLimit,
+    ...(opByOp ? { stepGraph: 'off' as const } : {}),
+  };
   const perWorker: TrainArgs = { ...base, threads: Math.max(1, Math.floor(os.availableParallelism() / 2)) };
   const singles: number[] = [];
   const clusters: RunResult[] = [];
@@ -181,10 +195,20 @@ async function measureDdp(plan: BackendsPlan, log: (l: string) => void): Promise
 
 export async function measureBackends(plan: BackendsPlan, log: (l: string) => void): Promise<BackendsSection> {
   const found = (await doctor()).filter((b) => b.backend !== 'cpu');
+  // The tensorflow backend twice: with its compiled step (the default), then op by op (--step-graph off).
+  const variants = found.flatMap((b) =>
+    b.backend === 'tensorflow'
+      ? [
+          { b, opByOp: false },
+          { b, opByOp: true },
+        ]
+      : [{ b, opByOp: false }],
+  );
   const rows: BackendRow[] = [];
-  for (const b of found) {
+  for (const { b, opByOp } of variants) {
     const row: BackendRow = {
       backend: b.backend,
+      ...(opByOp ? { opByOp } : {}),
       available: b.available,
       detail: b.available ? (b.version ?? '') : (b.note ?? 'not available'),
       singleThreads: b.backend === 'tensorflow' ? os.availableParallelism() : 1,
@@ -193,8 +217,9 @@ export async function measureBackends(plan: BackendsPlan, log: (l: string) => vo
     };
     if (b.available) {
       for (const model of plan.models ?? BENCH_MODELS) {
-        log(`backends: ${b.backend} ${model} (trainer, cluster of 2, 2 trainers side by side) x ${plan.repeats}`);
-        row.models.push(await measureModel(b.backend, model, plan));
+        const name = `${b.backend}${opByOp ? ' op by op' : ''}`;
+        log(`backends: ${name} ${model} (trainer, cluster of 2, 2 trainers side by side) x ${plan.repeats}`);
+        row.models.push(await measureModel(b.backend, model, plan, opByOp));
       }
     }
     rows.push(row);

@@ -74,6 +74,13 @@ export interface TrainArgs {
   seed?: number;
   /** Compute threads of each training process (RINGTRAIN_THREADS); default: every core. */
   threads?: number;
+  /** `--step-graph` of the trainer and the workers; default: theirs (auto). */
+  stepGraph?: 'auto' | 'off';
+}
+
+/** Where the trainer and the workers compute: the backend, and how its step runs. */
+function computeFlags(a: TrainArgs): string[] {
+  return ['--backend', a.backend, ...(a.stepGraph ? ['--step-graph', a.stepGraph] : [])];
 }
 
 function threadEnv(a: TrainArgs, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
@@ -231,8 +238,7 @@ export async function runTrainer(args: TrainArgs, timeoutMs = 30 * 60_000): Prom
       [
         'train',
         ...trainFlags(args),
-        '--backend',
-        args.backend,
+        ...computeFlags(args),
         '--no-save',
         '--quiet',
         '--run-dir',
@@ -266,9 +272,9 @@ function listeningPort(coordinator: ReturnType<typeof spawnCli>): Promise<number
   });
 }
 
-function spawnWorker(port: number, backend: string, env: NodeJS.ProcessEnv): ReturnType<typeof spawnCli> {
+function spawnWorker(port: number, train: TrainArgs, env: NodeJS.ProcessEnv): ReturnType<typeof spawnCli> {
   const args = ['--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0', '--advertise', '127.0.0.1'];
-  return spawnCli(['worker', ...args, '--backend', backend], env);
+  return spawnCli(['worker', ...args, ...computeFlags(train)], env);
 }
 
 /** A coordinator and `workers` worker processes on localhost, as `ringtrain launch -np N` starts them. */
@@ -299,7 +305,7 @@ export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 3
   const procs = [coordinator];
   try {
     const port = await listeningPort(coordinator);
-    for (let i = 0; i < workers; i++) procs.push(spawnWorker(port, args.backend, env));
+    for (let i = 0; i < workers; i++) procs.push(spawnWorker(port, args, env));
     const sampler = new MemorySampler(
       procs.map((p, i) => ({ pid: p.child.pid!, role: i === 0 ? 'coordinator' : 'worker' })),
     );
