@@ -210,6 +210,25 @@ describe('compiled training step on tensorflow', { skip: SKIP }, () => {
     eager.dispose();
   });
 
+  test('a compiled step that fails at run time falls back to op by op for good, losing no step', () => {
+    const outcomes: CompileOutcome[] = [];
+    const r = new Replica(buildModel('mlp', 5), { name: 'sgd', lr: 0.1 }, { onCompile: (o) => outcomes.push(o) });
+    const e = new Replica(buildModel('mlp', 5), { name: 'sgd', lr: 0.1 }, { compileStep: false });
+    for (let i = 0; i < 3; i++) r.computeGradients(randomBatch(8, i));
+    // Pull the session from under the replica: its next run throws inside libtensorflow's binding.
+    (r as unknown as { compiler: { compiled(n: number): { dispose(): void } } }).compiler.compiled(8).dispose();
+    const batch = randomBatch(8, 42);
+    const got = r.computeGradients(batch);
+    assert.ok(relativeDifference(e.computeGradients(batch).gradients.slice(), got.gradients) < 1e-5);
+    assert.deepEqual(
+      outcomes.map((o) => o.compiled),
+      [true, false],
+    );
+    assert.match(outcomes[1]!.reason!, /the compiled step failed/);
+    r.dispose();
+    e.dispose();
+  });
+
   test('a step that reads a value back into JavaScript midway is refused', () => {
     const backend = activeNativeBackend()!;
     const { trace } = recordBinding(backend, () =>

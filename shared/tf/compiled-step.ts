@@ -117,8 +117,17 @@ export class CompiledStep {
     }
   }
 
+  private disposed = false;
+
+  /** Close the session; once, and quietly for a session libtensorflow already lost. */
   dispose(): void {
-    this.binding.deleteSavedModel(this.modelId);
+    if (this.disposed) return;
+    this.disposed = true;
+    try {
+      this.binding.deleteSavedModel(this.modelId);
+    } catch {
+      // Nothing is left to free.
+    }
   }
 }
 

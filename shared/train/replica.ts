@@ -187,11 +187,17 @@ export class Replica {
    */
   computeGradients(batch: Batch): { loss: number; gradients: Float32Array } {
     const compiled = this.compiler?.compiled(batch.n);
-    if (compiled)
-      return {
-        loss: compiled.run(batch.images, batch.labels, this.weights, this.gradients),
-        gradients: this.gradients,
-      };
+    if (compiled) {
+      try {
+        return {
+          loss: compiled.run(batch.images, batch.labels, this.weights, this.gradients),
+          gradients: this.gradients,
+        };
+      } catch (err) {
+        // The weights are untouched: this step, and every later one of this size, runs op by op instead.
+        this.compiler!.demote(batch.n, `the compiled step failed: ${(err as Error).message}`);
+      }
+    }
     this.syncVariables();
     const loss = this.eagerGradients(batch);
     this.compiler?.settle(batch.n, batch, this.weights, this.gradients);

@@ -67,17 +67,17 @@ export class StepCompiler {
     if (!('recorded' in slot)) return step();
     const { result, trace } = recordBinding(this.backend, step);
     const id = (t: tf.Tensor): number => nativeIdOf(this.backend, t);
-    slot.recorded.push({
-      trace,
-      ids: {
-        images: id(result.images),
-        labels: id(result.labels),
-        weights: result.weights.map(id),
-        loss: id(result.loss),
-        gradients: result.gradients.map(id),
-        stateAfter: result.stateAfter.map(id),
-      },
-    });
+    const ids: TracedStepIo = {
+      images: id(result.images),
+      labels: id(result.labels),
+      weights: result.weights.map(id),
+      loss: id(result.loss),
+      gradients: result.gradients.map(id),
+      stateAfter: result.stateAfter.map(id),
+    };
+    // The graph feeds these; a copy of their values (the weights, when tfjs made them during the step) is not kept.
+    for (const fed of [ids.images, ids.labels, ...ids.weights]) trace.created.delete(fed);
+    slot.recorded.push({ trace, ids });
     return result;
   }
 
@@ -118,6 +118,12 @@ export class StepCompiler {
     }
     this.slots.set(n, { step });
     this.onOutcome({ batchSize: n, compiled: true, ops: b.trace.ops.length });
+  }
+
+  /** Give up the compiled step of this batch size (it failed at run time). */
+  demote(n: number, reason: string): void {
+    this.compiled(n)?.dispose();
+    this.refuse(n, reason);
   }
 
   private refuse(n: number, reason: string): void {
