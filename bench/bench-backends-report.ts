@@ -103,7 +103,10 @@ export function backendsMarkdown(s: BackendsSection): string {
     ? `PyTorch ${s.pytorch.torch} DDP, LeNet-5, ${s.pytorch.trainSamples} samples: **${num(s.pytorch.samplesPerSec)} samples/s** (${s.pytorch.note}; runs ${(s.pytorch.runs ?? []).map((x) => num(x)).join(', ')})` +
       (tf
         ? `; ringtrain's 2-worker cluster on tensorflow is ${num(tf.cluster / s.pytorch.samplesPerSec!, 2)}x that.`
-        : '.')
+        : '.') +
+      (s.pytorch.ceiling
+        ? ` PyTorch's own ceiling (two single-process PyTorch trainers side by side, 1 thread each): ${num(s.pytorch.ceiling)} samples/s, so DDP reaches ${pct(s.pytorch.samplesPerSec! / s.pytorch.ceiling)} of it.`
+        : '')
     : `PyTorch DDP: ${s.pytorch.note}.`;
   return [
     `Samples/s of training time (evaluation excluded), batch ${s.batchSize} per process, median of ${s.repeats} runs.`,

@@ -66,6 +66,9 @@ export interface PytorchDdpResult {
   samplesPerSec?: number;
   runs?: number[];
   trainSamples?: number;
+  /** PyTorch's own ceiling: two single-process PyTorch trainers (1 thread each) side by side, summed. */
+  ceiling?: number;
+  ceilingRuns?: number[];
 }
 
 export interface BackendsSection {
@@ -152,10 +155,11 @@ async function measureModel(
 }
 
 /** python3 bench/pytorch_ddp.py; skipped with a note where torch does not import. */
-function runDdp(trainLimit: number): Promise<{ samplesPerSec: number; torch: string }> {
+function runDdp(trainLimit: number, workers = 2): Promise<{ samplesPerSec: number; torch: string }> {
   const python = process.env.RINGTRAIN_PYTHON ?? 'python3';
   const script = path.join(REPO, 'bench', 'pytorch_ddp.py');
   const args = [script, '--data-dir', defaultMnistDir(), '--train-limit', String(trainLimit), '--json'];
+  args.push('--workers', String(workers));
   return new Promise((resolve, reject) => {
     const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -177,20 +181,33 @@ function runDdp(trainLimit: number): Promise<{ samplesPerSec: number; torch: str
 async function measureDdp(plan: BackendsPlan, log: (l: string) => void): Promise<PytorchDdpResult> {
   if (plan.quick) return { ran: false, note: 'not run in quick mode' };
   const runs: number[] = [];
+  const ceilings: number[] = [];
   let torch = '';
+  const limit = plan.trainLimit.lenet5;
   try {
     for (let rep = 0; rep < plan.repeats; rep++) {
-      log(`backends: PyTorch DDP ${rep + 1}/${plan.repeats}`);
-      const r = await runDdp(plan.trainLimit.lenet5);
+      log(`backends: PyTorch DDP ${rep + 1}/${plan.repeats}, then two single PyTorch trainers side by side`);
+      const r = await runDdp(limit);
       runs.push(r.samplesPerSec);
       torch = r.torch;
+      const pair = await Promise.all([runDdp(limit, 1), runDdp(limit, 1)]);
+      ceilings.push(pair[0].samplesPerSec + pair[1].samplesPerSec);
     }
   } catch (err) {
     const note = `skipped: ${(err as Error).message} (pip install torch==2.13.0, or Debian's python3-torch with RINGTRAIN_PYTHON=/usr/bin/python3)`;
     return { ran: false, note };
   }
   const note = 'gloo, 2 processes, 1 thread each, LeNet-5, Adam, batch 64 per process';
-  return { ran: true, note, torch, samplesPerSec: median(runs), runs, trainSamples: plan.trainLimit.lenet5 };
+  return {
+    ran: true,
+    note,
+    torch,
+    samplesPerSec: median(runs),
+    runs,
+    trainSamples: limit,
+    ceiling: median(ceilings),
+    ceilingRuns: ceilings,
+  };
 }
 
 export async function measureBackends(plan: BackendsPlan, log: (l: string) => void): Promise<BackendsSection> {

@@ -9,6 +9,8 @@ training (after one warm-up step, which both sides' first steps make slow).
 
     python3 bench/pytorch_ddp.py --data-dir DIR [--workers 2] [--train-limit 12800] [--batch-size 64] [--json]
 
+--workers 1 trains the model alone, without DDP (two of them side by side are PyTorch's own ceiling).
+
 Prints one JSON line with --json: {"samplesPerSec", "seconds", "steps", "workers", "torch", "loss"}.
 """
 import argparse
@@ -77,7 +79,8 @@ def worker(rank, args, port, results):
     x, y = load_mnist(args.data_dir, args.train_limit)
     sampler = DistributedSampler(TensorDataset(x, y), num_replicas=args.workers, rank=rank, shuffle=True, seed=1)
     loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, sampler=sampler, drop_last=True)
-    model = DistributedDataParallel(lenet5())
+    # One worker is the plain single-process trainer (the ceiling runs): no DDP wrapper, no gradient hooks.
+    model = DistributedDataParallel(lenet5()) if args.workers > 1 else lenet5()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     steps = 0
