@@ -291,7 +291,7 @@ function stepsTable(s: StepsSection): string {
         .slice(0, 6)
         .map((k) => `${k.kernel} ${pct(k.share)}`)
         .join(', ');
-      return `- ${r.model}: ${top}`;
+      return `- ${r.model}${r.compiled ? ' (profiled op by op: the timed, compiled step is one session call)' : ''}: ${top}`;
     })
     .join('\n');
   return `${table}\n\nWhere a training step's kernel time goes (tf.profile):\n\n${kernels}`;

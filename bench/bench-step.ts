@@ -33,6 +33,8 @@ export interface StepBenchResult {
   msPerStep: number;
   /** With `profileSteps`: kernels by time per step, largest first. */
   kernels?: KernelShare[];
+  /** Whether the timed steps ran as one compiled graph (tensorflow): the profile is then of the op-by-op step. */
+  compiled?: boolean;
 }
 
 /** Time each kernel over `steps` training steps; shares are of the summed kernel time. */
@@ -65,19 +67,19 @@ export async function benchStep(opts: {
   warmup: number;
   backend: string;
   profileSteps?: number;
+  /** `off`: time the op-by-op step on tensorflow. */
+  stepGraph?: 'auto' | 'off';
 }): Promise<StepBenchResult> {
   const backend = await selectBackend(parseBackendChoice(opts.backend));
   const data = await loadMnist();
-  const replica = new Replica(
-    buildModel(parseModelName(opts.model), 1),
-    { name: 'adam', lr: 1e-3 },
-    {
-      onCompile: (o) =>
-        console.log(
-          `step graph for batch ${o.batchSize}: ${o.compiled ? `compiled (${o.ops} ops)` : `eager: ${o.reason}`}`,
-        ),
-    },
-  );
+  let compiled = false;
+  const replicaOf = (compileStep: boolean): Replica =>
+    new Replica(
+      buildModel(parseModelName(opts.model), 1),
+      { name: 'adam', lr: 1e-3 },
+      { compileStep, onCompile: (o) => (compiled ||= o.compiled) },
+    );
+  let replica = replicaOf(opts.stepGraph !== 'off');
   const loader = new BatchLoader(data.train, opts.batchSize);
   const order = shardForRank({
     datasetSize: data.train.count,
@@ -95,6 +97,11 @@ export async function benchStep(opts: {
   const started = performance.now();
   for (let s = 0; s < opts.steps; s++) step(opts.warmup + s);
   const seconds = (performance.now() - started) / 1000;
+  if (opts.profileSteps && compiled) {
+    // tf.profile sees one session call in a compiled step: profile the same step op by op instead.
+    replica.dispose();
+    replica = replicaOf(false);
+  }
   const kernels = opts.profileSteps
     ? await profileKernels(step, opts.warmup + opts.steps, opts.profileSteps)
     : undefined;
@@ -106,6 +113,7 @@ export async function benchStep(opts: {
     steps: opts.steps,
     samplesPerSec: (opts.steps * opts.batchSize) / seconds,
     msPerStep: (1000 * seconds) / opts.steps,
+    compiled,
     ...(kernels ? { kernels } : {}),
   };
 }
@@ -118,6 +126,11 @@ async function main(): Promise<void> {
     .option('--warmup <n>', 'untimed steps first', Number, 10)
     .addOption(new Option('--backend <name>').choices(BACKEND_CHOICES).default('auto'))
     .option('--profile [steps]', 'time every kernel over this many extra steps (default 10)')
+    .addOption(
+      new Option('--step-graph <mode>', 'tensorflow: compiled step (auto) or op by op')
+        .choices(['auto', 'off'])
+        .default('auto'),
+    )
     .option('--json', 'print JSON only', false)
     .parse(process.argv);
   const o = cmd.opts();
@@ -129,11 +142,14 @@ async function main(): Promise<void> {
     warmup: o.warmup,
     backend: o.backend,
     profileSteps,
+    stepGraph: o.stepGraph,
   });
   if (o.json) return void process.stdout.write(`${JSON.stringify(r)}\n`);
   process.stdout.write(
-    `${r.model} on ${r.backend}, batch ${r.batchSize}: ${r.samplesPerSec.toFixed(0)} samples/s (${r.msPerStep.toFixed(1)} ms/step over ${r.steps} steps)\n`,
+    `${r.model} on ${r.backend}${r.compiled ? ' (compiled step)' : ''}, batch ${r.batchSize}: ${r.samplesPerSec.toFixed(0)} samples/s (${r.msPerStep.toFixed(1)} ms/step over ${r.steps} steps)\n`,
   );
+  if (r.kernels && r.compiled)
+    process.stdout.write('kernels of the same step op by op (tf.profile cannot see into the graph):\n');
   for (const k of r.kernels?.slice(0, 12) ?? []) {
     process.stdout.write(
       `  ${k.kernel.padEnd(24)} ${k.msPerStep.toFixed(2).padStart(7)} ms/step  ${(100 * k.share).toFixed(1).padStart(5)}%  (${k.calls} calls)\n`,
