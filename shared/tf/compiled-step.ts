@@ -36,6 +36,8 @@ export interface TracedStepIo {
 }
 
 export class CompiledStep {
+  private disposed = false;
+
   private constructor(
     private readonly binding: NativeBinding,
     private readonly modelId: number,
@@ -116,8 +118,6 @@ export class CompiledStep {
       for (const t of fetched) b.deleteTensor(t.id);
     }
   }
-
-  private disposed = false;
 
   /** Close the session; once, and quietly for a session libtensorflow already lost. */
   dispose(): void {
