@@ -492,7 +492,7 @@ async function main(): Promise<void> {
     .option('--workers <n>', 'workers at the start', Number, 3)
     .option('--max-workers <n>', 'most workers at once', Number, 4)
     .option('--epochs <n>', 'epochs of each run (runs follow each other until the minutes are over)', Number, 4)
-    .option('--train-limit <n>', 'training samples per epoch', Number, 1500)
+    .option('--train-limit <n>', 'training samples per epoch', Number, 6000)
     .option('--target-accuracy <a>', 'test accuracy the run must reach', Number, 0.85)
     .option('--test-limit <n>', 'test samples evaluated at each epoch end', Number, 500)
     .option('--finish-timeout-ms <ms>', 'after the faults, the last run must finish within this time', Number, 600_000)
