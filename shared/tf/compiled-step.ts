@@ -58,13 +58,12 @@ export class CompiledStep {
     weights: readonly FeedEntry[],
     random: ReadonlySet<number>,
   ): CompiledStep {
-    const n = imageShape[0]!;
     const inputs = new Map<number, GraphInput>([
-      [io.images, { name: 'images', dtype: binding.TF_FLOAT, shape: imageShape }],
-      [io.labels, { name: 'labels', dtype: binding.TF_INT32, shape: [n] }],
+      [io.images, { name: 'images', dtype: binding.TF_FLOAT }],
+      [io.labels, { name: 'labels', dtype: binding.TF_INT32 }],
     ]);
     for (const [i, id] of io.weights.entries()) {
-      inputs.set(id, { name: `weight_${i}`, dtype: binding.TF_FLOAT, shape: weights[i]!.shape });
+      inputs.set(id, { name: `weight_${i}`, dtype: binding.TF_FLOAT });
     }
     const fetched = [io.loss, ...io.gradients, ...io.stateAfter];
     const graph = graphOfTrace(binding, trace, inputs, fetched, random);

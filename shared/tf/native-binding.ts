@@ -37,9 +37,11 @@ export interface NativeBinding {
   TF_ATTR_SHAPE: number;
 }
 
-/** tfjs-node's backend object, as far as ringtrain reads it. */
+/** tfjs-node's backend object, as far as ringtrain uses it. */
 export interface NativeBackend {
   binding: NativeBinding;
+  /** Runs one eager op and wraps its output as a tfjs tensor. */
+  executeSingleOutput(name: string, attrs: unknown[], inputs: tf.TensorInfo[]): tf.Tensor;
   tensorMap: { get(dataId: object): { id: number; values: unknown } };
   getInputTensorIds(tensors: tf.TensorInfo[]): number[];
 }

@@ -8,11 +8,7 @@
  * elsewhere, as before. Other alphas and dtypes keep tfjs-node's kernel.
  */
 import * as tf from '@tensorflow/tfjs';
-
-/** tfjs-node's backend: runs one TensorFlow eager op. */
-interface NativeBackend {
-  executeSingleOutput(name: string, attrs: unknown[], inputs: tf.TensorInfo[]): tf.Tensor;
-}
+import type { NativeBackend } from './native-binding.js';
 
 /** tfjs-node's helper for an op's dtype attribute. */
 export type TypeAttr = (attrName: string, dtype: tf.DataType) => unknown;

@@ -152,10 +152,10 @@ function attrOf(binding: NativeBinding, a: OpAttr): Attr {
   }
 }
 
+/** A placeholder of the graph: what is fed at every run. */
 export interface GraphInput {
   name: string;
   dtype: number;
-  shape: readonly number[];
 }
 
 export interface TracedGraph {
