@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'MODEL_UNKNOWN'
   | 'MODEL_INVALID'
   | 'MODEL_UNTRAINABLE'
+  | 'STEP_UNTRACEABLE'
   | 'LAYOUT_MISMATCH'
   | 'PROTOCOL_INVALID'
   | 'PROTOCOL_VERSION'
@@ -230,6 +231,16 @@ export class ModelInvalidError extends RingtrainError {
     options?: { cause?: unknown },
   ) {
     super('MODEL_INVALID', `model '${source}': ${detail}`, options);
+  }
+}
+
+/**
+ * A training step that cannot be replayed as one TensorFlow graph (shared/tf/step-trace.ts). Never fatal: the step
+ * runs op by op and `reason` is logged.
+ */
+export class UntraceableStepError extends RingtrainError {
+  constructor(readonly reason: string) {
+    super('STEP_UNTRACEABLE', `the training step cannot run as one graph: ${reason}`);
   }
 }
 

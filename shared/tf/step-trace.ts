@@ -16,6 +16,7 @@
  */
 import type { Attr, ConstTensor, GraphNode } from './graph-def.js';
 import type { NativeBinding, OpAttr, TensorMetadata } from './native-binding.js';
+import { UntraceableStepError } from '../errors.js';
 
 export interface TracedOp {
   op: string;
@@ -30,12 +31,6 @@ export interface StepTrace {
   created: Map<number, ConstTensor>;
   /** Set when the step read a tensor back into JavaScript: it cannot be replayed as a graph. */
   readBack: boolean;
-}
-
-export class UntraceableStepError extends Error {
-  constructor(readonly reason: string) {
-    super(`the training step cannot run as one graph: ${reason}`);
-  }
 }
 
 function bytesOf(values: ArrayBufferView): Uint8Array {

@@ -11,7 +11,8 @@
 import type * as tf from '@tensorflow/tfjs';
 import { CompiledStep, type FeedEntry, type TracedStepIo } from '../tf/compiled-step.js';
 import { nativeIdOf, type NativeBackend } from '../tf/native-binding.js';
-import { compareTraces, recordBinding, UntraceableStepError, type StepTrace } from '../tf/step-trace.js';
+import { UntraceableStepError } from '../errors.js';
+import { compareTraces, recordBinding, type StepTrace } from '../tf/step-trace.js';
 
 /** The tensors of one eager step that the graph feeds and fetches. */
 export interface StepTensors {
