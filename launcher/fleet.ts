@@ -37,6 +37,8 @@ export interface FleetConfig {
   sshPort?: number;
   sshIdentity?: string;
   networkInterface?: string;
+  /** `cpus`: pin each worker to its share of its host's CPUs (cpu-binding.ts); `none`: leave it to the scheduler. */
+  cpuBinding: 'cpus' | 'none';
   /** The worker's arguments after `worker`, without --coordinator, --listen and --advertise. */
   workerArgs: (slot: WorkerSlot) => string[];
   workerPort: number;
@@ -154,6 +156,7 @@ export class WorkerFleet {
       args,
       advertise,
       networkInterface: this.cfg.networkInterface,
+      cpuShare: this.cfg.cpuBinding === 'cpus' ? { index: slot.slot, count: this.workersOn(slot.host) } : undefined,
     });
     return renderLauncherCommand(template, {
       host: slot.host,
@@ -162,6 +165,12 @@ export class WorkerFleet {
       sshPort: this.cfg.sshPort,
       sshIdentity: this.cfg.sshIdentity,
     });
+  }
+
+  /** How many workers share this host's CPUs: the fixed slots placed there, else the slots discovery offers. */
+  private workersOn(host: string): number {
+    if (this.cfg.slots) return this.cfg.slots.filter((s) => s.host === host).length;
+    return this.hosts.find((h) => h.host === host)?.slots ?? 1;
   }
 
   private startWorker(slot: WorkerSlot): void {

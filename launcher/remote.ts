@@ -22,6 +22,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import { ConfigError } from '../shared/errors.js';
+import { CPU_SHARE_JS } from './cpu-binding.js';
 import { EXIT_CODES, exitCodeOf } from '../shared/exit-codes.js';
 import { slotName, type WorkerSlot } from './hosts.js';
 
@@ -76,6 +77,8 @@ export interface WorkerScriptSpec {
   /** The address ring peers dial; else looked up from `networkInterface` on the host. */
   advertise?: string;
   networkInterface?: string;
+  /** Pin the worker to its share of the host's CPUs: it is worker `index` of `count` on that host (cpu-binding.ts). */
+  cpuShare?: { index: number; count: number };
 }
 
 /**
@@ -94,15 +97,34 @@ export function workerScript(spec: WorkerScriptSpec): string {
     `IFS= read -r RINGTRAIN_TOKEN || { echo 'ringtrain: no cluster token on stdin' >&2; exit ${SCRIPT_CONFIG_EXIT}; };`,
     'export RINGTRAIN_TOKEN;',
     advertise,
+    cpuBindingScript(spec.cpuShare),
     'exec 3<&0;',
     // The worker gets no stdin; the watcher below owns it. Background jobs of sh ignore SIGINT, so stop with TERM.
-    `${spec.ringtrain} worker ${shellJoin(spec.args)} --advertise "$advertise" </dev/null 3<&- & pid=$!;`,
+    `$bind ${spec.ringtrain} worker ${shellJoin(spec.args)} --advertise "$advertise" </dev/null 3<&- & pid=$!;`,
     `trap 'kill -TERM $pid 2>/dev/null' INT TERM HUP;`,
     '( while IFS= read -r line; do :; done; kill -TERM $pid 2>/dev/null ) <&3 >/dev/null 2>&1 & watch=$!;',
     'exec 3<&-;',
     // `wait` returns early when a trapped signal arrives; wait again until the worker has really exited.
     'while :; do wait $pid; code=$?; kill -0 $pid 2>/dev/null || break; done;',
     'kill $watch 2>/dev/null; exit $code',
+  ].join(' ');
+}
+
+/**
+ * Sets `bind` to `taskset -c LIST` (or to nothing) for the worker's command line: the share is computed on the host;
+ * a host without taskset, or one whose kernel refuses the list, runs the worker unpinned and says why on stderr.
+ */
+function cpuBindingScript(share: WorkerScriptSpec['cpuShare']): string {
+  if (!share) return 'bind=;';
+  const warn = (why: string) => `echo ${shellQuote(`ringtrain: worker not pinned to CPUs: ${why}`)} >&2`;
+  return [
+    `bind=; cpus=$(node -e ${shellQuote(CPU_SHARE_JS)} ${share.index} ${share.count} 2>/dev/null);`,
+    'if [ -n "$cpus" ]; then',
+    'if ! command -v taskset >/dev/null 2>&1; then',
+    `${warn('taskset (util-linux) is not installed')};`,
+    'elif taskset -c "$cpus" true 2>/dev/null; then bind="taskset -c $cpus";',
+    `else ${warn('taskset refused the CPU list')}; fi;`,
+    'fi;',
   ].join(' ');
 }
 

@@ -1,5 +1,5 @@
 /** The options of `ringtrain launch` alone (see table.ts for how to add one). */
-import { int, text, type OptionTable } from './spec.js';
+import { choice, int, text, type OptionTable } from './spec.js';
 
 /** `ringtrain launch` only: how many workers, where, and how they are watched. */
 export const LAUNCH_OPTIONS = {
@@ -122,6 +122,13 @@ export const LAUNCH_OPTIONS = {
     help: 'ring port of slot 0 on each host, slot k uses port+k (0 = any free port)',
     default: 0,
     max: 65535,
+    roles: ['launch'],
+  }),
+  cpuBinding: choice(['cpus', 'none'], {
+    flag: 'cpu-binding',
+    arg: 'mode',
+    help: "cpus: pin each worker to its even share of its host's CPUs (taskset; as mpirun --bind-to core); none: let the scheduler place them",
+    default: 'cpus',
     roles: ['launch'],
   }),
   shutdownGraceMs: int({
