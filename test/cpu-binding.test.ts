@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { cpuShare } from '../launcher/cpu-binding.js';
+import { resolveCpuBinding } from '../launcher/launch.js';
 import { RemoteWorker, renderLauncherCommand, shellQuote, workerScript } from '../launcher/remote.js';
 
 describe('cpuShare', () => {
@@ -30,6 +31,15 @@ describe('cpuShare', () => {
     assert.equal(cpuShare('ff', 0, 1), '');
     assert.equal(cpuShare('', 0, 1), '');
   });
+});
+
+test('--cpu-binding auto pins workers unless they run on wasm or cpu; cpus and none are taken as given', () => {
+  assert.equal(resolveCpuBinding('auto', 'tensorflow'), 'cpus');
+  assert.equal(resolveCpuBinding('auto', 'auto'), 'cpus');
+  assert.equal(resolveCpuBinding('auto', 'wasm'), 'none');
+  assert.equal(resolveCpuBinding('auto', 'cpu'), 'none');
+  assert.equal(resolveCpuBinding('cpus', 'wasm'), 'cpus');
+  assert.equal(resolveCpuBinding('none', 'tensorflow'), 'none');
 });
 
 const ownCpus = (): string => /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]!;

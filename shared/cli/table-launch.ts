@@ -124,11 +124,11 @@ export const LAUNCH_OPTIONS = {
     max: 65535,
     roles: ['launch'],
   }),
-  cpuBinding: choice(['cpus', 'none'], {
+  cpuBinding: choice(['auto', 'cpus', 'none'], {
     flag: 'cpu-binding',
     arg: 'mode',
-    help: "cpus: pin each worker to its even share of its host's CPUs (taskset; as mpirun --bind-to core); none: let the scheduler place them",
-    default: 'cpus',
+    help: "cpus: pin each worker to its even share of its host's CPUs (taskset; as mpirun --bind-to core); none: let the scheduler place them; auto: cpus unless --backend is wasm or cpu",
+    default: 'auto',
     roles: ['launch'],
   }),
   shutdownGraceMs: int({
