@@ -4,11 +4,13 @@
  * launch -np N` starts). While a run lasts, the resident memory of every process is sampled from /proc, so the report
  * can show peak RSS and whether memory stays flat over a long run.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuShare, resolveCpuBinding } from '../launcher/cpu-binding.js';
 import { generateToken, TOKEN_ENV } from '../shared/auth.js';
 
 const CLI = fileURLToPath(new URL('../scripts/ringtrain.js', import.meta.url));
@@ -182,8 +184,15 @@ export function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
-function spawnCli(args: string[], env: NodeJS.ProcessEnv, ipc = false): { child: ChildProcess; output: () => string } {
-  const child = spawn(process.execPath, [CLI, ...args], {
+function spawnCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  ipc = false,
+  cpus = '',
+): { child: ChildProcess; output: () => string } {
+  // taskset execs node in its own process: the pid, which the memory sampler watches, stays the worker's.
+  const [command, ...rest] = cpus ? ['taskset', '-c', cpus, process.execPath] : [process.execPath];
+  const child = spawn(command!, [...rest, CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])],
     env,
   });
@@ -272,9 +281,27 @@ function listeningPort(coordinator: ReturnType<typeof spawnCli>): Promise<number
   });
 }
 
-function spawnWorker(port: number, train: TrainArgs, env: NodeJS.ProcessEnv): ReturnType<typeof spawnCli> {
+function spawnWorker(
+  port: number,
+  train: TrainArgs,
+  env: NodeJS.ProcessEnv,
+  cpus: string,
+): ReturnType<typeof spawnCli> {
   const args = ['--coordinator', `ws://127.0.0.1:${port}`, '--listen', '127.0.0.1:0', '--advertise', '127.0.0.1'];
-  return spawnCli(['worker', ...args, ...computeFlags(train)], env);
+  return spawnCli(['worker', ...args, ...computeFlags(train)], env, false, cpus);
+}
+
+/** The CPUs of each of `workers` local workers as `launch --cpu-binding auto` pins them ('' = not pinned). */
+function workerCpus(workers: number, backend: string): string[] {
+  let allowed = '';
+  try {
+    allowed = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '';
+  } catch {
+    // not Linux: no pinning
+  }
+  const pin =
+    resolveCpuBinding('auto', backend) === 'cpus' && spawnSync('taskset', ['-p', String(process.pid)]).status === 0;
+  return Array.from({ length: workers }, (_, i) => (pin && allowed ? cpuShare(allowed, i, workers) : ''));
 }
 
 /** A coordinator and `workers` worker processes on localhost, as `ringtrain launch -np N` starts them. */
@@ -305,7 +332,8 @@ export async function runCluster(workers: number, args: TrainArgs, timeoutMs = 3
   const procs = [coordinator];
   try {
     const port = await listeningPort(coordinator);
-    for (let i = 0; i < workers; i++) procs.push(spawnWorker(port, args, env));
+    const cpus = workerCpus(workers, args.backend);
+    for (let i = 0; i < workers; i++) procs.push(spawnWorker(port, args, env, cpus[i]!));
     const sampler = new MemorySampler(
       procs.map((p, i) => ({ pid: p.child.pid!, role: i === 0 ? 'coordinator' : 'worker' })),
     );

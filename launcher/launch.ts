@@ -21,6 +21,7 @@ import { COORDINATOR_OPTIONS, LAUNCH_OPTIONS } from '../shared/cli/table.js';
 import { generateToken, resolveToken, TOKEN_ENV } from '../shared/auth.js';
 import { ConfigError } from '../shared/errors.js';
 import { describeExit, exitCodeOf } from '../shared/exit-codes.js';
+import { resolveCpuBinding } from './cpu-binding.js';
 import { say, WorkerFleet, type FleetConfig } from './fleet.js';
 import {
   assignSlots,
@@ -181,16 +182,6 @@ function readLaunchPlan(opts: Opts, explicit: ReadonlySet<string>): LaunchPlan {
       cpuBinding: resolveCpuBinding(l.cpuBinding, String(opts.backend)),
     },
   };
-}
-
-/**
- * `auto` pins workers on the native backend (whose compute thread and JavaScript thread take turns on one core) and
- * not on wasm or cpu, whose JavaScript thread computes and whose helper threads (the garbage collector's) gain from
- * a free core while the other worker waits: measured on 2 cores, wasm pinned was 0.83-1.22x unpinned, median 0.96x.
- */
-export function resolveCpuBinding(mode: 'auto' | 'cpus' | 'none', backend: string): 'cpus' | 'none' {
-  if (mode !== 'auto') return mode;
-  return backend === 'wasm' || backend === 'cpu' ? 'none' : 'cpus';
 }
 
 function spawnCoordinator(opts: Opts, plan: LaunchPlan, token: string): ChildProcess {

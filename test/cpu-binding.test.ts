@@ -7,8 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { cpuShare } from '../launcher/cpu-binding.js';
-import { resolveCpuBinding } from '../launcher/launch.js';
+import { cpuShare, resolveCpuBinding } from '../launcher/cpu-binding.js';
 import { RemoteWorker, renderLauncherCommand, shellQuote, workerScript } from '../launcher/remote.js';
 
 describe('cpuShare', () => {
