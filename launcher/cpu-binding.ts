@@ -1,9 +1,9 @@
 /**
- * Pinning each worker to its share of its host's CPUs (`launch --cpu-binding cpus`, the default), as mpirun's
- * `--bind-to core` does for MPI ranks. A synchronous ring runs at its slowest rank's pace every step; on a machine
- * with no idle core, the scheduler moving a worker's threads onto its neighbour's core (or a helper thread of one
- * worker preempting the other's compute) makes one rank late and the whole ring waits. Measured on 2 cores, LeNet-5
- * on tensorflow, 7 interleaved pairs: pinned 1.01-1.23x unpinned (median 1.13x); on wasm no difference.
+ * Pinning each worker to its share of its host's CPUs (`launch --cpu-binding`, see resolveCpuBinding for the
+ * default), as mpirun's `--bind-to core` does for MPI ranks. A synchronous ring runs at its slowest rank's pace every
+ * step; on a machine with no idle core, the scheduler moving a worker's threads onto its neighbour's core (or a
+ * thread of one worker preempting the other's compute) makes one rank late and the whole ring waits. Measured on 2
+ * cores, 2 workers, LeNet-5 on tensorflow, 12 interleaved pairs: pinned 1.01-1.23x unpinned (median 1.12x).
  *
  * The share is worked out on the host that runs the worker (its own CPU count and affinity mask, which may be a
  * cgroup's subset), by the worker script, through `taskset` from util-linux. Where taskset is missing or refuses,

@@ -46,13 +46,13 @@ const ownCpus = (): string => /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('
 /** A stand-in for `ringtrain`: prints the CPUs it may run on. */
 const CPUS_WORKER = `node -e ${shellQuote('console.log(/Cpus_allowed_list:\\s*(\\S+)/.exec(require("fs").readFileSync("/proc/self/status","utf8"))[1])')}`;
 
-async function runPinned(index: number, count: number, env: NodeJS.ProcessEnv) {
+async function runPinned(index: number, count: number, env: NodeJS.ProcessEnv, template = '{command}') {
   let out = '';
   let err = '';
   const script = workerScript({ ringtrain: CPUS_WORKER, args: [], advertise: 'x', cpuShare: { index, count } });
   const worker = new RemoteWorker({
     slot: { host: 'h', slot: index },
-    commandLine: renderLauncherCommand('{command}', { host: 'h', slot: index, script }),
+    commandLine: renderLauncherCommand(template, { host: 'h', slot: index, script }),
     token: 'token',
     env,
     stdout: (t) => {
@@ -69,13 +69,16 @@ async function runPinned(index: number, count: number, env: NodeJS.ProcessEnv) {
 const linux = process.platform === 'linux';
 
 describe('the worker script pins the worker', { skip: !linux && 'CPU affinity is read from /proc (Linux)' }, () => {
-  test('to its share of the CPUs this process may use', async (t) => {
-    if (os.availableParallelism() < 2) return t.skip('needs 2 CPUs');
-    const r = await runPinned(1, 2, { PATH: process.env.PATH });
-    assert.equal(r.code, 0, r.err);
-    assert.equal(r.cpus, cpuShare(ownCpus(), 1, 2));
-    assert.notEqual(r.cpus, ownCpus());
-  });
+  // `sh -c {shell_command}` does what ssh does: the script as one string, split again by the shell on the host.
+  for (const template of ['{command}', 'sh -c {shell_command}']) {
+    test(`to its share of the CPUs this process may use: ${template}`, async (t) => {
+      if (os.availableParallelism() < 2) return t.skip('needs 2 CPUs');
+      const r = await runPinned(1, 2, { PATH: process.env.PATH }, template);
+      assert.equal(r.code, 0, r.err);
+      assert.equal(r.cpus, cpuShare(ownCpus(), 1, 2));
+      assert.notEqual(r.cpus, ownCpus());
+    });
+  }
 
   test('runs the worker unpinned, and says so, where taskset is missing', async () => {
     const bin = mkdtempSync(path.join(os.tmpdir(), 'ringtrain-nobin-'));
