@@ -18,7 +18,7 @@ import { TOKEN_ENV } from '../shared/auth.js';
 import { describeExit } from '../shared/exit-codes.js';
 import { DiscoveryPoller, HostBlacklist, planPlacement, runDiscoveryScript } from './discovery.js';
 import { isLocalHost, slotName, type HostSpec, type WorkerSlot } from './hosts.js';
-import { LOCAL_LAUNCHER_COMMAND, RemoteWorker, renderLauncherCommand, workerScript } from './remote.js';
+import { LOCAL_LAUNCHER_COMMAND, RemoteWorker, renderLauncherCommand, shellQuote, workerScript } from './remote.js';
 
 /** Everything the fleet needs, read and checked before any process starts (launch.ts). */
 export interface FleetConfig {
@@ -157,6 +157,8 @@ export class WorkerFleet {
       advertise,
       networkInterface: this.cfg.networkInterface,
       cpuShare: this.cfg.cpuBinding === 'cpus' ? { index: slot.slot, count: this.workersOn(slot.host) } : undefined,
+      // On this machine, the node running launch; elsewhere, the host's own.
+      node: local ? shellQuote(process.execPath) : undefined,
     });
     return renderLauncherCommand(template, {
       host: slot.host,

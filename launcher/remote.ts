@@ -79,6 +79,8 @@ export interface WorkerScriptSpec {
   networkInterface?: string;
   /** Pin the worker to its share of the host's CPUs: it is worker `index` of `count` on that host (cpu-binding.ts). */
   cpuShare?: { index: number; count: number };
+  /** Shell text that runs node on the host, for the script's own small programs (default: the `node` on its PATH). */
+  node?: string;
 }
 
 /**
@@ -89,15 +91,16 @@ export interface WorkerScriptSpec {
 export function workerScript(spec: WorkerScriptSpec): string {
   if (spec.advertise === undefined && spec.networkInterface === undefined)
     throw new ConfigError('a worker needs an advertise address or a network interface');
+  const node = spec.node ?? 'node';
   const advertise =
     spec.advertise !== undefined
       ? `advertise=${shellQuote(spec.advertise)};`
-      : `advertise=$(node -e ${shellQuote(INTERFACE_LOOKUP_JS)} ${shellQuote(spec.networkInterface!)}) || exit ${SCRIPT_CONFIG_EXIT};`;
+      : `advertise=$(${node} -e ${shellQuote(INTERFACE_LOOKUP_JS)} ${shellQuote(spec.networkInterface!)}) || exit ${SCRIPT_CONFIG_EXIT};`;
   return [
     `IFS= read -r RINGTRAIN_TOKEN || { echo 'ringtrain: no cluster token on stdin' >&2; exit ${SCRIPT_CONFIG_EXIT}; };`,
     'export RINGTRAIN_TOKEN;',
     advertise,
-    cpuBindingScript(spec.cpuShare),
+    cpuBindingScript(spec.cpuShare, node),
     'exec 3<&0;',
     // The worker gets no stdin; the watcher below owns it. Background jobs of sh ignore SIGINT, so stop with TERM.
     `$bind ${spec.ringtrain} worker ${shellJoin(spec.args)} --advertise "$advertise" </dev/null 3<&- & pid=$!;`,
@@ -114,11 +117,11 @@ export function workerScript(spec: WorkerScriptSpec): string {
  * Sets `bind` to `taskset -c LIST` (or to nothing) for the worker's command line: the share is computed on the host;
  * a host without taskset, or one whose kernel refuses the list, runs the worker unpinned and says why on stderr.
  */
-function cpuBindingScript(share: WorkerScriptSpec['cpuShare']): string {
+function cpuBindingScript(share: WorkerScriptSpec['cpuShare'], node: string): string {
   if (!share) return 'bind=;';
   const warn = (why: string) => `echo ${shellQuote(`ringtrain: worker not pinned to CPUs: ${why}`)} >&2`;
   return [
-    `bind=; cpus=$(node -e ${shellQuote(CPU_SHARE_JS)} ${share.index} ${share.count} 2>/dev/null);`,
+    `bind=; cpus=$(${node} -e ${shellQuote(CPU_SHARE_JS)} ${share.index} ${share.count} 2>/dev/null);`,
     'if [ -n "$cpus" ]; then',
     'if ! command -v taskset >/dev/null 2>&1; then',
     `${warn('taskset (util-linux) is not installed')};`,

@@ -3,6 +3,7 @@
  * a stand-in worker under taskset, or unpinned with a warning where taskset is missing.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,10 +47,22 @@ const ownCpus = (): string => /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('
 /** A stand-in for `ringtrain`: prints the CPUs it may run on. */
 const CPUS_WORKER = `node -e ${shellQuote('console.log(/Cpus_allowed_list:\\s*(\\S+)/.exec(require("fs").readFileSync("/proc/self/status","utf8"))[1])')}`;
 
-async function runPinned(index: number, count: number, env: NodeJS.ProcessEnv, template = '{command}') {
+async function runPinned(
+  index: number,
+  count: number,
+  env: NodeJS.ProcessEnv,
+  template = '{command}',
+  spec: { ringtrain?: string; node?: string } = {},
+) {
   let out = '';
   let err = '';
-  const script = workerScript({ ringtrain: CPUS_WORKER, args: [], advertise: 'x', cpuShare: { index, count } });
+  const script = workerScript({
+    ringtrain: CPUS_WORKER,
+    ...spec,
+    args: [],
+    advertise: 'x',
+    cpuShare: { index, count },
+  });
   const worker = new RemoteWorker({
     slot: { host: 'h', slot: index },
     commandLine: renderLauncherCommand(template, { host: 'h', slot: index, script }),
@@ -83,12 +96,32 @@ describe('the worker script pins the worker', { skip: !linux && 'CPU affinity is
   test('runs the worker unpinned, and says so, where taskset is missing', async () => {
     const bin = mkdtempSync(path.join(os.tmpdir(), 'ringtrain-nobin-'));
     try {
-      symlinkSync(process.execPath, path.join(bin, 'node'));
+      symlinkSync(process.execPath, path.join(bin, 'node')); // the stand-in worker's
       symlinkSync('/bin/sh', path.join(bin, 'sh'));
       const r = await runPinned(0, 1, { PATH: bin });
       assert.equal(r.code, 0, r.err);
       assert.equal(r.cpus, ownCpus());
       assert.match(r.err, /worker not pinned to CPUs: taskset \(util-linux\) is not installed/);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  test('the share is computed with the node it is given (launch gives local workers its own)', async (t) => {
+    if (os.availableParallelism() < 2) return t.skip('needs 2 CPUs');
+    const bin = mkdtempSync(path.join(os.tmpdir(), 'ringtrain-nonode-'));
+    try {
+      symlinkSync('/bin/sh', path.join(bin, 'sh'));
+      // `true` is a shell builtin: taskset runs the program, found on PATH, to check the list.
+      for (const tool of ['taskset', 'true'])
+        symlinkSync(execFileSync('which', [tool]).toString().trim(), path.join(bin, tool));
+      const worker = `${shellQuote(process.execPath)} -e ${shellQuote('console.log(/Cpus_allowed_list:\\s*(\\S+)/.exec(require("fs").readFileSync("/proc/self/status","utf8"))[1])')}`;
+      const r = await runPinned(1, 2, { PATH: bin }, '{command}', {
+        ringtrain: worker,
+        node: shellQuote(process.execPath),
+      });
+      assert.equal(r.code, 0, r.err);
+      assert.equal(r.cpus, cpuShare(ownCpus(), 1, 2), r.err);
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }
