@@ -5,13 +5,13 @@
  * can show peak RSS and whether memory stays flat over a long run.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuShare, resolveCpuBinding } from '../launcher/cpu-binding.js';
 import { generateToken, TOKEN_ENV } from '../shared/auth.js';
+import { allowedCpus } from '../shared/cpus.js';
 
 const CLI = fileURLToPath(new URL('../scripts/ringtrain.js', import.meta.url));
 
@@ -293,12 +293,7 @@ function spawnWorker(
 
 /** The CPUs of each of `workers` local workers as `launch --cpu-binding auto` pins them ('' = not pinned). */
 function workerCpus(workers: number, backend: string): string[] {
-  let allowed = '';
-  try {
-    allowed = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '';
-  } catch {
-    // not Linux: no pinning
-  }
+  const allowed = allowedCpus() ?? '';
   const pin =
     resolveCpuBinding('auto', backend) === 'cpus' && spawnSync('taskset', ['-p', String(process.pid)]).status === 0;
   return Array.from({ length: workers }, (_, i) => (pin && allowed ? cpuShare(allowed, i, workers) : ''));

@@ -4,12 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { cpuShare, resolveCpuBinding } from '../launcher/cpu-binding.js';
 import { RemoteWorker, renderLauncherCommand, shellQuote, workerScript } from '../launcher/remote.js';
+import { allowedCpus } from '../shared/cpus.js';
 
 describe('cpuShare', () => {
   test('an even contiguous slice per worker, in list syntax', () => {
@@ -42,10 +43,12 @@ test('--cpu-binding auto pins workers unless they run on wasm or cpu; cpus and n
   assert.equal(resolveCpuBinding('none', 'tensorflow'), 'none');
 });
 
-const ownCpus = (): string => /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]!;
+const ownCpus = (): string => allowedCpus()!;
 
-/** A stand-in for `ringtrain`: prints the CPUs it may run on. */
-const CPUS_WORKER = `node -e ${shellQuote('console.log(/Cpus_allowed_list:\\s*(\\S+)/.exec(require("fs").readFileSync("/proc/self/status","utf8"))[1])')}`;
+/** A stand-in for `ringtrain`, run by `node`: prints the CPUs it may run on. */
+const cpusWorker = (node: string) =>
+  `${node} -e ${shellQuote('console.log(/Cpus_allowed_list:\\s*(\\S+)/.exec(require("fs").readFileSync("/proc/self/status","utf8"))[1])')}`;
+const CPUS_WORKER = cpusWorker('node');
 
 async function runPinned(
   index: number,
@@ -115,9 +118,8 @@ describe('the worker script pins the worker', { skip: !linux && 'CPU affinity is
       // `true` is a shell builtin: taskset runs the program, found on PATH, to check the list.
       for (const tool of ['taskset', 'true'])
         symlinkSync(execFileSync('which', [tool]).toString().trim(), path.join(bin, tool));
-      const worker = `${shellQuote(process.execPath)} -e ${shellQuote('console.log(/Cpus_allowed_list:\\s*(\\S+)/.exec(require("fs").readFileSync("/proc/self/status","utf8"))[1])')}`;
       const r = await runPinned(1, 2, { PATH: bin }, '{command}', {
-        ringtrain: worker,
+        ringtrain: cpusWorker(shellQuote(process.execPath)),
         node: shellQuote(process.execPath),
       });
       assert.equal(r.code, 0, r.err);

@@ -3,8 +3,8 @@
  * built by the set-up that `npm ci` runs: native-setup.ts), and falls back to `wasm`, which gets ringtrain's own
  * convolution gradient kernels. `cpu` is pure JS: a numeric reference for tests, far too slow to train.
  */
-import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
+import { allowedCpus } from '../cpus.js';
 import { BackendUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { loadNativeBackend, nativeBackendInfo, resolveThreads, rootReason } from './native.js';
@@ -80,13 +80,4 @@ export async function selectBackend(
   const threads = backendThreads(active, opts.threads);
   log?.info({ backend: active, requested: choice, threads, cpus: allowedCpus() }, 'tensorflow.js backend selected');
   return active;
-}
-
-/** The CPUs this process may run on (Linux list syntax, `0-1`): shows a launch's CPU binding in the logs. */
-function allowedCpus(): string | undefined {
-  try {
-    return /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-  } catch {
-    return undefined;
-  }
 }
